@@ -1,0 +1,14 @@
+"""srlib: non-local attention for single-image super-resolution, notebook-first.
+
+Reproduces five papers (NLSN, ENLCN, DLSN, HSPAN, LCoAN). Subpackages:
+
+* :mod:`srlib.attention` -- the attention mechanisms and the shared bucket machinery
+* :mod:`srlib.models`    -- EDSR-style blocks and the networks, ``build_model`` registry
+* :mod:`srlib.data`      -- image I/O, MATLAB-compatible bicubic, degradations, datasets
+* :mod:`srlib.metrics`   -- PSNR / SSIM under the standard SR protocol
+* :mod:`srlib.train`     -- training loop and CLI (``python -m srlib.train``)
+* :mod:`srlib.inference` -- tiled inference and x8 self-ensemble
+* :mod:`srlib.reference` -- runner for the official-code reference cases
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Attention mechanisms for SR and the bucket machinery they share."""

@@ -1,0 +1,130 @@
+"""Dense non-local attention (NLA), the baseline every paper in this project sparsifies.
+
+NLSN paper (Mei et al., CVPR 2021) Eq. (4), the *embedded Gaussian* form of Wang et al.'s non-local block:
+
+    y_i = sum_j  exp(theta(x_i)^T phi(x_j)) / sum_k exp(theta(x_i)^T phi(x_k))  *  g(x_j)
+
+i.e. softmax attention over all ``L = H*W`` positions, with query ``theta``, key ``phi`` and value ``g``
+embeddings. The cost is ``O(L^2)`` in time and memory: the point of the other five mechanisms.
+
+The module follows the ``NonLocalAttention`` class of the official HSPAN repository
+(``laoyangui/HSPAN`` ``src/model/attention.py``), the only official code with a standalone dense NLA: three
+1x1 convolutions each followed by a PReLU, no scaling of the scores, and a residual connection
+``out = res_scale * y + x``. The normaliser is a parameter, so the same module with the soft-thresholding
+operation is HSPAN's HSPA.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from srlib.reference import load_state_dict_strict, register_case_runner
+
+__all__ = ["NonLocalAttention", "non_local_attention", "softmax_last"]
+
+
+def softmax_last(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension (the keys): the normaliser of Eq. (4)."""
+    return torch.softmax(scores, dim=-1)
+
+
+def non_local_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    normalizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    *,
+    return_map: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Dense attention ``normalizer(q k^T) v`` over all positions (NLSN Eq. 4).
+
+    Args:
+        q: ``(B, L, D)`` queries; k: ``(B, L, D)`` keys; v: ``(B, L, Dv)`` values.
+        normalizer: maps scores ``(B, L, L)`` to weights along the last dim; ``None`` = softmax (then, when
+            no map is requested, PyTorch's fused ``scaled_dot_product_attention`` is used and the ``L x L``
+            matrix is never stored).
+        return_map: also return the ``(B, L, L)`` attention weights (row ``i`` = query ``i``).
+
+    Returns:
+        ``(B, L, Dv)``, and the weights if ``return_map``. Scores are not scaled by ``1/sqrt(D)``, as in the
+        official code.
+    """
+    if normalizer is None and not return_map:
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+    scores = torch.bmm(q, k.transpose(1, 2))  # (B, L, L): s_ij = theta(x_i) . phi(x_j)
+    weights = (normalizer or softmax_last)(scores)
+    out = torch.bmm(weights, v)
+    return (out, weights) if return_map else out
+
+
+def _conv_prelu(cin: int, cout: int) -> nn.Sequential:
+    # Official layout: Sequential(Conv2d 1x1, PReLU) -> keys "0.weight", "0.bias", "1.weight".
+    return nn.Sequential(nn.Conv2d(cin, cout, 1), nn.PReLU())
+
+
+class NonLocalAttention(nn.Module):
+    """Dense non-local attention block with residual connection.
+
+    Args:
+        channel: input/output channels ``C``.
+        reduction: embedding channels of query/key are ``C // reduction``.
+        res_scale: residual scale: ``out = res_scale * y + x``.
+        normalizer: scores -> weights along the last dim (default softmax; HSPA passes soft thresholding).
+
+    Shapes: ``x: (B, C, H, W) -> (B, C, H, W)``. State-dict keys as the official code: ``conv_match1.*``
+    (query), ``conv_match2.*`` (key), ``conv_assembly.*`` (value).
+
+    Attribute ``keep_map``: when True, the last attention weights ``(B, L, L)`` are kept in ``last_map``
+    for visualisation.
+    """
+
+    def __init__(
+        self,
+        channel: int = 64,
+        reduction: int = 2,
+        res_scale: float = 1.0,
+        normalizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        if channel % reduction:
+            raise ValueError(f"channel ({channel}) must be divisible by reduction ({reduction})")
+        self.res_scale = res_scale
+        self.normalizer = normalizer
+        self.conv_match1 = _conv_prelu(channel, channel // reduction)
+        self.conv_match2 = _conv_prelu(channel, channel // reduction)
+        self.conv_assembly = _conv_prelu(channel, channel)
+        self.keep_map = False
+        self.last_map: torch.Tensor | None = None
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Query, key, value sequences ``(B, L, C/r)``, ``(B, L, C/r)``, ``(B, L, C)`` with ``p = h*W + w``."""
+        q = self.conv_match1(x).flatten(2).transpose(1, 2)
+        k = self.conv_match2(x).flatten(2).transpose(1, 2)
+        v = self.conv_assembly(x).flatten(2).transpose(1, 2)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"expected a feature map (B, C, H, W), got shape {tuple(x.shape)}")
+        B, C, H, W = x.shape
+        q, k, v = self.embed(x)
+        if self.keep_map:
+            y, self.last_map = non_local_attention(q, k, v, self.normalizer, return_map=True)
+        else:
+            y = non_local_attention(q, k, v, self.normalizer)
+        y = y.transpose(1, 2).reshape(B, C, H, W)
+        return self.res_scale * y + x
+
+
+@register_case_runner("NonLocalAttention")
+def _run_nla_case(case: dict) -> dict:
+    cfg = case["config"]
+    m = NonLocalAttention(channel=cfg["channel"], reduction=cfg["reduction"], res_scale=cfg["res_scale"])
+    load_state_dict_strict(m, case["state_dict"], "NonLocalAttention")
+    m.eval()
+    with torch.no_grad():
+        return {"output": m(case["input"])}

@@ -1,0 +1,125 @@
+"""NLSN: EDSR backbone with Non-Local Sparse Attention (Mei, Fan, Zhou, CVPR 2021).
+
+Structure (official ``HarukiYqM/Non-Local-Sparse-Attention`` ``src/model/nlsn.py``)::
+
+    sub_mean -> head (3x3 conv) -> body -> (+ head output) -> tail (upsampler, 3x3 conv) -> add_mean
+    body = [NLSA, (ResBlock x 8, NLSA) x (n_resblocks / 8), 3x3 conv]
+
+The paper says "5 attention blocks with one insertion after every 8 residual blocks"; the code puts the
+first NLSA *before* the first residual block, so 32 blocks give NLSAs at body indices 0, 9, 18, 27, 36.
+We follow the code, so the authors' released checkpoints load (``state_dicts/nlsn_x*.json``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from srlib.attention.nlsa import NonLocalSparseAttention
+from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
+from srlib.models.registry import register_model
+from srlib.reference import load_state_dict_strict, register_case_runner
+
+__all__ = ["NLSN", "NLSNConfig"]
+
+
+@dataclass
+class NLSNConfig:
+    """NLSN hyper-parameters; defaults are the paper / official README configuration.
+
+    Attributes:
+        scale: upscaling factor (2, 3 or 4).
+        n_resblocks: residual blocks (32); n_feats: channels (256); res_scale: residual scaling (0.1).
+        chunk_size: NLSA chunk size ``k`` (144); n_hashes: hash rounds (4); reduction: embedding reduction (4).
+        attn_every: one NLSA after every ``attn_every`` residual blocks (8), plus one before the first.
+        rgb_range: input/output range (1 = images in [0, 1]); n_colors: 3.
+    """
+
+    scale: int = 2
+    n_resblocks: int = 32
+    n_feats: int = 256
+    res_scale: float = 0.1
+    chunk_size: int = 144
+    n_hashes: int = 4
+    reduction: int = 4
+    attn_every: int = 8
+    rgb_range: float = 1.0
+    n_colors: int = 3
+
+    @classmethod
+    def small(cls, **overrides) -> "NLSNConfig":
+        """A CPU-sized NLSN: 8 blocks, 32 channels, chunk 48, 2 hash rounds (two NLSA modules)."""
+        base = dict(n_resblocks=8, n_feats=32, chunk_size=48, n_hashes=2)
+        base.update(overrides)
+        return cls(**base)
+
+
+class NLSN(nn.Module):
+    """NLSN network. ``x: (B, 3, h, w)`` LR RGB in ``[0, rgb_range]`` -> ``(B, 3, s*h, s*w)``.
+
+    NLSA modules need ``h*w >= chunk_size`` (else ``ValueError``). Their random rotations are redrawn in
+    every forward call; see :meth:`attention_modules` to fix them (``module.projections``) or give them a
+    ``torch.Generator`` (``module.generator``).
+    """
+
+    def __init__(self, cfg: NLSNConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or NLSNConfig()
+        self.cfg = cfg
+        conv, F = default_conv, cfg.n_feats
+
+        def nlsa() -> NonLocalSparseAttention:
+            return NonLocalSparseAttention(
+                n_hashes=cfg.n_hashes, channels=F, k_size=3, reduction=cfg.reduction,
+                chunk_size=cfg.chunk_size, res_scale=cfg.res_scale,
+            )
+
+        # Registration order = state_dict order of the official checkpoints: sub_mean, add_mean, head, body, tail.
+        self.sub_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=-1)
+        self.add_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=1)
+        self.head = nn.Sequential(conv(cfg.n_colors, F, 3))
+        body: list[nn.Module] = [nlsa()]
+        for i in range(cfg.n_resblocks):
+            body.append(ResBlock(conv, F, 3, act=nn.ReLU(True), res_scale=cfg.res_scale))
+            if (i + 1) % cfg.attn_every == 0:
+                body.append(nlsa())
+        body.append(conv(F, F, 3))
+        self.body = nn.Sequential(*body)
+        self.tail = nn.Sequential(Upsampler(conv, cfg.scale, F), conv(F, cfg.n_colors, 3))
+
+    def attention_modules(self) -> list[tuple[str, NonLocalSparseAttention]]:
+        """``(name, module)`` of every NLSA, in forward order (``body.0``, ``body.9``, ...)."""
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, NonLocalSparseAttention)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.sub_mean(x))
+        res = self.body(x) + x
+        return self.add_mean(self.tail(res))
+
+
+@register_model("nlsn", NLSNConfig)
+def build_nlsn(cfg: NLSNConfig) -> NLSN:
+    return NLSN(cfg)
+
+
+def _config_from_case(cfg: dict) -> NLSNConfig:
+    scale = cfg["scale"][0] if isinstance(cfg["scale"], (list, tuple)) else cfg["scale"]
+    return NLSNConfig(
+        scale=scale, n_resblocks=cfg["n_resblocks"], n_feats=cfg["n_feats"], res_scale=cfg["res_scale"],
+        chunk_size=cfg["chunk_size"], n_hashes=cfg["n_hashes"], rgb_range=cfg["rgb_range"],
+        n_colors=cfg["n_colors"],
+    )
+
+
+@register_case_runner("nlsn")
+def _run_nlsn_case(case: dict) -> dict:
+    net = NLSN(_config_from_case(case["config"]))
+    load_state_dict_strict(net, case["state_dict"], "NLSN")
+    modules = dict(net.named_modules())
+    for name, rot in zip(case["hash_modules"], case["rotations"]):
+        modules[name].projections = rot
+    net.eval()
+    with torch.no_grad():
+        return {"output": net(case["input"])}

@@ -1,0 +1,137 @@
+"""The shared bucket machinery: sort / chunk / look-around / un-sort / round combination."""
+
+import pytest
+import torch
+
+from srlib.attention.buckets import (
+    BucketLayout,
+    apply_shared_attention,
+    bucketed_attention,
+    combine_rounds,
+    look_around,
+    n_hash_buckets,
+)
+from srlib.attention.nla import non_local_attention
+
+
+def _dense_reference(q, v):
+    """Dense attention with the official NLSA similarity: raw = q_i . q_j / |q_j| (keys normalised)."""
+    k = torch.nn.functional.normalize(q, dim=-1, eps=5e-5)
+    return non_local_attention(q, k, v, lambda s: torch.softmax(s, -1))
+
+
+def test_n_hash_buckets_matches_official_formula():
+    assert n_hash_buckets(342, 16) == 22  # nlsa_case1: 21 chunks -> rounded up to even
+    assert n_hash_buckets(400, 48) == 8  # nlsn_case1
+    assert n_hash_buckets(100 * 100, 16) == 128  # capped
+    with pytest.raises(ValueError, match="chunk_size = 144"):
+        n_hash_buckets(100, 144)
+
+
+def test_stable_sort_keeps_position_order_inside_a_bucket():
+    codes = torch.tensor([[[1, 0, 1, 0, 1, 0]]])
+    layout = BucketLayout.from_codes(codes, chunk_size=3)
+    assert layout.sort_idx.tolist() == [[[1, 3, 5, 0, 2, 4]]]
+    assert layout.undo_idx.tolist() == [[[3, 0, 4, 1, 5, 2]]]
+
+
+def test_padding_duplicates_last_sorted_rows():
+    L, c = 10, 4
+    codes = torch.arange(L).flip(0).view(1, 1, L)  # sorted order = positions 9, 8, ..., 0
+    x = torch.arange(L, dtype=torch.float64).view(1, L, 1)
+    layout = BucketLayout.from_codes(codes, c)
+    assert layout.padding == 2 and layout.n_chunks == 3
+    chunks = layout.to_chunks(x)
+    assert chunks.shape == (1, 1, 3, 4, 1)
+    assert chunks.flatten().tolist() == [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 0]
+
+
+def test_roundtrip_to_and_from_chunks():
+    g = torch.Generator().manual_seed(1)
+    B, R, L, D = 2, 3, 37, 5
+    codes = torch.randint(0, 6, (B, R, L), generator=g)
+    x = torch.randn(B, R, L, D, generator=g)
+    layout = BucketLayout.from_codes(codes, 8)
+    torch.testing.assert_close(layout.from_chunks(layout.to_chunks(x)), x, rtol=0, atol=0)
+
+
+def test_look_around_order_is_own_prev_next_cyclic():
+    x = torch.arange(3, dtype=torch.float64).view(1, 1, 3, 1, 1)  # chunk i holds value i
+    y = look_around(x)
+    assert y.shape == (1, 1, 3, 3, 1)
+    assert y[0, 0, :, :, 0].tolist() == [[0, 2, 1], [1, 0, 2], [2, 1, 0]]
+
+
+@pytest.mark.parametrize("L, chunk", [(24, 24), (24, 8), (30, 10)])
+def test_degenerate_cases_equal_dense_attention(L, chunk):
+    """One chunk (keys = the chunk three times) or three chunks (own + both neighbours = everything):
+    every query sees every key exactly in proportion, so the result is dense attention, whatever the codes."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, L, 6, generator=g, dtype=torch.float64)
+    v = torch.randn(2, L, 4, generator=g, dtype=torch.float64)
+    codes = torch.randint(0, 4, (2, 1, L), generator=g)
+    res = bucketed_attention(q, v, BucketLayout.from_codes(codes, chunk))
+    out = combine_rounds(res.ret, res.bucket_score)
+    torch.testing.assert_close(out, _dense_reference(q, v), rtol=1e-12, atol=1e-12)
+
+
+def test_rounds_with_equal_layouts_combine_to_one_round():
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(1, 40, 4, generator=g, dtype=torch.float64)
+    v = torch.randn(1, 40, 3, generator=g, dtype=torch.float64)
+    codes1 = torch.randint(0, 5, (1, 1, 40), generator=g)
+    one = bucketed_attention(q, v, BucketLayout.from_codes(codes1, 8))
+    three = bucketed_attention(q, v, BucketLayout.from_codes(codes1.repeat(1, 3, 1), 8))
+    torch.testing.assert_close(combine_rounds(three.ret, three.bucket_score), one.ret[:, 0], rtol=1e-12, atol=1e-12)
+
+
+def test_combine_rounds_weights_by_softmax_of_bucket_scores():
+    ret = torch.tensor([[[[1.0]], [[3.0]]]])  # (B=1, R=2, L=1, D=1)
+    bucket_score = torch.tensor([[[0.0], [torch.log(torch.tensor(3.0))]]])  # weights 1/4, 3/4
+    assert combine_rounds(ret, bucket_score).item() == pytest.approx(0.25 * 1 + 0.75 * 3)
+
+
+def test_shared_attention_reproduces_the_computing_pass():
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 50, 4, generator=g, dtype=torch.float64)
+    v = torch.randn(1, 50, 6, generator=g, dtype=torch.float64)
+    layout = BucketLayout.from_codes(torch.randint(0, 4, (1, 2, 50), generator=g), 16)
+    res = bucketed_attention(q, v, layout, return_score=True)
+    assert res.score.shape == (1, 2, 4, 16, 48)
+    torch.testing.assert_close(res.score.sum(-1), torch.ones(1, 2, 4, 16, dtype=torch.float64))
+    torch.testing.assert_close(apply_shared_attention(res.score, v, layout), res.ret, rtol=1e-12, atol=1e-12)
+
+
+def test_score_bias_is_added_before_the_softmax():
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(1, 16, 4, generator=g, dtype=torch.float64)
+    v = torch.randn(1, 16, 2, generator=g, dtype=torch.float64)
+    layout = BucketLayout.from_codes(torch.zeros(1, 1, 16, dtype=torch.long), 8)
+    # A huge bias on key slot 0 of every chunk row makes every query copy that key's value.
+    bias = torch.zeros(1, 1, 2, 8, 24, dtype=torch.float64)
+    bias[..., 0] = 1e4
+    res = bucketed_attention(q, v, layout, score_bias=lambda lay: bias)
+    torch.testing.assert_close(res.ret[0, 0, :8], v[0, :1].expand(8, 2))
+    torch.testing.assert_close(res.ret[0, 0, 8:], v[0, 8:9].expand(8, 2))
+
+
+def test_gradients_flow_through_sort_and_chunk():
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(1, 12, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, 12, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    layout = BucketLayout.from_codes(torch.randint(0, 3, (1, 2, 12), generator=g), 4)
+
+    def f(q, v):
+        res = bucketed_attention(q, v, layout)
+        return combine_rounds(res.ret, res.bucket_score)
+
+    assert torch.autograd.gradcheck(f, (q, v))
+
+
+def test_bad_codes_raise():
+    with pytest.raises(ValueError, match="integer"):
+        BucketLayout.from_codes(torch.zeros(1, 1, 8), 4)
+    with pytest.raises(ValueError, match="chunk_size"):
+        BucketLayout.from_codes(torch.zeros(1, 1, 8, dtype=torch.long), 0)
+    with pytest.raises(ValueError, match="padding"):
+        BucketLayout.from_codes(torch.zeros(1, 1, 5, dtype=torch.long), 16)
