@@ -1,0 +1,35 @@
+"""Every notebook is a jupytext pair (percent .py source + executed .ipynb) and the two are in sync."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+EXECUTED = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_every_source_has_an_executed_notebook_and_vice_versa():
+    assert {p.stem for p in SOURCES} == {p.stem for p in EXECUTED}
+
+
+@pytest.mark.parametrize("nb", EXECUTED, ids=lambda p: p.name)
+def test_pair_in_sync(nb: Path):
+    """The .ipynb converted back to percent format must equal the .py source byte for byte."""
+    out = subprocess.run(
+        [sys.executable, "-m", "jupytext", "--to", "py:percent", "-o", "-", str(nb)],
+        capture_output=True, text=True, check=True, cwd=NOTEBOOKS.parent,
+    ).stdout
+    src = nb.with_suffix(".py").read_text()
+    assert out == src, f"{nb.name} is out of sync with {nb.stem}.py: run `jupytext --sync notebooks/{nb.stem}.py` and re-execute"
+
+
+@pytest.mark.parametrize("nb", EXECUTED, ids=lambda p: p.name)
+def test_notebook_is_executed_in_order(nb: Path):
+    cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+    counts = [c.get("execution_count") for c in cells]
+    assert all(isinstance(n, int) for n in counts), f"{nb.name} has unexecuted cells"
+    assert counts == sorted(counts), f"{nb.name} was not executed top to bottom"
