@@ -1,0 +1,147 @@
+"""EDSR-style building blocks shared by every network in srlib.
+
+All five official repositories (NLSN, ENLCN, DLSN, HSPAN, LCoAN) are forks of EDSR-PyTorch and reuse its
+``src/model/common.py``: a padded convolution, a frozen mean-shift layer, a residual block and a sub-pixel
+upsampler. The classes here are written from that behaviour, keeping the official ``state_dict`` key layout
+so that official checkpoints load unchanged (``tail.0.0.weight``, ``body.3.body.2.bias``, ...; see
+``shared/reference/state_dicts/*.json``).
+
+Images are ``(B, 3, H, W)`` RGB in ``[0, rgb_range]``; feature maps are ``(B, F, H, W)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+#: Mean RGB of the DIV2K training set, in ``[0, 1]`` (EDSR-PyTorch ``src/model/common.py``).
+DIV2K_MEAN: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)
+
+#: Scales the sub-pixel upsampler can build: powers of two (``log2(s)`` x2 stages) and 3.
+UPSAMPLER_SCALES: tuple[int, ...] = (2, 3, 4, 8)
+
+ConvFactory = Callable[..., nn.Module]
+
+
+def default_conv(in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> nn.Conv2d:
+    """A stride-1 convolution with ``kernel_size // 2`` zero padding ("same" size for odd kernels).
+
+    Maps ``(B, in_channels, H, W)`` to ``(B, out_channels, H, W)``. This is the ``conv`` factory every
+    EDSR-derived network receives (EDSR-PyTorch ``src/model/common.py``, ``default_conv``).
+    """
+    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+
+
+class MeanShift(nn.Conv2d):
+    """Frozen 1x1 convolution that subtracts (``sign=-1``) or adds (``sign=+1``) the dataset mean.
+
+    ``y_c = (x_c + sign * rgb_range * mean_c) / std_c``, i.e. weight ``diag(1/std)`` and bias
+    ``sign * rgb_range * mean / std``. With the default ``std = (1, 1, 1)`` ``sub_mean`` and ``add_mean``
+    are exact inverses. Input and output ``(B, 3, H, W)``.
+
+    The weight and bias are parameters with ``requires_grad=False`` (not buffers), so they appear in the
+    ``state_dict`` as ``weight`` / ``bias`` exactly as in the official checkpoints and count in
+    ``n_parameters_incl_frozen_meanshift`` but not in the trainable parameters.
+
+    Source: EDSR-PyTorch ``src/model/common.py`` (``MeanShift``), reused by all five repositories.
+
+    Raises:
+        ValueError: if ``rgb_mean`` / ``rgb_std`` do not have 3 entries or a std is not positive.
+    """
+
+    def __init__(
+        self,
+        rgb_range: float,
+        rgb_mean: Sequence[float] = DIV2K_MEAN,
+        rgb_std: Sequence[float] = (1.0, 1.0, 1.0),
+        sign: int = -1,
+    ) -> None:
+        if len(rgb_mean) != 3 or len(rgb_std) != 3:
+            raise ValueError(f"rgb_mean and rgb_std need 3 entries, got {tuple(rgb_mean)} and {tuple(rgb_std)}")
+        if any(s <= 0 for s in rgb_std):
+            raise ValueError(f"rgb_std must be positive, got {tuple(rgb_std)}")
+        if sign not in (-1, 1):
+            raise ValueError(f"sign must be -1 (subtract) or +1 (add), got {sign}")
+        super().__init__(3, 3, kernel_size=1)
+        # Default dtype (as the official code): a float64 build gets float64 means, not rounded float32 ones.
+        std = torch.tensor(rgb_std, dtype=self.weight.dtype)
+        mean = torch.tensor(rgb_mean, dtype=self.weight.dtype)
+        with torch.no_grad():
+            self.weight.copy_(torch.diag(1.0 / std).view(3, 3, 1, 1))
+            self.bias.copy_(sign * rgb_range * mean / std)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+
+class ResBlock(nn.Module):
+    """Residual block without batch norm: ``x + res_scale * conv(act(conv(x)))``.
+
+    Input and output ``(B, n_feats, H, W)``. Keys ``body.0.*`` (first conv) and ``body.2.*`` (second conv);
+    ``body.1`` is the activation. ``res_scale`` (0.1 in EDSR/NLSN/ENLCN at 256 features) stabilises the
+    training of wide networks.
+
+    Source: EDSR-PyTorch ``src/model/common.py`` (``ResBlock`` with ``bn=False``).
+
+    Args:
+        conv: factory ``conv(in_ch, out_ch, kernel_size, bias=...)``, usually :func:`default_conv`.
+        n_feats: channels ``F``.
+        kernel_size: kernel of both convolutions.
+        bias: whether the convolutions have a bias.
+        act: activation module between the convolutions; ``None`` -> ``nn.ReLU(inplace=True)``.
+        res_scale: factor applied to the residual branch.
+    """
+
+    def __init__(
+        self,
+        conv: ConvFactory,
+        n_feats: int,
+        kernel_size: int,
+        bias: bool = True,
+        act: nn.Module | None = None,
+        res_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv(n_feats, n_feats, kernel_size, bias=bias),
+            act if act is not None else nn.ReLU(inplace=True),
+            conv(n_feats, n_feats, kernel_size, bias=bias),
+        )
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, F, H, W)`` -> ``(B, F, H, W)``."""
+        return self.body(x).mul(self.res_scale) + x
+
+
+class Upsampler(nn.Sequential):
+    """Sub-pixel (pixel-shuffle) upsampler: ``(B, F, H, W)`` -> ``(B, F, s*H, s*W)``.
+
+    * ``s = 2^k``: ``k`` stages of conv3x3 ``F -> 4F`` + ``PixelShuffle(2)`` (modules ``0, 1`` for x2;
+      ``0, 1, 2, 3`` for x4, so the convolutions are keys ``0.*`` and ``2.*``);
+    * ``s = 3``: conv3x3 ``F -> 9F`` + ``PixelShuffle(3)`` (modules ``0, 1``).
+
+    In a network's ``tail = Sequential(Upsampler, conv)`` this gives the official keys ``tail.0.0.weight``,
+    ``tail.0.2.weight`` (x4) and ``tail.1.weight``.
+
+    Source: EDSR-PyTorch ``src/model/common.py`` (``Upsampler`` without batch norm or activation, the
+    configuration all five papers use).
+
+    Raises:
+        ValueError: if ``scale`` is not one of :data:`UPSAMPLER_SCALES` (2, 3, 4, 8).
+    """
+
+    def __init__(self, conv: ConvFactory, scale: int, n_feats: int, bias: bool = True) -> None:
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale not in UPSAMPLER_SCALES:
+            raise ValueError(
+                f"unsupported upscaling factor scale={scale!r}; supported: {', '.join(map(str, UPSAMPLER_SCALES))}"
+            )
+        layers: list[nn.Module] = []
+        if scale == 3:
+            layers += [conv(n_feats, 9 * n_feats, 3, bias=bias), nn.PixelShuffle(3)]
+        else:
+            for _ in range(scale.bit_length() - 1):  # log2(scale) x2 stages
+                layers += [conv(n_feats, 4 * n_feats, 3, bias=bias), nn.PixelShuffle(2)]
+        super().__init__(*layers)
+        self.scale = scale

@@ -1,0 +1,100 @@
+"""EDSR (Lim et al., "Enhanced Deep Residual Networks for Single Image Super-Resolution", CVPRW 2017).
+
+EDSR is the backbone every attention network in srlib extends: NLSN/ENLCN insert attention modules into its
+body, DLSN/HSPAN/LCoAN group its residual blocks. Structure (keys as in EDSR-PyTorch ``src/model/edsr.py``)::
+
+    sub_mean                     MeanShift(-1)
+    head.0                       conv3x3 3 -> F
+    body.0 .. body.{N-1}         ResBlock (body.i.body.0 / body.i.body.2), branch scaled by res_scale
+    body.N                       conv3x3 F -> F
+    (+ head output: global skip)
+    tail.0                       Upsampler (tail.0.0, tail.0.2 for x4)
+    tail.1                       conv3x3 F -> 3
+    add_mean                     MeanShift(+1)
+
+Presets: ``paper`` = EDSR (32 blocks, 256 features, res_scale 0.1), ``baseline`` = EDSR baseline
+(16 blocks, 64 features, res_scale 1), ``small`` = a CPU toy (2 blocks, 16 features).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
+from .registry import register_model
+
+__all__ = ["EDSR", "EDSRConfig"]
+
+
+@dataclass
+class EDSRConfig:
+    """EDSR hyper-parameters; defaults are the paper's full EDSR.
+
+    ``rgb_range`` is 1 (inputs in ``[0, 1]``) as in the five attention papers' training commands; the
+    original EDSR release used 255.
+    """
+
+    scale: int = 2
+    n_resblocks: int = 32
+    n_feats: int = 256
+    res_scale: float = 0.1
+    rgb_range: float = 1.0
+    n_colors: int = 3
+    kernel_size: int = 3
+
+    EXTRA_PRESETS = ("baseline",)
+
+    def __post_init__(self) -> None:
+        if self.n_resblocks < 0 or self.n_feats < 1:
+            raise ValueError(f"need n_resblocks >= 0 and n_feats >= 1, got {self.n_resblocks}, {self.n_feats}")
+        if self.n_colors != 3:
+            raise ValueError(f"only RGB (n_colors=3) is supported, got n_colors={self.n_colors}")
+
+    @classmethod
+    def baseline(cls) -> "EDSRConfig":
+        """EDSR baseline: 16 residual blocks, 64 features, no residual scaling (about 1.37M parameters at x2)."""
+        return cls(n_resblocks=16, n_feats=64, res_scale=1.0)
+
+    @classmethod
+    def small(cls) -> "EDSRConfig":
+        """A toy for CPU tests and notebooks: 2 blocks, 16 features."""
+        return cls(n_resblocks=2, n_feats=16, res_scale=1.0)
+
+
+class EDSR(nn.Module):
+    """EDSR network: LR ``(B, 3, h, w)`` RGB in ``[0, rgb_range]`` -> SR ``(B, 3, s*h, s*w)``.
+
+    Source: Lim et al. 2017, Fig. 3; key layout of EDSR-PyTorch ``src/model/edsr.py``.
+
+    Raises:
+        ValueError: unsupported ``cfg.scale`` (from :class:`~srlib.models.common.Upsampler`).
+    """
+
+    def __init__(self, cfg: EDSRConfig, conv=default_conv) -> None:
+        super().__init__()
+        self.cfg = cfg
+        f, k = cfg.n_feats, cfg.kernel_size
+        # sub_mean / add_mean first: the official state_dict order (sub_mean, add_mean, head, body, tail)
+        self.sub_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=-1)
+        self.add_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=1)
+        self.head = nn.Sequential(conv(cfg.n_colors, f, k))
+        self.body = nn.Sequential(
+            *[ResBlock(conv, f, k, res_scale=cfg.res_scale) for _ in range(cfg.n_resblocks)],
+            conv(f, f, k),
+        )
+        self.tail = nn.Sequential(Upsampler(conv, cfg.scale, f), conv(f, cfg.n_colors, k))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, 3, h, w)`` in ``[0, rgb_range]`` -> ``(B, 3, s*h, s*w)`` (not clamped)."""
+        x = self.head(self.sub_mean(x))
+        res = self.body(x) + x  # global residual skip
+        return self.add_mean(self.tail(res))
+
+
+@register_model("edsr", EDSRConfig)
+def build_edsr(cfg: EDSRConfig) -> EDSR:
+    """Registry builder for :class:`EDSR`."""
+    return EDSR(cfg)
