@@ -7,10 +7,15 @@ import torch
 
 from srlib.reference import CASE_RUNNERS, CaseError, _load_runners, expected_outputs, load_case, run_case
 
-# Cases whose runners this project must provide; any other case file is run when its runner exists.
-REQUIRED = {"NonLocalAttention", "NonLocalSparseAttention", "nlsn"}
-
-_CASE_DIR = None
+# Every kind of case the official reference data holds; each must have a runner (a new kind of case file
+# would be run as soon as a runner for it is registered).
+REQUIRED = {
+    "NonLocalAttention", "NonLocalSparseAttention", "nlsn",  # NLSN paper (+ dense NLA)
+    "ENLCA", "enlcn",  # ENLCN
+    "GLA", "dlsn",  # DLSN
+    "HSPA", "hspan",  # HSPAN
+    "RecurrentNonLocalKmeansAttention", "lcoan",  # LCoAN
+}
 
 
 def _case_files():
