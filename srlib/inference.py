@@ -295,8 +295,10 @@ def evaluate(
                 f"image {name!r}: SR shape {tuple(sr.shape)} != HR shape {tuple(hr.shape)} "
                 f"(LR {tuple(lr.shape)}, scale {scale}); is the HR image modcropped and the scale right?"
             )
-        row = {"name": name, "psnr": float(metrics.psnr(sr, hr, scale))}
-        row["ssim"] = float(metrics.ssim(sr, hr, scale)) if ssim else None
+        # Grayscale-stored HR images (Set14 "bridge") are scored on intensity, as the MATLAB protocol does.
+        gray = bool(item.get("gray", False))
+        row = {"name": name, "psnr": float(metrics.psnr(sr, hr, scale, gray=gray))}
+        row["ssim"] = float(metrics.ssim(sr, hr, scale, gray=gray)) if ssim else None
         rows.append(row)
         if save_dir is not None:
             save_image(sr, save_dir / f"{name}.png")

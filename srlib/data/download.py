@@ -1,0 +1,430 @@
+"""Download and unpack DIV2K and the SR benchmark sets from their public addresses.
+
+Usage::
+
+    python -m srlib.data.download div2k --root data            # HR + bicubic LR x2/x3/x4, train + valid
+    python -m srlib.data.download div2k --scales 2 --splits valid
+    python -m srlib.data.download benchmark --root data        # EDSR's benchmark.tar
+    python -m srlib.data.download benchmark --source selfexsr  # the SelfExSR GitHub repository's data/
+
+Result (what :mod:`srlib.data.datasets` reads)::
+
+    <root>/DIV2K/DIV2K_train_HR/0001.png ...      <root>/DIV2K/DIV2K_train_LR_bicubic/X2/0001x2.png ...
+    <root>/benchmark/Set5/HR/baby.png ...         <root>/benchmark/Set5/LR_bicubic/X2/babyx2.png ...  (edsr)
+    <root>/benchmark/Set5/image_SRF_2/img_001_SRF_2_HR.png ...                                       (selfexsr)
+
+Safety:
+
+* downloads go to a temporary file next to the destination and are renamed into place
+  only when complete and verified; on any failure (network, interrupt, bad checksum) the
+  partial file is deleted;
+* checksums (SHA-256 and/or MD5) are verified *before* extraction. Where no published
+  checksum is known to us it is ``None``; the computed digests are then printed with a
+  warning so that you can record them (we never guess a checksum);
+* extraction validates every member first: absolute paths, ``..`` components, links and
+  device files are refused (:class:`UnsafeArchiveError`), so nothing is written outside
+  the target folder. Files are unpacked to a temporary folder inside the target and moved
+  into place one complete file at a time.
+
+Sources: DIV2K (Agustsson & Timofte, CVPRW 2017), https://data.vision.ee.ethz.ch/cvl/DIV2K/;
+EDSR benchmark archive (Lim et al. 2017, EDSR-PyTorch README), https://cv.snu.ac.kr/research/EDSR/benchmark.tar;
+SelfExSR data (Huang et al. 2015), https://github.com/jbhuang0604/SelfExSR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import stat
+import sys
+import tarfile
+import tempfile
+import urllib.request
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Sequence
+
+from srlib.config import data_dir
+
+__all__ = [
+    "Archive",
+    "ChecksumError",
+    "UnsafeArchiveError",
+    "DIV2K_BASE_URL",
+    "BENCHMARK_SOURCES",
+    "div2k_archives",
+    "file_digest",
+    "verify_checksum",
+    "download_file",
+    "safe_extract",
+    "fetch",
+    "main",
+]
+
+DIV2K_BASE_URL = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
+_CHUNK = 1 << 20
+
+
+class ChecksumError(ValueError):
+    """A file's digest differs from the expected one (message names file, expected and actual)."""
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive member would be written outside the target folder, or is a link/device."""
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One downloadable archive.
+
+    Attributes:
+        url: public address.
+        filename: local file name of the archive.
+        subdir: folder under ``root`` to extract into (``"DIV2K"``, ``""`` for ``root`` itself).
+        sha256, md5: published digests, or ``None`` when not known for certain.
+        description: one line for ``--help`` / logs.
+    """
+
+    url: str
+    filename: str
+    subdir: str = ""
+    sha256: str | None = None
+    md5: str | None = None
+    description: str = ""
+
+
+def div2k_archives(
+    splits: Iterable[str] = ("train", "valid"),
+    scales: Iterable[int] = (2, 3, 4),
+    *,
+    hr: bool = True,
+    base_url: str = DIV2K_BASE_URL,
+) -> list[Archive]:
+    """DIV2K zip files: ``DIV2K_<split>_HR.zip`` and ``DIV2K_<split>_LR_bicubic_X<s>.zip``.
+
+    Checksums are ``None``: the DIV2K site publishes none and we do not invent them.
+
+    Raises:
+        ValueError: unknown split or scale.
+    """
+    base = base_url if base_url.endswith("/") else base_url + "/"
+    out = []
+    for split in splits:
+        if split not in ("train", "valid"):
+            raise ValueError(f"DIV2K split must be 'train' or 'valid', got {split!r}")
+        if hr:
+            name = f"DIV2K_{split}_HR.zip"
+            out.append(Archive(base + name, name, "DIV2K", description=f"DIV2K {split} HR images"))
+        for s in scales:
+            if s not in (2, 3, 4):
+                raise ValueError(f"unsupported scale {s!r}; DIV2K bicubic LR exists for 2, 3, 4")
+            name = f"DIV2K_{split}_LR_bicubic_X{s}.zip"
+            out.append(Archive(base + name, name, "DIV2K", description=f"DIV2K {split} bicubic LR x{s}"))
+    return out
+
+
+#: Benchmark archives. "edsr" extracts to ``<root>/benchmark/<Set>/{HR,LR_bicubic/X<s>}``;
+#: "selfexsr" is the GitHub snapshot of jbhuang0604/SelfExSR whose ``data/`` folder is moved to
+#: ``<root>/benchmark`` (``BSD100`` renamed ``B100``). No published checksums (None).
+BENCHMARK_SOURCES = {
+    "edsr": Archive(
+        "https://cv.snu.ac.kr/research/EDSR/benchmark.tar", "benchmark.tar", "",
+        description="Set5, Set14, B100, Urban100 (EDSR-PyTorch benchmark.tar)",
+    ),
+    "selfexsr": Archive(
+        "https://github.com/jbhuang0604/SelfExSR/archive/refs/heads/master.zip", "SelfExSR-master.zip", "",
+        description="Set5, Set14, BSD100, Urban100 paired PNGs (SelfExSR repository, data/)",
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- checksums
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks. ``algorithm``: any ``hashlib`` name."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_checksum(path: str | os.PathLike, *, sha256: str | None = None, md5: str | None = None) -> dict:
+    """Check a file against the given digests; return the computed ``{"sha256": ..., "md5": ...}``.
+
+    Both digests are always computed (so they can be reported); only the given ones are checked.
+
+    Raises:
+        FileNotFoundError: missing file.
+        ChecksumError: a digest differs (message names the file, the expected and the actual digest).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file to verify not found: {path}")
+    sha, md = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            sha.update(chunk)
+            md.update(chunk)
+    got = {"sha256": sha.hexdigest(), "md5": md.hexdigest()}
+    for algo, expected in (("sha256", sha256), ("md5", md5)):
+        if expected is not None and got[algo] != expected.lower():
+            raise ChecksumError(f"{path}: {algo} mismatch, expected {expected.lower()}, got {got[algo]}")
+    return got
+
+
+# ----------------------------------------------------------------------------- download
+def download_file(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    md5: str | None = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> Path:
+    """Download ``url`` to ``dest`` atomically and verify it.
+
+    The data is written to a temporary file in ``dest``'s folder, verified, then renamed to
+    ``dest``. On any failure the temporary file is removed and ``dest`` is left as it was.
+    Without a known checksum, a warning prints the computed SHA-256 and MD5.
+
+    Args:
+        url: ``http(s)://`` (or ``file://``) address.
+        dest: final file path (parent folders are created).
+        sha256, md5: expected digests or ``None``.
+        progress: show a tqdm progress bar.
+        timeout: socket timeout in seconds.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        ChecksumError: digest mismatch (nothing is kept).
+        OSError / urllib.error.URLError: network or disk errors (nothing is kept).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            total = resp.headers.get("Content-Length")
+            total = int(total) if total and total.isdigit() else None
+            bar = None
+            if progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, file=sys.stderr)
+            try:
+                for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                    out.write(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+            finally:
+                if bar is not None:
+                    bar.close()
+        got = verify_checksum(tmp, sha256=sha256, md5=md5)
+        if sha256 is None and md5 is None:
+            warnings.warn(
+                f"no published checksum known for {url}; downloaded file has "
+                f"sha256={got['sha256']} md5={got['md5']} (record these to verify later downloads)",
+                stacklevel=2,
+            )
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return dest
+
+
+# ----------------------------------------------------------------------------- extraction
+def _member_target(dest: Path, name: str, archive: Path) -> Path | None:
+    """Where a member goes, or ``None`` for the archive's root entry; refuse escapes."""
+    clean = name.replace("\\", "/")
+    if clean.startswith("/") or re.match(r"^[A-Za-z]:", clean):
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path")
+    parts = [p for p in PurePosixPath(clean).parts if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchiveError(f"{archive}: member {name!r} points outside the target folder ('..')")
+    if not parts:
+        return None
+    target = dest.joinpath(*parts)
+    root = dest.resolve()
+    resolved = target.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise UnsafeArchiveError(f"{archive}: member {name!r} resolves outside {dest}")
+    return target
+
+
+def _plan_zip(zf: zipfile.ZipFile, dest: Path, archive: Path):
+    plan = []
+    for info in zf.infolist():
+        target = _member_target(dest, info.filename, archive)
+        mode = info.external_attr >> 16
+        if mode and stat.S_ISLNK(mode):
+            raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a symbolic link")
+        if target is not None:
+            plan.append((info, target, info.is_dir()))
+    return plan
+
+
+def _plan_tar(tf: tarfile.TarFile, dest: Path, archive: Path):
+    plan = []
+    for member in tf.getmembers():
+        target = _member_target(dest, member.name, archive)
+        if member.issym() or member.islnk():
+            raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a link")
+        if not (member.isfile() or member.isdir()):
+            raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a device/fifo/special file")
+        if target is not None:
+            plan.append((member, target, member.isdir()))
+    return plan
+
+
+def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
+    """Extract a zip or tar(.gz/.bz2/.xz) archive into ``dest`` without ever writing outside it.
+
+    All members are checked before anything is written; regular files and folders only.
+    Files are unpacked to a temporary folder inside ``dest`` and then moved into place
+    (existing files with the same name are replaced; existing folders are merged).
+
+    Returns:
+        The extracted file paths (not folders), sorted.
+
+    Raises:
+        FileNotFoundError: missing archive.
+        UnsafeArchiveError: absolute path, ``..``, link or special member (named).
+        ValueError: not a zip or tar archive.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if not archive.is_file():
+        raise FileNotFoundError(f"archive not found: {archive}")
+    dest.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        opener, kind = zipfile.ZipFile, "zip"
+    elif tarfile.is_tarfile(archive):
+        opener, kind = tarfile.open, "tar"
+    else:
+        raise ValueError(f"{archive}: not a zip or tar archive")
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+    written: list[Path] = []
+    try:
+        with opener(archive) as arc:
+            plan = _plan_zip(arc, dest, archive) if kind == "zip" else _plan_tar(arc, dest, archive)
+            for member, target, is_dir in plan:
+                staged = staging / target.relative_to(dest)
+                if is_dir:
+                    staged.mkdir(parents=True, exist_ok=True)
+                    continue
+                staged.parent.mkdir(parents=True, exist_ok=True)
+                src = arc.open(member) if kind == "zip" else arc.extractfile(member)
+                with src, open(staged, "wb") as out:
+                    shutil.copyfileobj(src, out, _CHUNK)
+        for member, target, is_dir in plan:
+            if is_dir:
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / target.relative_to(dest), target)
+            written.append(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return sorted(written)
+
+
+# ----------------------------------------------------------------------------- datasets
+def fetch(
+    archive: Archive,
+    root: str | os.PathLike,
+    *,
+    keep_archive: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Download (unless present), verify and extract one :class:`Archive` under ``root``.
+
+    The archive is stored in ``<root>/archives/`` and deleted after a successful extraction
+    unless ``keep_archive``. An archive already there is reused (verified against known
+    checksums) unless ``force``.
+
+    Returns:
+        The folder it was extracted into (``root / archive.subdir``).
+    """
+    root = Path(root)
+    path = root / "archives" / archive.filename
+    if force and path.exists():
+        path.unlink()
+    if path.exists():
+        verify_checksum(path, sha256=archive.sha256, md5=archive.md5)
+    else:
+        print(f"downloading {archive.url}", file=sys.stderr)
+        download_file(archive.url, path, sha256=archive.sha256, md5=archive.md5, progress=progress)
+    target = root / archive.subdir if archive.subdir else root
+    print(f"extracting {path.name} into {target}", file=sys.stderr)
+    safe_extract(path, target)
+    if not keep_archive:
+        path.unlink()
+    return target
+
+
+def _move_selfexsr(root: Path) -> Path:
+    """Move ``SelfExSR-*/data/<Set>`` (extracted under root) to ``root/benchmark/<Set>``."""
+    candidates = sorted(root.glob("SelfExSR-*/data"))
+    if not candidates:
+        raise FileNotFoundError(f"no SelfExSR-*/data folder found under {root} after extraction")
+    src = candidates[0]
+    bench = root / "benchmark"
+    bench.mkdir(parents=True, exist_ok=True)
+    for sub in sorted(p for p in src.iterdir() if p.is_dir()):
+        name = "B100" if sub.name == "BSD100" else sub.name
+        target = bench / name
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(sub, target)
+    shutil.rmtree(src.parent, ignore_errors=True)
+    return bench
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``python -m srlib.data.download`` / ``srlib-download``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m srlib.data.download",
+        description="Download DIV2K or the SR benchmark sets, verify checksums, unpack safely.",
+    )
+    parser.add_argument("dataset", choices=("div2k", "benchmark"))
+    parser.add_argument("--root", type=Path, default=None, help="data folder (default: $SRLIB_DATA or <repo>/data)")
+    parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4], help="DIV2K LR scales")
+    parser.add_argument("--splits", nargs="+", default=["train", "valid"], choices=("train", "valid"))
+    parser.add_argument("--no-hr", action="store_true", help="DIV2K: skip the HR archives")
+    parser.add_argument("--source", choices=sorted(BENCHMARK_SOURCES), default="edsr", help="benchmark source")
+    parser.add_argument("--base-url", default=DIV2K_BASE_URL, help="DIV2K mirror (folder URL)")
+    parser.add_argument("--keep-archives", action="store_true")
+    parser.add_argument("--force", action="store_true", help="download again even if the archive exists")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be downloaded")
+    args = parser.parse_args(argv)
+    root = args.root if args.root is not None else data_dir()
+
+    if args.dataset == "div2k":
+        archives = div2k_archives(args.splits, args.scales, hr=not args.no_hr, base_url=args.base_url)
+    else:
+        archives = [BENCHMARK_SOURCES[args.source]]
+    if args.dry_run:
+        for a in archives:
+            target = root / a.subdir if a.subdir else root
+            print(f"{a.url} -> {target}  (sha256={a.sha256}, md5={a.md5})")
+        return 0
+    for a in archives:
+        fetch(a, root, keep_archive=args.keep_archives, force=args.force)
+    if args.dataset == "benchmark" and args.source == "selfexsr":
+        _move_selfexsr(root)
+    print(f"done: {root}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

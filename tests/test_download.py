@@ -1,0 +1,224 @@
+"""Download tool, offline: checksums, atomic download over file:// URLs, safe extraction of zip
+and tar archives built here (including a bad checksum and path-traversal members), and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import urllib.error
+import zipfile
+
+import pytest
+
+from srlib.data import download as dl
+from srlib.data.download import (
+    Archive,
+    ChecksumError,
+    UnsafeArchiveError,
+    div2k_archives,
+    download_file,
+    fetch,
+    safe_extract,
+    verify_checksum,
+)
+
+
+def _zip(path, members: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _tar(path, members: dict[str, bytes], mode="w"):
+    with tarfile.open(path, mode) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _files(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+# ----------------------------------------------------------------------------- checksums
+def test_verify_checksum(tmp_path):
+    f = tmp_path / "data.bin"
+    f.write_bytes(b"super-resolution")
+    sha, md5 = hashlib.sha256(b"super-resolution").hexdigest(), hashlib.md5(b"super-resolution").hexdigest()
+    assert verify_checksum(f, sha256=sha, md5=md5) == {"sha256": sha, "md5": md5}
+    assert verify_checksum(f, sha256=sha.upper())["sha256"] == sha
+    with pytest.raises(ChecksumError, match=rf"data\.bin: sha256 mismatch, expected {'0' * 64}, got {sha}"):
+        verify_checksum(f, sha256="0" * 64)
+    with pytest.raises(ChecksumError, match="md5 mismatch"):
+        verify_checksum(f, md5="f" * 32)
+    with pytest.raises(FileNotFoundError, match="nothing"):
+        verify_checksum(tmp_path / "nothing")
+    assert issubclass(ChecksumError, ValueError) and issubclass(UnsafeArchiveError, ValueError)
+
+
+# ----------------------------------------------------------------------------- download
+def test_download_file_url_atomic(tmp_path):
+    src = tmp_path / "src.bin"
+    payload = bytes(range(256)) * 5000
+    src.write_bytes(payload)
+    sha = hashlib.sha256(payload).hexdigest()
+    dest = tmp_path / "out" / "copy.bin"
+    assert download_file(src.as_uri(), dest, sha256=sha, progress=False) == dest
+    assert dest.read_bytes() == payload
+    assert _files(tmp_path / "out") == ["copy.bin"]  # no temporary file left
+
+
+def test_download_bad_checksum_keeps_nothing(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"abc")
+    out = tmp_path / "out"
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        download_file(src.as_uri(), out / "a.bin", sha256="1" * 64, progress=False)
+    assert _files(out) == []
+    # an existing file is left untouched by a failed download
+    (out / "a.bin").write_bytes(b"old")
+    with pytest.raises(ChecksumError):
+        download_file(src.as_uri(), out / "a.bin", md5="2" * 32, progress=False)
+    assert (out / "a.bin").read_bytes() == b"old" and _files(out) == ["a.bin"]
+
+
+def test_download_failure_removes_partial_file(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(urllib.error.URLError):
+        download_file((tmp_path / "missing.zip").as_uri(), out / "x.zip", progress=False)
+    assert _files(out) == []
+
+
+def test_download_without_checksum_warns_with_digest(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"xyz")
+    sha = hashlib.sha256(b"xyz").hexdigest()
+    with pytest.warns(UserWarning, match=f"no published checksum.*sha256={sha}"):
+        download_file(src.as_uri(), tmp_path / "d.bin", progress=False)
+    assert (tmp_path / "d.bin").read_bytes() == b"xyz"
+
+
+# ----------------------------------------------------------------------------- extraction
+def test_safe_extract_zip_and_merge(tmp_path):
+    a = _zip(tmp_path / "a.zip", {"DIV2K_train_LR_bicubic/X2/0001x2.png": b"one", "top.txt": b"t"})
+    b = _zip(tmp_path / "b.zip", {"DIV2K_train_LR_bicubic/X3/0001x3.png": b"three", "top.txt": b"T"})
+    dest = tmp_path / "dest"
+    assert [p.name for p in safe_extract(a, dest)] == ["0001x2.png", "top.txt"]
+    safe_extract(b, dest)  # merges into the existing folder, replaces the file
+    assert _files(dest) == ["DIV2K_train_LR_bicubic/X2/0001x2.png", "DIV2K_train_LR_bicubic/X3/0001x3.png", "top.txt"]
+    assert (dest / "top.txt").read_bytes() == b"T"
+    assert (dest / "DIV2K_train_LR_bicubic/X3/0001x3.png").read_bytes() == b"three"
+    assert not any(p.name.startswith(".extract-") for p in dest.iterdir())  # staging removed
+
+
+@pytest.mark.parametrize("mode,suffix", [("w", ".tar"), ("w:gz", ".tar.gz")])
+def test_safe_extract_tar(tmp_path, mode, suffix):
+    arc = _tar(tmp_path / f"bench{suffix}", {"benchmark/Set5/HR/baby.png": b"png", "./benchmark/readme": b"r"}, mode)
+    dest = tmp_path / "data"
+    safe_extract(arc, dest)
+    assert _files(dest) == ["benchmark/Set5/HR/baby.png", "benchmark/readme"]
+
+
+@pytest.mark.parametrize("evil", ["../evil.txt", "ok/../../evil.txt", "/tmp/srlib_evil_abs.txt", "C:/evil.txt", "..\\evil.txt"])
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_safe_extract_refuses_traversal(tmp_path, evil, kind):
+    dest = tmp_path / "dest"
+    members = {"good/first.txt": b"fine", evil: b"pwned"}
+    arc = _zip(tmp_path / "x.zip", members) if kind == "zip" else _tar(tmp_path / "x.tar", members)
+    with pytest.raises(UnsafeArchiveError, match="x\\.(zip|tar): member"):
+        safe_extract(arc, dest)
+    assert _files(dest) == []  # nothing extracted, not even the good member
+    assert not (tmp_path / "evil.txt").exists() and not any(tmp_path.rglob("evil.txt"))
+
+
+@pytest.mark.parametrize("link", ["sym", "hard"])
+def test_safe_extract_refuses_links(tmp_path, link):
+    arc = tmp_path / "links.tar"
+    with tarfile.open(arc, "w") as tf:
+        info = tarfile.TarInfo("data/escape")
+        info.type = tarfile.SYMTYPE if link == "sym" else tarfile.LNKTYPE
+        info.linkname = "/etc/passwd"
+        tf.addfile(info)
+    with pytest.raises(UnsafeArchiveError, match="is a link"):
+        safe_extract(arc, tmp_path / "dest")
+    assert _files(tmp_path / "dest") == []
+
+
+def test_safe_extract_errors(tmp_path):
+    (tmp_path / "plain.txt").write_text("not an archive")
+    with pytest.raises(ValueError, match="not a zip or tar"):
+        safe_extract(tmp_path / "plain.txt", tmp_path / "d")
+    with pytest.raises(FileNotFoundError):
+        safe_extract(tmp_path / "none.zip", tmp_path / "d")
+
+
+# ----------------------------------------------------------------------------- fetch + CLI
+def test_fetch_verifies_before_extracting(tmp_path):
+    arc = _zip(tmp_path / "DIV2K_valid_HR.zip", {"DIV2K_valid_HR/0801.png": b"img"})
+    sha = hashlib.sha256(arc.read_bytes()).hexdigest()
+    root = tmp_path / "root"
+    bad = Archive(arc.as_uri(), "DIV2K_valid_HR.zip", "DIV2K", sha256="3" * 64)
+    with pytest.raises(ChecksumError):
+        fetch(bad, root, progress=False)
+    assert _files(root) == []  # nothing downloaded, nothing extracted
+    good = Archive(arc.as_uri(), "DIV2K_valid_HR.zip", "DIV2K", sha256=sha)
+    assert fetch(good, root, progress=False) == root / "DIV2K"
+    assert _files(root) == ["DIV2K/DIV2K_valid_HR/0801.png"]  # archive removed after extraction
+    fetch(good, root, keep_archive=True, progress=False)
+    assert (root / "archives" / "DIV2K_valid_HR.zip").is_file()
+
+
+def test_div2k_archives():
+    archives = div2k_archives()
+    names = [a.filename for a in archives]
+    assert names == [
+        "DIV2K_train_HR.zip", "DIV2K_train_LR_bicubic_X2.zip", "DIV2K_train_LR_bicubic_X3.zip",
+        "DIV2K_train_LR_bicubic_X4.zip", "DIV2K_valid_HR.zip", "DIV2K_valid_LR_bicubic_X2.zip",
+        "DIV2K_valid_LR_bicubic_X3.zip", "DIV2K_valid_LR_bicubic_X4.zip",
+    ]
+    assert archives[0].url == "https://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_train_HR.zip"
+    assert all(a.subdir == "DIV2K" for a in archives)
+    for a in archives + list(dl.BENCHMARK_SOURCES.values()):  # unknown checksums are None, never guessed
+        assert a.sha256 is None or len(a.sha256) == 64
+    assert [a.filename for a in div2k_archives(["valid"], [4], hr=False)] == ["DIV2K_valid_LR_bicubic_X4.zip"]
+    with pytest.raises(ValueError, match="unsupported scale 8"):
+        div2k_archives(scales=[8])
+
+
+def test_cli_dry_run(tmp_path, capsys):
+    assert dl.main(["div2k", "--root", str(tmp_path), "--scales", "2", "--splits", "valid", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"https://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_valid_HR.zip -> {tmp_path / 'DIV2K'}  (sha256=None, md5=None)",
+        f"https://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_valid_LR_bicubic_X2.zip -> {tmp_path / 'DIV2K'}  (sha256=None, md5=None)",
+    ]
+    with pytest.raises(SystemExit):
+        dl.main(["imagenet"])
+
+
+def test_cli_benchmark_end_to_end(tmp_path, monkeypatch):
+    """``benchmark`` with both sources, served from local archives in the published layouts."""
+    edsr = _tar(tmp_path / "benchmark.tar", {"benchmark/Set5/HR/baby.png": b"hr", "benchmark/Set5/LR_bicubic/X2/babyx2.png": b"lr"})
+    selfexsr = _zip(tmp_path / "SelfExSR-master.zip", {
+        "SelfExSR-master/README.md": b"readme",
+        "SelfExSR-master/data/Set5/image_SRF_2/img_001_SRF_2_HR.png": b"hr",
+        "SelfExSR-master/data/BSD100/image_SRF_2/img_001_SRF_2_LR.png": b"lr",
+    })
+    sources = {
+        "edsr": Archive(edsr.as_uri(), "benchmark.tar", ""),
+        "selfexsr": Archive(selfexsr.as_uri(), "SelfExSR-master.zip", ""),
+    }
+    monkeypatch.setattr(dl, "BENCHMARK_SOURCES", sources)
+    root = tmp_path / "data"
+    with pytest.warns(UserWarning, match="no published checksum"):
+        assert dl.main(["benchmark", "--root", str(root)]) == 0
+    assert _files(root) == ["benchmark/Set5/HR/baby.png", "benchmark/Set5/LR_bicubic/X2/babyx2.png"]
+    root2 = tmp_path / "data2"
+    with pytest.warns(UserWarning):
+        assert dl.main(["benchmark", "--source", "selfexsr", "--root", str(root2)]) == 0
+    assert _files(root2) == ["benchmark/B100/image_SRF_2/img_001_SRF_2_LR.png",
+                             "benchmark/Set5/image_SRF_2/img_001_SRF_2_HR.png"]
