@@ -1,0 +1,148 @@
+"""Matplotlib figures used by the notebooks: softmax flattening (HSPAN Fig. 1) and cost-vs-size plots.
+
+Every function returns the ``Figure``; nothing is shown or saved here (call ``plt.show()`` in a notebook).
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+from typing import Mapping, Sequence
+
+from srlib.viz.cost import loglog_slope
+
+__all__ = ["plot_softmax_examples", "plot_flattening_curves", "plot_loglog_cost"]
+
+
+def plot_softmax_examples(stats: Mapping, *, ncols: int = 3, panel_size: float = 2.6):
+    """Bar plots of one softmax distribution per sequence length, on a shared y-axis (HSPAN Fig. 1).
+
+    Args:
+        stats: output of :func:`srlib.viz.attention_maps.softmax_flattening` (uses ``"n"`` and ``"example"``).
+        ncols: panels per row.
+        panel_size: inches per panel.
+
+    Returns:
+        The ``Figure``.
+
+    Raises:
+        ValueError: ``stats`` lacks ``"n"``/``"example"`` or their lengths differ; ``ncols < 1``.
+    """
+    import matplotlib.pyplot as plt
+
+    if "n" not in stats or "example" not in stats or len(stats["n"]) != len(stats["example"]):
+        raise ValueError("stats must come from softmax_flattening (keys 'n' and 'example' of equal length)")
+    if ncols < 1:
+        raise ValueError(f"ncols must be >= 1, got {ncols}")
+    ns = [int(n) for n in stats["n"]]
+    k = len(ns)
+    nrows = -(-k // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * 0.8 * nrows),
+                             sharey=True, squeeze=False)
+    axes = list(grid.flat)
+    top = max(float(p.max()) for p in stats["example"])
+    for ax, n, p in zip(axes, ns, stats["example"]):
+        ax.bar(range(n), p.detach().cpu().numpy(), width=1.0, color="tab:blue")
+        ax.axhline(1.0 / n, color="tab:red", lw=1, ls="--")
+        side = math.isqrt(n)
+        label = f"n = {side}²" if side * side == n else f"n = {n}"
+        ax.set_title(f"{label}, max {float(p.max()):.3f}", fontsize=10)
+        ax.set_xlim(-0.5, n - 0.5)
+        ax.set_ylim(0, top * 1.05)
+        ax.set_xticks([])
+    for ax in axes[k:]:
+        ax.axis("off")
+    for row in grid:
+        row[0].set_ylabel("softmax weight")
+    fig.suptitle("softmax of n scores drawn from N(0, 1)   (dashed: uniform 1/n)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_flattening_curves(stats: Mapping):
+    """Three panels against ``n``: mean max weight, mean entropy (with ``ln n`` and ``ln n - 1/2``), top-k mass.
+
+    The dashed reference curves are the large-``n`` approximations of
+    :func:`srlib.viz.attention_maps.softmax_flattening`: largest weight ``exp(m_n - 1/2) / n`` with ``m_n`` the
+    expected maximum of ``n`` standard normals (Blom's approximation), entropy ``ln n - 1/2``.
+
+    Args:
+        stats: output of :func:`srlib.viz.attention_maps.softmax_flattening`.
+
+    Returns:
+        The ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = stats["n"].double().numpy()
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax[0].errorbar(n, stats["max_weight"].numpy(), yerr=stats["max_weight_std"].numpy(), fmt="o-", capsize=3,
+                   label="measured (mean ± std)")
+    # Expected maximum of n standard normals, Blom's approximation Phi^-1((n - 3/8) / (n + 1/4)).
+    m_n = np.array([NormalDist().inv_cdf((v - 0.375) / (v + 0.25)) for v in n])
+    ax[0].plot(n, np.exp(m_n - 0.5) / n, "k--", label=r"$e^{m_n-1/2}/n$ ($m_n$: expected max)")
+    ax[0].plot(n, 1 / n, ":", color="tab:red", label="uniform 1/n")
+    ax[0].set_title("largest weight")
+    ax[1].plot(n, stats["entropy"].numpy(), "o-", label="measured")
+    ax[1].plot(n, np.log(n), ":", color="tab:red", label=r"uniform: $\ln n$")
+    ax[1].plot(n, np.log(n) - 0.5, "k--", label=r"$\ln n - 1/2$")
+    ax[1].set_title("entropy (nats)")
+    ax[2].plot(n, stats["top_mass"].numpy(), "o-", label=f"top {stats['top_k']} weights")
+    ax[2].plot(n, stats["top_k"] / n, ":", color="tab:red", label="uniform")
+    ax[2].set_title(f"mass of the {stats['top_k']} largest weights")
+    for a in ax:
+        a.set_xlabel("sequence length n")
+        a.legend(fontsize=8)
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_loglog_cost(
+    lengths: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    *,
+    ylabel: str,
+    fit_from: int = 0,
+    title: str | None = None,
+):
+    """Log-log plot of cost against sequence length, each series labelled with its fitted exponent.
+
+    Args:
+        lengths: ``L`` values (x axis), positive.
+        series: label -> costs (same length as ``lengths``, positive).
+        ylabel: y-axis label (e.g. ``"seconds"``).
+        fit_from: index of the first point used in the slope fit (small sizes are often overhead-bound).
+        title: optional title.
+
+    Returns:
+        ``(figure, slopes)`` with ``slopes`` a dict label -> fitted exponent (:func:`loglog_slope`).
+
+    Raises:
+        ValueError: from :func:`loglog_slope` (too few points, non-positive values).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    slopes = {}
+    for label, ys in series.items():
+        slope = loglog_slope(lengths[fit_from:], ys[fit_from:])
+        slopes[label] = slope
+        ax.loglog(lengths, ys, "o-", label=f"{label}: slope {slope:.2f}")
+    x0, y0 = float(lengths[fit_from]), min(float(ys[fit_from]) for ys in series.values())
+    xs = [float(v) for v in lengths[fit_from:]]
+    ax.loglog(xs, [y0 * (v / x0) ** 2 for v in xs], "k:", label="reference slope 2")
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xticks([float(v) for v in lengths])
+    ax.set_xticklabels([f"{float(v):g}" for v in lengths], rotation=45, fontsize=8)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("sequence length L = H·W")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, slopes

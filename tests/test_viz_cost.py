@@ -1,0 +1,103 @@
+"""srlib.viz.cost: exact tensor-memory tracking, the log-log slope fit, and the structure of a cost
+measurement (never its timings)."""
+
+import pytest
+import torch
+
+from srlib.attention.nla import NonLocalAttention, non_local_attention, softmax_last
+from srlib.viz import loglog_slope, measure_attention_cost, peak_tensor_bytes
+
+
+def test_peak_tensor_bytes_counts_live_intermediates():
+    x = torch.ones(1000)  # allocated before the call: not counted
+
+    def two_temporaries(t):
+        a = t * 2  # 4000 bytes
+        b = a + 1  # 4000 bytes, a still alive -> peak 8000
+        del a
+        c = b * 3  # b alive, a freed -> 8000 again
+        return c
+
+    assert peak_tensor_bytes(two_temporaries, x) == 8000
+    assert peak_tensor_bytes(lambda t: t.view(10, 100).transpose(0, 1), x) == 0  # views allocate nothing
+    assert peak_tensor_bytes(lambda: torch.empty(250, dtype=torch.float64)) == 2000
+
+
+def test_peak_tensor_bytes_sees_the_quadratic_matrices():
+    L, d = 64, 8
+    q = torch.randn(1, L, d)
+    peak = peak_tensor_bytes(lambda: non_local_attention(q, q, q, softmax_last))
+    assert 2 * 4 * L * L <= peak <= 2 * 4 * L * L + 4 * 4 * L * d  # scores + weights, plus O(L d)
+
+
+def test_peak_tensor_bytes_fused_attention_stores_no_matrix():
+    L, d = 256, 8
+    q = torch.randn(1, L, d)
+    fused = peak_tensor_bytes(lambda: non_local_attention(q, q, q))  # scaled_dot_product_attention
+    assert fused == 4 * L * d  # only the output is handed back to Python
+    assert peak_tensor_bytes(lambda: non_local_attention(q, q, q, softmax_last)) >= 2 * 4 * L * L
+
+
+def test_loglog_slope_exact_and_errors():
+    assert loglog_slope([1, 2, 4, 8], [3, 12, 48, 192]) == pytest.approx(2.0, abs=1e-12)
+    assert loglog_slope([10, 100], [5, 5]) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="positive"):
+        loglog_slope([1, 2], [0, 1])
+    with pytest.raises(ValueError, match="equal"):
+        loglog_slope([2, 2], [1, 3])
+    with pytest.raises(ValueError, match=">= 2"):
+        loglog_slope([1], [1])
+
+
+def test_measure_attention_cost_structure():
+    torch.manual_seed(0)
+    m = NonLocalAttention(channel=8, reduction=2)
+    m.keep_map = True  # store the L x L map: memory grows like L^2
+    calls = []
+
+    def fn(x):
+        calls.append(tuple(x.shape))
+        return m(x)
+
+    r = measure_attention_cost(fn, [4, 8], repeats=2, channels=8, generator=torch.Generator().manual_seed(0))
+    assert r["size"] == [4, 8] and r["length"] == [16, 64]
+    assert len(r["seconds"]) == 2 and all(t > 0 for t in r["seconds"])
+    assert [len(t) for t in r["seconds_all"]] == [2, 2]
+    assert r["seconds_min"] == [min(t) for t in r["seconds_all"]]
+    assert calls == [(1, 8, 4, 4)] * 4 + [(1, 8, 8, 8)] * 4  # warm-up + 2 timed + 1 memory run per size
+    assert r["peak_bytes"][1] >= 4 * 64 * 64 > r["peak_bytes"][0]
+    assert r["cuda_peak_bytes"] == [None, None]
+    no_mem = measure_attention_cost(fn, [4], repeats=1, channels=8, memory=False)
+    assert no_mem["peak_bytes"] == [None]
+
+
+def test_measure_attention_cost_cpu_clock():
+    r = measure_attention_cost(lambda x: x @ x.transpose(-1, -2), [8], repeats=2, channels=4, clock="cpu",
+                               memory=False)
+    assert len(r["seconds_all"][0]) == 2 and all(t >= 0 for t in r["seconds_all"][0])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"sizes": []}, {"sizes": [0]}, {"sizes": [4], "repeats": 0}, {"sizes": [4], "clock": "gpu"},
+     {"sizes": [4], "clock": "cpu", "device": "meta"}],
+)
+def test_measure_attention_cost_errors(kwargs):
+    with pytest.raises(ValueError):
+        measure_attention_cost(lambda x: x, **kwargs)
+
+
+def test_plot_loglog_cost_returns_fitted_slopes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from srlib.viz import plot_loglog_cost
+
+    lengths = [16, 64, 256, 1024]
+    fig, slopes = plot_loglog_cost(lengths, {"quadratic": [n * n for n in lengths], "linear": lengths},
+                                   ylabel="cost", fit_from=1)
+    assert slopes["quadratic"] == pytest.approx(2.0) and slopes["linear"] == pytest.approx(1.0)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["16", "64", "256", "1024"]
+    plt.close(fig)
