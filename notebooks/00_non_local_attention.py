@@ -320,6 +320,21 @@ assert (st["max_weight"] < 0.5).all()  # and no single key dominates
 assert st["effective_support"][2] > 100  # the flat-region query spreads widely
 
 # %% [markdown]
+# ### Explore it yourself
+# The explorer computes this map (5×5 patch descriptors, τ = 0.05) for any query pixel: move `query x` /
+# `query y` or click on the picture. The outline marks the fewest keys carrying 90% of the weight. On your
+# own image: `AttentionExplorer("path/to/photo.png", mechanisms=("NLA",))`. (Interactive: run the notebook in
+# JupyterLab; the numbers it shows are unit-tested in `tests/test_viz_explorer.py`.)
+
+# %% tags=["nbval-ignore-output"]
+from srlib.viz.explorer import AttentionExplorer
+
+explorer = AttentionExplorer(image, mechanisms=("NLA",), query=queries[0], temperature=tau)
+torch.testing.assert_close(explorer.result["map"], maps[0])  # the widget shows the map computed above
+assert explorer.state()["keys_for_90"] >= 1
+explorer
+
+# %% [markdown]
 # ## 4. The quadratic cost, measured
 #
 # Eq. 4 compares every position with every other: for `L = H·W` positions the score matrix has `L²` entries,

@@ -445,6 +445,23 @@ else:
     print("reference data not found (set SRLIB_REFERENCE); skipped")
 
 # %% [markdown]
+# ### Explore it yourself
+# GLA next to NLSA on the scene of notebook 00 (5×5 patch descriptors, scores `cos / 0.05`). The untrained
+# GLA here has its learnable score switched off (untrained, it is noise), so the only difference from NLSA is
+# the hash: super-bit instead of spherical LSH. Move the query, change the hash rounds and the chunk size, and
+# watch the query's bucket (left) and its attention (right; 90% keys outlined).
+
+# %% tags=["nbval-ignore-output"]
+from srlib.viz.explorer import AttentionExplorer, demo_scene
+
+scene, scene_name = demo_scene(64)
+explorer = AttentionExplorer(scene, mechanisms=("GLA", "NLSA"), query=(33, 7))
+st = explorer.state()
+assert st["knobs"] == {"n_hashes": 3, "chunk_size": 128} and len(st["round_weights"]) == 3
+assert abs(st["map_sum"] - 1) < 1e-4
+explorer
+
+# %% [markdown]
 # ## 4. Degradations: bicubic, blur, noise (Eq. 1-2)
 #
 # DLSN is evaluated on three degradations `I = D(k * H) + n` (Eq. 2): **bicubic** downscaling (BI, Table 3),

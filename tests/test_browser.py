@@ -1,0 +1,252 @@
+"""End-to-end: the attention explorer in a real JupyterLab, driven in headless Chromium by Playwright.
+
+Starts JupyterLab on 127.0.0.1 (token off, Jupyter/IPython state in a temporary folder), opens a small
+notebook that builds an :class:`srlib.viz.explorer.AttentionExplorer`, runs all cells, and checks that
+
+* the widget rendered (no "Loading widget...", no "Error displaying widget", no traceback);
+* moving the query slider with the keyboard (ArrowRight on the slider handle) changes the numbers the widget
+  prints and the attention-map picture (pixels of the map panel differ);
+* switching the mechanism to NLSA shows its bucket;
+* with ipyevents installed, a click on the picture moves the query.
+
+Screenshots go to ``artifacts/browser/`` (git-ignored; ``SRLIB_ARTIFACTS`` overrides the folder).
+
+Runs only where it can and should: Chromium present (``/usr/bin/chromium`` from Debian's ``chromium`` package,
+or ``SRLIB_CHROMIUM``), the Python ``playwright`` package importable (it never downloads a browser here), and
+``SRLIB_BROWSER_TEST=1`` or ``CI`` set. Every request that is not to 127.0.0.1 is blocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+CHROMIUM = os.environ.get("SRLIB_CHROMIUM", "/usr/bin/chromium")
+ENABLED = os.environ.get("SRLIB_BROWSER_TEST") == "1" or bool(os.environ.get("CI"))
+ARTIFACTS = Path(os.environ.get("SRLIB_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts")) / "browser"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not ENABLED, reason="browser test: set SRLIB_BROWSER_TEST=1 (CI sets it)"),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+]
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+
+#: The notebook the browser runs: a 48 x 48 crop of a bundled photograph (no data download needed).
+CELLS = [
+    "import torch\ntorch.set_num_threads(1)\n"
+    "from srlib.data import imresize, load_sample\n"
+    "from srlib.viz.explorer import AttentionExplorer",
+    "image = imresize(load_sample('chelsea')[:, :256, 100:356], output_size=(48, 48)).clamp(0, 1)\n"
+    "explorer = AttentionExplorer(image, mechanisms=('NLA', 'NLSA', 'HSPA'), query=(24, 16))\n"
+    "explorer",
+    "explorer.state()['keys_for_90']",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_notebook(path: Path) -> None:
+    nb = {
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                     "language_info": {"name": "python"}},
+        "cells": [{"cell_type": "code", "id": f"cell{i}", "metadata": {}, "execution_count": None, "outputs": [],
+                   "source": src} for i, src in enumerate(CELLS)],
+    }
+    path.write_text(json.dumps(nb, indent=1))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on 127.0.0.1 serving a temporary folder with the demo notebook; yields its base URL."""
+    tmp = tmp_path_factory.mktemp("lab")
+    root = tmp / "root"
+    root.mkdir()
+    _write_notebook(root / "explorer_demo.ipynb")
+    config = tmp / "config"
+    (config / "labconfig").mkdir(parents=True)
+    # no "news" pop-up over the notebook
+    (config / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+    env = dict(os.environ)
+    env.update(JUPYTER_CONFIG_DIR=str(config), JUPYTER_DATA_DIR=str(tmp / "data"),
+               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), IPYTHONDIR=str(tmp / "ipython"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
+               OMP_NUM_THREADS="1")
+    env.pop("MPLBACKEND", None)
+    port = _free_port()
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
+           "--ip=127.0.0.1", "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
+           f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+           "--LabApp.extension_manager=readonly", "--LabApp.news_url=None"]
+    log = open(tmp / "jupyterlab.log", "wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited ({proc.returncode}): {(tmp / 'jupyterlab.log').read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/api/status", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("jupyter lab did not answer within 60 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        # the server and the kernels it started form one process group (created above): stop exactly that group
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # kernels that outlived the server, if any
+        proc.wait()
+        log.close()
+
+
+def _only_localhost(route) -> None:
+    host = urlparse(route.request.url).hostname
+    if host in ("127.0.0.1", None) or route.request.url.startswith(("data:", "blob:")):
+        route.continue_()
+    else:
+        route.abort()
+
+
+def _map_pixels(png: bytes):
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def test_explorer_in_jupyterlab(lab):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
+    marks: list[tuple[str, float]] = [("start", time.monotonic())]
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 1100})
+            context.route("**/*", _only_localhost)
+            page = context.new_page()
+            page.on("requestfailed", lambda req: failed.append(req.url))
+            page.goto(f"{lab}/lab/tree/explorer_demo.ipynb", wait_until="domcontentloaded", timeout=60_000)
+            page.wait_for_function(
+                "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                " && window.jupyterapp.shell.currentWidget.sessionContext"
+                " && window.jupyterapp.shell.currentWidget.sessionContext.session", timeout=60_000)
+            marks.append(("lab loaded", time.monotonic()))
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+            stats = page.locator(".srlib-explorer-stats")
+            stats.wait_for(state="visible", timeout=60_000)
+            page.wait_for_function(
+                "() => { const s = document.querySelector('.srlib-explorer-stats');"
+                " const i = document.querySelector('.srlib-explorer-image img, img.srlib-explorer-image');"
+                " return s && /keys carrying/.test(s.innerText) && i && i.naturalWidth > 0; }", timeout=60_000)
+            marks.append(("widget rendered", time.monotonic()))
+            page.wait_for_timeout(300)
+            notebook_text = page.locator(".jp-Notebook").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "explorer_page_before.png"), full_page=True)
+            assert "Loading widget" not in notebook_text
+            assert "Error displaying widget" not in notebook_text and "Traceback" not in notebook_text
+            before = stats.inner_text()
+            assert "query (y=24, x=16)" in before, before
+            k90_before = int(page.locator(".srlib-explorer-stats .srlib-k90").inner_text())
+            picture = page.locator(".srlib-explorer-image").first
+            png_before = picture.screenshot(path=str(ARTIFACTS / "explorer_map_before.png"))
+
+            # move the query: keyboard on the x slider handle (noUiSlider), 6 steps to the right
+            src_before = picture.evaluate("(el) => (el.tagName === 'IMG' ? el : el.querySelector('img')).src")
+            handle = page.locator(".srlib-explorer-x .noUi-handle").first
+            handle.focus()
+            for _ in range(6):
+                page.keyboard.press("ArrowRight")
+            page.wait_for_function(
+                "() => /query \\(y=24, x=22\\)/.test(document.querySelector('.srlib-explorer-stats').innerText)",
+                timeout=30_000)
+            page.wait_for_function(
+                "(old) => { const e = document.querySelector('.srlib-explorer-image');"
+                " const i = e.tagName === 'IMG' ? e : e.querySelector('img'); return i.src !== old && i.complete; }",
+                arg=src_before, timeout=30_000)
+            marks.append(("map redrawn after ArrowRight", time.monotonic()))
+            page.wait_for_timeout(300)
+            after = stats.inner_text()
+            k90_after = int(page.locator(".srlib-explorer-stats .srlib-k90").inner_text())
+            png_after = picture.screenshot(path=str(ARTIFACTS / "explorer_map_after.png"))
+            page.screenshot(path=str(ARTIFACTS / "explorer_page_after.png"), full_page=True)
+            assert after != before
+
+            a, b = _map_pixels(png_before), _map_pixels(png_after)
+            assert a.shape == b.shape
+            right = a.shape[1] // 2  # the attention-map panel is the right half of the picture
+            changed = (abs(a[:, right:] - b[:, right:]).sum(-1) > 30).mean()
+            assert changed > 0.01, f"only {changed:.4f} of the map panel changed"
+
+            # switch to NLSA: its bucket appears in the numbers
+            page.locator(".srlib-explorer-mechanism select").select_option("NLSA")
+            page.wait_for_function(
+                "() => /NLSA/.test(document.querySelector('.srlib-explorer-stats').innerText)"
+                " && /bucket size/.test(document.querySelector('.srlib-explorer-stats').innerText)",
+                timeout=30_000)
+            page.wait_for_timeout(500)
+            picture.screenshot(path=str(ARTIFACTS / "explorer_map_nlsa.png"))
+
+            # click on the map panel (ipyevents): the query moves to the clicked pixel
+            clicked = None
+            if _has_ipyevents():
+                box = picture.bounding_box()
+                page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.3)
+                page.wait_for_function(
+                    "() => !/query \\(y=24, x=22\\)/.test(document.querySelector('.srlib-explorer-stats').innerText)",
+                    timeout=30_000)
+                clicked = stats.inner_text()
+                marks.append(("query moved by click", time.monotonic()))
+                page.screenshot(path=str(ARTIFACTS / "explorer_page_clicked.png"), full_page=True)
+            (ARTIFACTS / "explorer_readout.txt").write_text(
+                f"before:\n{before}\n\nafter ArrowRight x6:\n{after}\n\nafter click:\n{clicked}\n\n"
+                "seconds since the browser started: "
+                + ", ".join(f"{name} {t - marks[0][1]:.1f}" for name, t in marks[1:]) + "\n\n"
+                "failed or blocked requests:\n" + "\n".join(failed) + "\n")
+        finally:
+            browser.close()
+    assert k90_before > 0 and k90_after > 0
+    assert clicked is None or re.search(r"query \(y=\d+, x=\d+\)", clicked)
+
+
+def _has_ipyevents() -> bool:
+    try:
+        import ipyevents  # noqa: F401
+    except ImportError:
+        return False
+    return True
