@@ -1,0 +1,938 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · LCoAN: a learned (k-means) sparse pattern, and attention weights shared across depth
+#
+# **Paper.** Y.-G. Zhao, C.-W. Zheng, J.-N. Su, G.-Y. Chen, M. Gan, *Efficient Learnable Collaborative
+# Attention for Single Image Super-Resolution* (LCoAN). Official code: `YigangZhao/LCoAN`
+# (`src/model/kmeans_attention.py`, `src/model/lcoan.py`).
+#
+# NLSN (notebook 01) makes non-local attention cheap by hashing: positions whose embeddings fall into the same
+# random spherical-LSH bucket attend to each other. LCoAN changes two things.
+#
+# 1. **Learnable Sparse Pattern (LSP), Eqs. (6)-(10).** The buckets are k-means clusters instead of random
+#    hash buckets. A query attends to the keys of its own cluster (Eq. 7). The centroids are "shared as model
+#    parameters across different images and learned online", through an exponential moving average with
+#    λ = 0.999 (Eq. 10). The claim (Fig. 3a): one k-means round is more accurate than LSH with several rounds.
+# 2. **Collaborative Attention (CoA), Eqs. (11)-(12).** Only the first attention module computes a pattern
+#    and weights, `A_s = LSP(X_1)`. Every deeper module reuses them for its own values:
+#    `O_m = X_m + β A_s W_m(X_m)`. The justification is Fig. 5: "the texture structure information of the
+#    image is stable in the network", and deep attention maps "tend to be more randomly distributed".
+#
+# The reported payoff is Table I (×2; time and memory on Urban100, PSNR on the ablation's test set): the
+# network's inference time falls from 272 s with NLA to 48 s with LCoA, memory from 15.7 GB to 5.5 GB, and
+# PSNR rises by 0.09 dB. On Set5 ×2, LCoAN reaches 38.34 dB with 15.67M parameters (Table II).
+#
+# This notebook covers:
+#
+# 1. k-means on a real image's features, step by step: assignment maps, centroid updates, the EMA of Eq. (10);
+# 2. k-means buckets vs LSH buckets on the same features: how often true nearest neighbours share a bucket
+#    (the idea behind Fig. 3a);
+# 3. LSP and CoA built by hand next to Eqs. (6)-(12), checked against `srlib`, and LCoA's use of the same bucket
+#    code as NLSA and GLA;
+# 4. time and peak memory of NLA, LSP, CoA and LCoA on the same input (Table I);
+# 5. a short real training run, official frozen centroids vs the paper's EMA, and what it does to the buckets;
+# 6. the overlap rate between shallow and deep attention maps (Fig. 5), defined exactly and computed per layer;
+# 7. evaluation on Set5, the full GPU training command, paper vs official code, and exercises.
+
+# %%
+import os
+import subprocess
+import tempfile
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import srlib.attention.gla as gla_module
+import srlib.attention.lcoa as lcoa_module
+import srlib.attention.nlsa as nlsa_module
+from srlib import data as sdata
+from srlib import metrics
+from srlib.attention.buckets import BucketLayout
+from srlib.attention.hashing import spherical_lsh
+from srlib.attention.lcoa import LCoA, assign_clusters, cluster_sizes, ema_centroids, init_centroids, kmeans_step
+from srlib.attention.nla import NonLocalAttention, non_local_attention, softmax_last
+from srlib.config import data_dir
+from srlib.inference import evaluate, forward_chop
+from srlib.models import build_model
+from srlib.models.lcoan import LCoAN, LCoANConfig
+from srlib.train import TrainConfig, train
+from srlib.viz.attention_maps import (
+    features_for_attention,
+    patch_descriptors,
+    plot_attention_maps,
+    query_attention_map,
+)
+from srlib.viz.buckets import bucket_colormap, plot_attended
+from srlib.viz.cost import measure_attention_cost
+from srlib.viz.overlap import (
+    bucket_recall,
+    bucket_share,
+    bucketed_to_dense,
+    dense_attention_map,
+    feature_attention_map,
+    layer_overlaps,
+    module_inputs,
+    overlap_rate,
+    pattern_overlap,
+    topk_overlap,
+    true_neighbours,
+    window_recall,
+)
+
+torch.set_num_threads(2)
+_ = torch.manual_seed(0)
+
+# %% [markdown]
+# ## 0 · Data
+#
+# We use one real LR image throughout. With the shared benchmark data this is Set5's butterfly (LR ×2,
+# 128×128), which has many repeated wing textures, the self-similarity non-local attention is meant to exploit.
+# Without the data we fall back to scikit-image's astronaut. Outputs that depend on the image are marked
+# `nbval-ignore-output`. The code and the `assert`s are the same for both.
+
+# %% tags=["nbval-ignore-output"]
+HAVE_SET5 = "Set5" in sdata.available_benchmarks(scale=2)
+if HAVE_SET5:
+    eval_set = sdata.BenchmarkDataset("Set5", 2)
+    image = eval_set[2]["lr"]  # Set5 "butterfly", LR x2
+else:
+    eval_set = sdata.SampleImagesDataset(2)
+    image = eval_set[0]["lr"]  # scikit-image "astronaut", LR x2
+H, W = image.shape[-2:]
+crop = image[:, H // 2 - 32 : H // 2 + 32, W // 2 - 32 : W // 2 + 32]  # (3, 64, 64), RGB in [0, 1]
+assert crop.shape == (3, 64, 64) and 0 <= crop.min() and crop.max() <= 1
+print(f"data root {data_dir()}: {'Set5 butterfly' if HAVE_SET5 else 'scikit-image astronaut (fallback)'}, "
+      f"LR {H}x{W}, centre crop {tuple(crop.shape)}")
+
+# %% [markdown]
+# ## 1 · k-means on real features, step by step
+#
+# LSP puts queries and keys on the unit sphere (Eq. 8: `‖Q_i − K_j‖² = 2 − 2 Q_iᵀK_j`). On the sphere the
+# nearest centroid is the one with the **largest dot product**, so assigning a position to a cluster is an
+# argmax hash, like NLSA's spherical LSH. The difference is that the directions are learned centroids instead of
+# random Gaussians.
+#
+# We need features that mean something without training. As in notebook 00, the stand-in for the learned
+# embedding `conv_match` is the **patch descriptor**: the 5×5 colour patch around each pixel, centred and scaled
+# to unit length. Two pixels get a high dot product when their neighbourhoods look alike.
+
+# %%
+desc = patch_descriptors(crop, patch_size=5)  # (1, 75, 64, 64), unit norm along channels
+x = desc.flatten(2).transpose(1, 2)  # (B, L, C): one row per position p = h*64 + w
+B, L, C = x.shape
+K = 16  # clusters (the paper uses 128 on full-size features; 16 keeps the maps readable)
+assert (B, L, C) == (1, 4096, 75)
+print("embeddings x:", tuple(x.shape), "| clusters K =", K)
+
+# %% [markdown]
+# The paper does not say how the centroids start. The official `Kmeans.init` does this, on the **first batch
+# the module sees** (in train and in eval mode):
+#
+# 1. pick `K` of the `B·L` raw embeddings with `randperm` as seeds;
+# 2. run 10 Lloyd iterations on the raw (not normalised) vectors: assign each vector to the centroid with the
+#    largest dot product, then set the centroid to the *normalised* sum of its vectors. A cluster that gets no
+#    vector keeps its old centroid (at first, its raw seed).
+#
+# Here it is by hand, keeping every iteration:
+
+# %%
+g = torch.Generator().manual_seed(0)
+seeds = torch.randperm(B * L, generator=g)[:K]  # K distinct positions of the batch
+means = x.reshape(B * L, C)[seeds].unsqueeze(0)  # (R, K, C) with R = 1 round
+history = [means]
+for it in range(10):
+    sim = x @ means[0].T  # (B, L, K): dot product with every centroid
+    codes = sim.argmax(-1)  # (B, L): nearest centroid, Eq. (7)-(8)
+    sums = torch.zeros(K, C).index_add_(0, codes.flatten(), x.reshape(B * L, C))  # sum over batch and positions
+    counts = torch.bincount(codes.flatten(), minlength=K)
+    means = torch.where(counts[:, None] == 0, means[0], F.normalize(sums, dim=-1)).unsqueeze(0)
+    history.append(means)
+
+# the same with srlib: init_centroids = seeds + 10 x kmeans_step
+torch.testing.assert_close(means, init_centroids(x, K, 1, generator=torch.Generator().manual_seed(0)))
+torch.testing.assert_close(history[1], kmeans_step(x, history[0]))
+assert torch.equal(assign_clusters(x, means)[:, 0], (x @ means[0].T).argmax(-1))
+print("centroids:", tuple(means.shape), "| hand-built init == srlib.attention.lcoa.init_centroids")
+
+# %% [markdown]
+# What each iteration does on this image. We track the assignment map, the mean cosine between each position
+# and its centroid (the spherical k-means objective), how many positions changed cluster, how far the
+# centroids moved, and how many clusters are empty.
+
+# %% tags=["nbval-ignore-output"]
+step_codes = [assign_clusters(x, m)[0, 0] for m in history]  # (L,) codes under the centroids of iteration t
+print(" iter | mean cos to centroid | changed | centroid shift | empty clusters | largest cluster")
+for t, (m, c) in enumerate(zip(history, step_codes)):
+    cos = (x[0] @ F.normalize(m[0], dim=-1).T).gather(1, c[:, None]).mean().item()
+    changed = "" if t == 0 else f"{(c != step_codes[t - 1]).float().mean().item():7.1%}"
+    shift = "" if t == 0 else f"{(m - history[t - 1]).norm(dim=-1).mean().item():.4f}"  # mean |u_t - u_(t-1)|
+    sizes = torch.bincount(c, minlength=K)
+    print(f" {t:4d} | {cos:20.3f} | {changed:>7} | {shift:>14} | {int((sizes == 0).sum()):14d} "
+          f"| {int(sizes.max()):6d} / {L}")
+objective = [(x[0] @ F.normalize(m[0], dim=-1).T).max(-1).values.mean().item() for m in history]
+assert all(b >= a - 1e-6 for a, b in zip(objective[1:], objective[2:]))  # Lloyd steps never get worse
+
+# %%
+cmap = bucket_colormap(K)
+shown = [0, 1, 2, 5, 10]
+fig, axes = plt.subplots(1, len(shown) + 1, figsize=(3 * (len(shown) + 1), 3.2))
+axes[0].imshow(crop.permute(1, 2, 0).numpy())
+axes[0].set_title("LR crop (64x64)")
+for ax, t in zip(axes[1:], shown):
+    ax.imshow(step_codes[t].view(64, 64).numpy(), cmap=cmap, vmin=-0.5, vmax=K - 0.5, interpolation="nearest")
+    ax.set_title("seeds only" if t == 0 else f"after iteration {t}")
+for ax in axes:
+    ax.set_xticks([])
+    ax.set_yticks([])
+fig.suptitle("k-means cluster of every position (colour = cluster id; ids carry no order)")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The clusters follow colour and texture (flat areas, edges of each orientation and colour) rather than
+# location. Positions far apart share a cluster when their patches look alike, which is the self-similarity we
+# want attention to use.
+#
+# ### Centroid updates: the EMA of Eq. (10), and what the official code does
+#
+# During training, the paper moves each centroid towards the queries and keys assigned to it:
+#
+# $$u \leftarrow \lambda u + \frac{1-\lambda}{2}\sum_{i:\,u(Q_i)=u} Q_i + \frac{1-\lambda}{2}\sum_{j:\,u(K_j)=u} K_j, \qquad \lambda = 0.999.$$
+#
+# In LCoA the queries and keys are the same embedding (`Q = K`), so the two halves add up to
+# `(1 − λ) Σ x`: a plain **sum**, which grows with the cluster size. The official code prepares a different
+# update: `λ u + (1 − λ) · normalize(Σ x)`, towards the batch's normalised centroid (Routing Transformer
+# style). It computes that value and **never writes it back**: `update()` and the hook that would call it are
+# commented out. In the official LCoAN, the centroids are therefore frozen after the first batch.
+#
+# `srlib` follows the code by default (`ema_update=False`, so official checkpoints behave as trained). The
+# paper's update is available with `ema_update=True`, and `ema_target="centroid"` (the code's form) or
+# `"sum"` (Eq. 10 as printed). Both by hand, on the next batch (another crop of the image):
+
+# %%
+crop2 = image[:, H // 4 - 32 : H // 4 + 32, W // 4 - 32 : W // 4 + 32]
+x2 = patch_descriptors(crop2, 5).flatten(2).transpose(1, 2)  # (1, 4096, 75): the next mini-batch
+codes2 = assign_clusters(x2, means)  # (B, R, L)
+lam = 0.999
+sums2 = torch.zeros(K, C).index_add_(0, codes2.flatten(), x2.reshape(-1, C))
+counts2 = torch.bincount(codes2.flatten(), minlength=K)
+batch_centroid = torch.where(counts2[:, None] == 0, means[0], F.normalize(sums2, dim=-1))
+ema_code = lam * means + (1 - lam) * batch_centroid  # what the official code computes (and drops)
+ema_eq10 = lam * means + (1 - lam) * sums2  # Eq. (10) with Q = K: (1-λ)/2 Σ Q + (1-λ)/2 Σ K = (1-λ) Σ x
+torch.testing.assert_close(ema_code, ema_centroids(means, x2, codes2, lam, target="centroid"))
+torch.testing.assert_close(ema_eq10, ema_centroids(means, x2, codes2, lam, target="sum"))
+print("EMA by hand == srlib ema_centroids for both targets; shapes", tuple(ema_code.shape))
+
+# %% [markdown]
+# A single step with λ = 0.999 moves a centroid 0.1% of the way. After `t` steps on similar batches it has moved
+# a fraction `1 − λᵗ` of the way, so the time constant is `1/(1 − λ)`: 10, 100 and 1000 steps for
+# λ = 0.9, 0.99, 0.999. Below, we feed the same batch again and again to both forms (every 4th position of
+# the crop, to keep it fast).
+# Left: how far the centroids move. Right: how much of the batch the largest cluster takes.
+# With the literal sum, centroids of big clusters grow long, win more dot products and grow further.
+
+# %% tags=["nbval-ignore-output"]
+x2_sub = x2[:, ::4]  # (1, 1024, 75)
+
+
+def ema_run(decay, target, steps=150):
+    m, moved, largest = means.clone(), [], []
+    for _ in range(steps):
+        c = assign_clusters(x2_sub, m)
+        largest.append(cluster_sizes(c, K).max().item() / x2_sub.shape[1])
+        m = ema_centroids(m, x2_sub, c, decay, target)
+        moved.append((m - means).norm(dim=-1).mean().item())
+    return moved, largest
+
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+for decay in (0.9, 0.99, 0.999):
+    moved, largest = ema_run(decay, "centroid")
+    ax1.plot(moved, label=f"λ = {decay} (code's form)")
+    ax2.plot(largest, label=f"λ = {decay} (code's form)")
+moved_sum, largest_sum = ema_run(0.99, "sum")
+ax1.plot(moved_sum, "k--", label="λ = 0.99, Eq. 10 literal (sum)")
+ax2.plot(largest_sum, "k--", label="λ = 0.99, Eq. 10 literal (sum)")
+ax1.set(xlabel="EMA steps on the same batch", ylabel="mean ‖u_t − u_0‖", yscale="log",
+        title="centroid movement")
+ax2.set(xlabel="EMA steps on the same batch", ylabel="share of positions", title="largest cluster")
+ax1.legend(fontsize=8)
+ax2.legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+print(f"after 150 steps, largest cluster: code's form {largest[-1]:.0%} (λ=0.999), "
+      f"literal sum {largest_sum[-1]:.0%}")
+assert largest_sum[-1] >= largest_sum[0]
+
+# %% [markdown]
+# ## 2 · k-means buckets vs LSH buckets on the same features (the idea behind Fig. 3a)
+#
+# Fig. 3a of the paper replaces k-means by LSH inside LCoA and reports PSNR: one k-means round beats LSH even with
+# several rounds. The quantity behind that claim is how often the keys a query *should* attend to end up where
+# the query can see them. We measure it directly.
+#
+# * **True neighbours**: the `k = 8` keys with the highest cosine to the query. With one shared embedding and
+#   normalised keys (the official score `x_i·x_j/‖x_j‖`), these are the keys dense attention weights most.
+# * **Bucket recall**: the fraction of them in the query's bucket, in at least one round (Eq. 7 taken
+#   literally). Recall is cheap if the buckets are huge, since one bucket holding everything has recall 1. So
+#   we also report the **bucket share**: the fraction of all keys in the query's bucket. A random bucketing
+#   has recall ≈ share, and the ratio recall/share ("lift") says how much better than chance the grouping is.
+# * **Window recall**: what the code actually attends. Positions are sorted by bucket and cut into windows of
+#   384; a query sees its window and the two adjacent ones, `3·384` keys per round, whatever the buckets are.
+#   At equal cost (one round), this is the fair comparison.
+#
+# Both methods get the same number of buckets `K`. k-means uses the official initialisation (10 iterations,
+# one round). LSH is NLSN's official spherical hash with 1, 2 or 4 rounds. We average over 2 seeds.
+
+# %% tags=["nbval-ignore-output"]
+neighbours = true_neighbours(x, 8)  # (B, L, 8)
+WINDOW = 384
+rows = []
+for n_buckets in (16, 128):
+    for method, rounds in (("k-means", 1), ("LSH", 1), ("LSH", 2), ("LSH", 4)):
+        stats = []
+        for seed in range(2):
+            gen = torch.Generator().manual_seed(seed)
+            if method == "k-means":
+                codes_m = assign_clusters(x, init_centroids(x, n_buckets, 1, generator=gen))
+            else:
+                codes_m, _ = spherical_lsh(x, n_buckets, rounds, generator=gen)
+            layout_m = BucketLayout.from_codes(codes_m, WINDOW)
+            stats.append([bucket_recall(neighbours, codes_m).mean().item(), bucket_share(codes_m).mean().item(),
+                          window_recall(neighbours, layout_m).mean().item()])
+        recall, share, win = torch.tensor(stats).mean(0).tolist()
+        rows.append(dict(K=n_buckets, method=f"{method} x{rounds}", rounds=rounds, recall=recall, share=share,
+                         window=win))
+print("   K | buckets    | bucket recall | bucket share | lift | window recall "
+      "| keys attended per query (with repeats)")
+for r in rows:
+    lift = r["recall"] / r["share"]
+    print(f" {r['K']:3d} | {r['method']:10s} | {r['recall']:13.3f} | {r['share']:12.3f} | {lift:4.1f} "
+          f"| {r['window']:13.3f} | {3 * WINDOW * r['rounds']:5d} of {L}")
+by = {(r["K"], r["method"]): r for r in rows}
+for n_buckets in (16, 128):
+    km, lsh1 = by[(n_buckets, "k-means x1")], by[(n_buckets, "LSH x1")]
+    assert km["recall"] / km["share"] > lsh1["recall"] / lsh1["share"] > 1  # k-means groups better than LSH
+    assert 0 < km["window"] <= 1 and by[(n_buckets, "LSH x4")]["window"] >= lsh1["window"]
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
+for ax, n_buckets in zip(axes, (16, 128)):
+    sel = [r for r in rows if r["K"] == n_buckets]
+    pos = torch.arange(len(sel)).float()
+    ax.bar(pos - 0.2, [r["recall"] for r in sel], 0.4, label="same bucket (Eq. 7)")
+    ax.bar(pos + 0.2, [r["window"] for r in sel], 0.4, label="attended windows (code)")
+    ax.scatter(pos - 0.2, [r["share"] for r in sel], color="k", marker="_", s=300, zorder=3,
+               label="bucket share (chance level)")
+    ax.axhline(3 * WINDOW / L, color="gray", ls=":", lw=1, label="window chance (one round): 3·384 / L")
+    ax.set_xticks(pos.tolist(), [r["method"] for r in sel])
+    ax.set_title(f"K = {n_buckets} buckets, windows of {WINDOW}")
+axes[0].set_ylabel("fraction of the 8 true neighbours")
+handles, labels = axes[0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+fig.tight_layout(rect=(0, 0.08, 1, 1))
+plt.show()
+
+# %% [markdown]
+# How to read it (the numbers change with the image):
+#
+# * **Per bucket, k-means is far better than chance, and better than LSH.** Its lift (recall/share) is the
+#   highest in the table. LSH buckets on natural-image features are very uneven: a few huge buckets catch most
+#   positions, so their recall is high only because they are big (a high share). That is "large estimation
+#   variance" in the paper's words.
+# * **At equal cost the gap narrows.** With sorted windows of 384, each query sees 1152 of 4096 keys whichever
+#   hash made the order. One k-means round recalls at most a little more than one LSH round, and with K = 128
+#   it can fall behind, depending on the image. Several LSH rounds recall more, because they look at 2× or 4×
+#   more keys.
+# * **Too many clusters hurt k-means** (K = 128 vs 16). Neighbourhoods get cut into small clusters whose sorted
+#   order is arbitrary, so neighbours land in windows far apart. The paper tunes K (Fig. 4a) and the window
+#   (Fig. 4b) on learned features; these are fixed hand-made ones.
+#
+# Fig. 3a's PSNR gap comes from a *trained* network, where the embedding and the centroids adapt to each
+# other. This measurement only shows the mechanism: a clustering fitted to the data groups neighbours better
+# than random hyperplanes do.
+
+# %% [markdown]
+# ## 3 · LSP and CoA by hand, next to the equations
+#
+# Now the real module, on the first features of a network: the head of an untrained EDSR (3×3 conv to 32
+# channels) on a 25×24 part of the crop, so that `L = 600` is not a multiple of the window and padding shows up.
+# The configuration is that of the small LCoAN preset: 32 channels, `reduction = 1`, `K = 16` clusters, windows
+# of `c = 48`.
+#
+# **LSP** (first module, `shared=None`), Eqs. (6)-(11), as the official code computes it:
+#
+# 1. `q = conv_match(X)` (3×3 conv) is both query and key; `v = conv_assembly(X)` (1×1 conv) the value;
+# 2. first call: initialise the centroids from this batch (section 1); code = nearest centroid of `q/‖q‖`;
+# 3. stable-sort positions by code, pad by repeating the last `L mod c` sorted rows, cut into windows of `c`;
+# 4. scores `q_i · k_j` with keys normalised (`k = q/‖q‖`, eps 5e-5), over the own, previous and next window
+#    (cyclic), softmax, weighted sum of the values, un-sort;
+# 5. `out = X + β · y` with `β = res_scale`.
+
+# %%
+feats = features_for_attention(crop[:, :25, :24], channels=32)  # (1, 32, 25, 24)
+Bf, Cf, Hf, Wf = feats.shape
+Lf, c = Hf * Wf, 48
+torch.manual_seed(1)
+lsp = LCoA(channels=32, k_size=3, reduction=1, n_clusters=16, window_size=c, res_scale=0.1).eval()
+lsp.kmeans.generator = torch.Generator().manual_seed(0)  # reproducible k-means initialisation
+
+with torch.no_grad():
+    q = lsp.conv_match(feats).flatten(2).transpose(1, 2)  # (B, L, 32): queries = keys
+    v = lsp.conv_assembly(feats).flatten(2).transpose(1, 2)  # (B, L, 32): values
+    cent = init_centroids(q, 16, 1, generator=torch.Generator().manual_seed(0))  # first call: init from this batch
+    code = (F.normalize(q, dim=-1) @ cent[0].T).argmax(-1)  # (B, L): Eq. (7)-(8), nearest centroid
+    order = torch.argsort(code, dim=-1, stable=True)[0]  # sort by cluster (ties: ascending position)
+    undo = torch.argsort(order)
+    pad = (-Lf) % c  # 24 rows repeated
+    n_win = (Lf + pad) // c  # 13 windows
+
+    def windows(t):  # (L, D) -> (n, c, D): sorted, padded by duplication, cut into windows
+        s = t[0, order]
+        return torch.cat([s, s[Lf - pad :]]).view(n_win, c, -1)
+
+    def around(t):  # own, previous, next window (cyclic): (n, c, D) -> (n, 3c, D)
+        return torch.cat([t, t.roll(1, dims=0), t.roll(-1, dims=0)], dim=1)
+
+    qw, vw = windows(q), windows(v)
+    kw = F.normalize(qw, dim=-1, eps=5e-5)  # keys normalised, queries not
+    weights = (qw @ around(kw).transpose(1, 2)).softmax(-1)  # (n, c, 3c): A' restricted to S_i, Eq. (6)
+    y = (weights @ around(vw)).reshape(n_win * c, -1)[:Lf][undo]  # drop padding, un-sort: (L, 32)
+    out_hand = feats + 0.1 * y.T.reshape(1, Cf, Hf, Wf)
+
+    out_lsp, shared = lsp(feats)  # srlib: (out, shared state A_s for the CoA modules)
+
+assert (pad, n_win) == (24, 13) and weights.shape == (13, 48, 144)
+assert torch.equal(code, shared.codes[:, 0])
+torch.testing.assert_close(weights, shared.score[0, 0])
+torch.testing.assert_close(out_hand, out_lsp)
+print("LSP by hand == srlib LCoA: codes", tuple(shared.codes.shape), "| weights A_s", tuple(shared.score.shape),
+      "| output", tuple(out_lsp.shape))
+
+# %% [markdown]
+# **CoA** (every later module, Eq. 12): `O_m = X_m + β · A_s W_m(X_m)`. Its own values `W_m(X_m)`
+# (`conv_assembly`, 1×1) are sorted and windowed with the **shared order**, multiplied by the **shared
+# weights**, and un-sorted. It computes no similarity and no clustering; its `kmeans` is never initialised.
+
+# %%
+torch.manual_seed(2)
+coa = LCoA(channels=32, k_size=3, reduction=1, n_clusters=16, window_size=c, res_scale=0.1).eval()
+x_deep = out_lsp  # the input of a deeper module
+with torch.no_grad():
+    v_m = coa.conv_assembly(x_deep).flatten(2).transpose(1, 2)  # W_m(X_m): (B, L, 32)
+    y_m = (weights @ around(windows(v_m))).reshape(n_win * c, -1)[:Lf][undo]  # A_s W_m(X_m)
+    out_coa_hand = x_deep + 0.1 * y_m.T.reshape(1, Cf, Hf, Wf)
+    out_coa, shared_after = coa(x_deep, shared)
+torch.testing.assert_close(out_coa_hand, out_coa)
+assert shared_after is shared and not bool(coa.kmeans.initted)
+print("CoA by hand == srlib LCoA(x, shared); the shared state is passed on unchanged")
+
+# %% [markdown]
+# Two more checks. With **one cluster and one window covering all positions**, LSP is dense attention: every
+# key is seen three times (own, previous, next window are the same window), which leaves the softmax unchanged.
+# And LCoA, NLSA and GLA run the **same** sort/window/attend/un-sort code from `srlib.attention.buckets`.
+# Only the hash differs: nearest k-means centroid, random spherical LSH, or super-bit LSH.
+
+# %%
+torch.manual_seed(3)
+one = LCoA(channels=32, reduction=1, n_clusters=1, window_size=Lf, res_scale=0.1).eval()
+with torch.no_grad():
+    out_one, _ = one(feats)
+    emb1 = one.conv_match(feats).flatten(2).transpose(1, 2)
+    val1 = one.conv_assembly(feats).flatten(2).transpose(1, 2)
+    dense_out = feats + 0.1 * (dense_attention_map(emb1) @ val1).transpose(1, 2).reshape_as(feats)
+torch.testing.assert_close(out_one, dense_out)
+
+for name in ("BucketLayout", "bucketed_attention", "combine_rounds"):
+    assert getattr(lcoa_module, name) is getattr(nlsa_module, name) is getattr(gla_module, name)
+print("one cluster + one window == dense attention (Eqs. 2-4)")
+print("LCoA, NLSA and GLA share srlib.attention.buckets.{BucketLayout, bucketed_attention, combine_rounds}")
+
+# %% [markdown]
+# The pattern LSP learned here (untrained weights, so the clusters follow the head's colour features), and the
+# keys one query attends to: its window and the two adjacent windows of the cluster-sorted order.
+
+# %% tags=["nbval-ignore-output"]
+fig, ax = plt.subplots(1, 2, figsize=(7, 3.4))
+ax[0].imshow(crop[:, :25, :24].permute(1, 2, 0).numpy())
+ax[0].set_title("input (25x24)")
+ax[1].imshow(shared.codes[0, 0].view(Hf, Wf).numpy(), cmap=bucket_colormap(16), vmin=-0.5, vmax=15.5)
+ax[1].set_title(f"k-means codes: {int((cluster_sizes(shared.codes, 16) > 0).sum())} of 16 clusters used")
+for a in ax:
+    a.set_xticks([])
+    a.set_yticks([])
+fig.tight_layout()
+plt.show()
+fig = plot_attended(crop[:, :25, :24], shared.layout, (12, 12))
+plt.show()
+
+# %% [markdown]
+# Parameters. Every CoA module of the official network keeps a `conv_match` (3×3, 128→128) it never uses: the
+# official code still evaluates it and throws the result away, and no gradient reaches it. `srlib` keeps the
+# parameters so that official checkpoints load, but skips the computation (same output). The counts below come
+# from the paper configuration, built on the `meta` device (no memory, no compute).
+
+# %%
+with torch.device("meta"):
+    paper_net = LCoAN(LCoANConfig(scale=2))
+n_total = sum(p.numel() for p in paper_net.parameters() if p.requires_grad)  # MeanShift is frozen
+attn = paper_net.attention_modules()
+n_dead = sum(p.numel() for _, m in attn[1:] for p in m.conv_match.parameters())
+print(f"LCoAN x2 (paper config): {n_total:,} parameters, {len(attn)} LCoA modules")
+print(f"unused conv_match in the {len(attn) - 1} CoA modules: {n_dead:,} ({n_dead / n_total:.1%})")
+assert n_total == 15_668_484 and n_dead == 9 * 147_584
+
+# %% [markdown]
+# ## 4 · Efficiency, in the spirit of Table I
+#
+# Table I compares networks with 10 feature aggregation units whose attention is:
+#
+# | case | attention in the 10 units | what is computed |
+# |---|---|---|
+# | 2 · NLA | dense non-local attention ×10 | 10 × `L×L` similarity + softmax + weighted sum |
+# | 3 · LSP | k-means sparse attention ×10 | 10 × (clustering + sort + `L × 3c` window scores) |
+# | 4 · CoA | NLA in the first unit, weights shared | 1 dense attention + 9 × (`L×L` matrix × values) |
+# | 5 · LCoA | LSP in the first unit, weights shared | 1 sparse attention + 9 × (sort values + `L × 3c` products) |
+#
+# We build the four stacks of attention modules at the paper's width (128 channels, 128 clusters, windows of
+# 384), without the convolutional backbone, and run them on the same random 128-channel feature maps of side 48
+# and 64 (`L = 2304` and `4096`) with `srlib.viz.measure_attention_cost`:
+#
+# * **time**: CPU time of the process on one thread (`clock="cpu"`), the best of 2 runs after a warm-up call.
+#   For LCoA the warm-up also performs the k-means initialisation, which happens only once. On a machine shared
+#   with other jobs, CPU time counts only our own work, as in notebook 00;
+# * **memory**: the peak of the tensors created during the call (`srlib.viz.peak_tensor_bytes`, exact for a
+#   given PyTorch version).
+#
+# Absolute numbers depend on the machine, so we compare ratios to NLA. The NLA stores its `L×L` scores and
+# weights, as the official modules do.
+
+# %%
+CH, M = 128, 10
+
+
+class NLAStack(nn.Module):
+    """Case 2: ten dense non-local attention modules (softmax, the L x L map is materialised)."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(NonLocalAttention(CH, 1, 0.1, normalizer=softmax_last) for _ in range(M))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class LCoAStack(nn.Module):
+    """Case 3 (collaborative=False: ten LSP) or case 5 (collaborative=True: one LSP and nine CoA)."""
+
+    def __init__(self, collaborative):
+        super().__init__()
+        self.collaborative = collaborative
+        self.blocks = nn.ModuleList(LCoA(CH, 3, 1, n_clusters=128, window_size=384, res_scale=0.1) for _ in range(M))
+
+    def forward(self, x):
+        shared = None
+        for block in self.blocks:
+            x, shared = block(x, shared if self.collaborative else None)
+        return x
+
+
+class DenseCoAStack(nn.Module):
+    """Case 4: dense weights computed by the first module and applied to the values of the nine others."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = NonLocalAttention(CH, 1, 0.1, normalizer=softmax_last)
+        self.values = nn.ModuleList(nn.Conv2d(CH, CH, 1) for _ in range(M - 1))
+
+    def forward(self, x):
+        Bx, Cx, Hx, Wx = x.shape
+        q_, k_, v_ = self.first.embed(x)
+        y_, weights_ = non_local_attention(q_, k_, v_, softmax_last, return_map=True)  # (B, L, L) kept
+        x = x + 0.1 * y_.transpose(1, 2).reshape(Bx, Cx, Hx, Wx)
+        for conv in self.values:
+            y_ = torch.bmm(weights_, conv(x).flatten(2).transpose(1, 2))  # A_s W_m(X_m)
+            x = x + 0.1 * y_.transpose(1, 2).reshape(Bx, Cx, Hx, Wx)
+        return x
+
+
+torch.manual_seed(0)
+stacks = {"NLA": NLAStack(), "LSP": LCoAStack(False), "CoA": DenseCoAStack(), "LCoA": LCoAStack(True)}
+for s in stacks.values():
+    s.eval()
+print({k: f"{sum(p.numel() for p in s.parameters()):,} parameters" for k, s in stacks.items()})
+
+# %% tags=["nbval-ignore-output"]
+SIDES = [48, 64]
+torch.set_num_threads(1)  # one thread: CPU time = the work of one core
+cost = {k: measure_attention_cost(s, SIDES, repeats=2, channels=CH, clock="cpu",
+                                  generator=torch.Generator().manual_seed(0)) for k, s in stacks.items()}
+torch.set_num_threads(2)
+paper_attention_s = {"NLA": 272 - 32, "LSP": 133 - 32, "CoA": 69 - 32, "LCoA": 48 - 32}  # Table I minus backbone
+paper_attention_mb = {"NLA": 15668 - 2846, "LSP": 14786 - 2846, "CoA": 5724 - 2846, "LCoA": 5518 - 2846}
+print("    L | stack | CPU s | time / NLA | paper | peak MiB | memory / NLA | paper")
+for i, side in enumerate(SIDES):
+    t_nla, m_nla = cost["NLA"]["seconds_min"][i], cost["NLA"]["peak_bytes"][i]
+    for k, r in cost.items():
+        t, m = r["seconds_min"][i], r["peak_bytes"][i]
+        paper_t = paper_attention_s[k] / paper_attention_s["NLA"]
+        paper_m = paper_attention_mb[k] / paper_attention_mb["NLA"]
+        print(f" {side * side:4d} | {k:5s} | {t:5.2f} | {t / t_nla:10.2f} | {paper_t:5.2f} | {m / 2**20:8.1f} "
+              f"| {m / m_nla:12.2f} | {paper_m:5.2f}")
+# Timings depend on the machine and its load: no assert on them. Peak tensor memory is exact:
+peak = {k: r["peak_bytes"] for k, r in cost.items()}
+assert peak["LCoA"][1] < peak["LSP"][1] < peak["NLA"][1]  # at L = 4096
+assert peak["LSP"][1] / peak["NLA"][1] < peak["LSP"][0] / peak["NLA"][0]  # the sparse saving grows with L
+
+# %% [markdown]
+# What this shows. The paper's ratios are attention-only: Table I minus the backbone's 32 s and 2846 MB, on
+# Urban100 with its much larger `L`.
+#
+# * **Time.** Sharing helps most, as in the paper. The nine CoA modules skip the similarity and the clustering,
+#   so LCoA costs a fraction of ten LSP modules. LSP alone saves little at `L = 2304` and about half at
+#   `L = 4096`, close to the paper's ratio. The sparse saving grows with `L`: a window query sees
+#   `3c = 1152` keys whatever `L` is, which is half the keys at `L = 2304`, 28% at `L = 4096`, and about 1% on
+#   an Urban100 image (`L` ≈ 10⁵).
+# * **Memory.** Dense CoA (case 4) must keep the `L×L` weights alive for all nine reuses, so under
+#   `no_grad` its peak equals NLA's, one `L×L` map at a time. In training, every module's map is stored for
+#   the backward pass, and that is where sharing saves. LSP and LCoA only ever hold `L × 3c` weights, plus
+#   copies of the keys and values for the three windows. At `L = 2304` that bookkeeping still costs more than
+#   the `L×L` map it avoids. At `L = 4096` the sparse version is already smaller. The paper does not say how it
+#   measured memory, so only the direction of these ratios is comparable.
+
+# %% [markdown]
+# ## 5 · Training: official frozen centroids vs the paper's EMA
+#
+# The reference README notes that the official code initialises the centroids from the first batch and then
+# never writes its EMA update back. `srlib` defaults to that behaviour (`ema_update=False`) and offers the
+# paper's update as an option. Here we train the small LCoAN twice with `srlib.train.train`, on real data (the
+# shared SunHays80 photographs, LR made on the fly with MATLAB bicubic; scikit-image's photographs without
+# the data). Both runs use the same initial weights, the same batches, and the same k-means initialisation
+# draw (`model.body[0].lcoa.kmeans.generator`). The only difference is `ema_update`.
+#
+# Setup: small preset with 4 units (32 channels, 16 clusters, windows of 48), 60 Adam steps, batch 4, 24×24 LR
+# patches. We use λ = 0.99 instead of 0.999: with 0.999 a 60-step run moves the centroids by only `1 − 0.999⁶⁰`
+# ≈ 6% of the way, too little to see anything.
+#
+# A forward hook on the first module's `Kmeans` records, at every training step, the centroids after the call
+# and the cluster sizes of the batch. Those sizes are computed with the centroids from before that step's
+# update.
+
+# %% tags=["nbval-ignore-output"]
+train_folder = sdata.default_train_folder()
+if train_folder is not None:
+    train_set = sdata.HRFolderDataset(train_folder, 2, patch_size=48, augment=True, cache=True)
+else:
+    train_set = sdata.SampleImagesDataset(2, patch_size=48, augment=True)
+print(f"training data: {train_folder or 'scikit-image samples (fallback)'} ({len(train_set)} images)")
+STEPS, DECAY, N_UNITS = 60, 0.99, 4
+train_cfg = TrainConfig(iterations=STEPS, batch_size=4, patch_size=48, milestones=(), val_every=0, ckpt_every=0,
+                        log_every=5, seed=0)
+
+
+def short_run(ema_update):
+    torch.manual_seed(0)  # same initial weights for both runs
+    net = build_model("lcoan", scale=2, preset="small", n_resgroups=N_UNITS, ema_decay=DECAY, ema_update=ema_update)
+    km = net.body[0].lcoa.kmeans
+    km.generator = torch.Generator().manual_seed(0)  # same initialisation draw
+    log = {"means": [], "sizes": []}
+
+    def record(module, inputs, codes):
+        if module.training:
+            log["means"].append(module.means.detach().clone())
+            log["sizes"].append(cluster_sizes(codes, module.n_clusters)[0])
+
+    handle = km.register_forward_hook(record)
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = train(net, train_set, None, train_cfg, run_dir, progress=False, device="cpu")
+    handle.remove()
+    return net.eval(), log, result["history"]["train"]
+
+
+runs = {"frozen (code)": short_run(False), "EMA (paper)": short_run(True)}
+(frozen_net, frozen_log, frozen_hist), (ema_net, ema_log, ema_hist) = runs.values()
+init_means = frozen_log["means"][0]  # frozen: the centroids right after the initialisation
+assert torch.equal(frozen_log["sizes"][0], ema_log["sizes"][0])  # same init (first codes use pre-update centroids)
+assert all(torch.equal(m, init_means) for m in frozen_log["means"])  # official: never moves
+for name, (net, log, hist) in runs.items():
+    moved = (log["means"][-1] - init_means).norm(dim=-1)[0]
+    sizes = log["sizes"][-1]
+    print(f"{name:13s}: loss {hist[0]['loss']:.4f} -> {hist[-1]['loss']:.4f} | centroids moved {moved.mean():.3f} "
+          f"on average | last batch: {int((sizes == 0).sum())}/16 clusters empty, largest {int(sizes.max())} "
+          f"of {int(sizes.sum())}")
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
+for (name, (net, log, hist)), col, ls in zip(runs.items(), ("C0", "C1"), ("-", "--")):
+    axes[0].plot([h["iteration"] for h in hist], [h["loss"] for h in hist], ls, color=col, label=name)
+    axes[1].plot([(m - init_means).norm(dim=-1).mean().item() for m in log["means"]], ls, color=col, label=name)
+    axes[2].plot([(s.max() / s.sum()).item() for s in log["sizes"]], ls, color=col,
+                 label=f"{name}: largest cluster / batch")
+    axes[2].plot([((s > 0).sum() / 16).item() for s in log["sizes"]], ls, color=col, alpha=0.45, lw=2.5,
+                 label=f"{name}: clusters in use / 16")
+axes[0].set(xlabel="iteration", ylabel="L1 loss", title="training loss (mean over 5 steps)")
+axes[1].set(xlabel="iteration", ylabel="mean ‖u_t − u_0‖", title="centroid movement")
+axes[2].set(xlabel="iteration", ylabel="share", title="cluster use on each training batch")
+for a in axes:
+    a.legend(fontsize=7)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Now the buckets on a fixed test input (a 40×40 part of the LR image, `L = 1600`), in eval mode. We compare:
+#
+# * the codes of the two trained networks;
+# * the **centroids alone**: the EMA network's embedding assigned with its initial (frozen) centroids and with
+#   its EMA centroids. This isolates the effect of the update from the small difference in the weights;
+# * cluster use, and the window recall of each network's own embedding (section 2);
+# * the sparse patterns themselves: the Jaccard overlap of the key sets each query attends to.
+
+# %% tags=["nbval-ignore-output"]
+probe = image[None, :, H // 2 - 20 : H // 2 + 20, W // 2 - 20 : W // 2 + 20]  # (1, 3, 40, 40)
+state = {}
+for name, (net, _, _) in runs.items():
+    lcoa = net.body[0].lcoa
+    emb_in = module_inputs(net, probe, ["body.0.attention.0"])["body.0.attention.0"]
+    lcoa.keep_details = True
+    with torch.no_grad():
+        lcoa(emb_in)
+    d = lcoa.details
+    lcoa.keep_details = False
+    emb_m = lcoa.conv_match(emb_in).flatten(2).transpose(1, 2).detach()
+    state[name] = dict(codes=d["codes"], emb=emb_m, layout=d["layout"],
+                       mask=bucketed_to_dense(d["score"], d["layout"]) > 0)
+fz, em = state["frozen (code)"], state["EMA (paper)"]
+same_codes = (fz["codes"] == em["codes"]).float().mean().item()
+ema_unit = F.normalize(em["emb"], dim=-1)
+ema_means = ema_net.body[0].lcoa.kmeans.means
+same_centroids = assign_clusters(ema_unit, init_means) == assign_clusters(ema_unit, ema_means)
+print(f"positions with the same code in both networks:          {same_codes:.1%}")
+print(f"same code, EMA network's embedding, init vs EMA centroids: {same_centroids.float().mean().item():.1%}")
+print(f"attended key sets, frozen vs EMA network (Jaccard):     {pattern_overlap(fz['mask'], em['mask']).mean():.3f}")
+for name, s in state.items():
+    sizes = cluster_sizes(s["codes"], 16)[0]
+    nb = true_neighbours(s["emb"], 8)
+    print(f"{name:13s}: {int((sizes > 0).sum()):2d}/16 clusters used, largest {int(sizes.max())}/{int(sizes.sum())}, "
+          f"window recall of 8 true neighbours {window_recall(nb, s['layout']).mean():.3f}")
+assert 0 <= same_codes <= 1 and torch.equal(frozen_net.body[0].lcoa.kmeans.means, init_means)
+
+# %% [markdown]
+# **What a 60-step run shows, honestly.**
+#
+# * The mechanics are as described. Frozen centroids stay exactly at their initial values. The EMA centroids
+#   move a little further at every step: `1 − λ` of the remaining way to the batch centroid.
+# * **The clusters are unbalanced in both runs from the very first batch.** The official initialisation runs
+#   k-means on *raw* vectors with dot-product assignment. Long vectors dominate, a few centroids win most
+#   positions, and a seed that never wins keeps its raw value, shorter than the unit centroids, so it rarely
+#   wins later. The EMA in the code's form leaves the centroid of an empty cluster where it is, so it cannot fix
+#   that. With the largest cluster holding a large share of each batch, the windows of 48 cut through a few
+#   giant clusters, and the pattern is close to sliding windows over an arbitrary order.
+# * The loss curves cannot be told apart. Most codes agree, but a few changed codes shift the sorted order
+#   and with it the windows, so the attended key sets agree less than the codes do. The difference grows with
+#   the number of steps and with `1 − λ`. Whether the paper's EMA helps the *final* PSNR needs the full run
+#   (section 8, with `--model-arg ema_update=True`). With λ = 0.999 over 1.5M iterations, the centroids have
+#   plenty of time to move.
+
+# %% [markdown]
+# ## 6 · The overlap rate between shallow and deep attention maps (Fig. 5)
+#
+# Fig. 5 of the paper shows attention maps of a query at a shallow and at a deep layer, and calls the agreement
+# a "distribution overlap rate" without defining it. We define it exactly (`srlib.viz.overlap`).
+#
+# Let `p_i` and `q_i` be row `i` (query `i`) of two attention maps, each a probability distribution over the
+# `L` keys. Then
+#
+# $$\mathrm{OVL}_i(p, q) = \sum_j \min(p_{ij}, q_{ij}) = 1 - \tfrac12 \sum_j |p_{ij} - q_{ij}| ,$$
+#
+# the probability mass the two rows have in common (one minus the total-variation distance). It is 1 for
+# identical rows and 0 for rows with disjoint support. The overlap rate of two maps is the mean over queries
+# (and images). It depends on how sharp both maps are, so we also report the temperature-free **top-k overlap**
+# `|topk(p_i) ∩ topk(q_i)| / k`, the share of the `k` most-attended keys the two maps have in common.
+#
+# A hand-made example with exact values (3 keys):
+
+# %%
+p_rows = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [1.0, 0.0, 0.0]])
+q_rows = torch.tensor([[0.0, 0.5, 0.5], [0.5, 0.3, 0.2], [1.0, 0.0, 0.0]])
+ovl = overlap_rate(p_rows, q_rows)
+print("overlap per query:", [round(v, 2) for v in ovl.tolist()], "| mean", round(ovl.mean().item(), 4))
+print("top-1 overlap:   ", topk_overlap(p_rows[1:], q_rows[1:], 1).tolist())
+torch.testing.assert_close(ovl, torch.tensor([0.5, 0.7, 1.0]))
+torch.testing.assert_close(ovl, 1 - 0.5 * (p_rows - q_rows).abs().sum(-1))
+
+# %% [markdown]
+# **Per layer.** Which attention map does a layer have? In LCoAN only the first module computes one. To compare
+# the features themselves with one yardstick, we use a parameter-free map for the input `X_m` of each LCoA
+# module: `A_m = softmax_j(cos(x_i, x_j) / τ)` with τ = 0.1 (`feature_attention_map`). If the texture
+# structure is "stable in the network", as CoA assumes, these maps agree across depth. We compare every layer
+# with the first, on the 40×40 test input, before training (same seed) and after the 60 steps of section 5.
+
+# %% tags=["nbval-ignore-output"]
+torch.manual_seed(0)
+untrained = build_model("lcoan", scale=2, preset="small", n_resgroups=N_UNITS).eval()
+untrained.body[0].lcoa.kmeans.generator = torch.Generator().manual_seed(0)
+layer_names = [n for n, _ in frozen_net.attention_modules()]
+query = (16, 26)  # a query pixel of the 40x40 test input, for the picture below
+per_layer, query_maps, uniform_overlap = {}, {}, {}
+for name, net in (("untrained", untrained), ("after 60 steps", frozen_net)):
+    inputs = module_inputs(net, probe, layer_names)  # X_m entering each LCoA
+    maps = {f"unit {i + 1}": feature_attention_map(t, temperature=0.1) for i, t in enumerate(inputs.values())}
+    per_layer[name] = layer_overlaps(maps, reference=0, top_k=16)  # (B, L, L) maps -> mean overlap per unit
+    query_maps[name] = [query_attention_map(m[0], query, (40, 40)) for m in maps.values()]  # keep one row each
+    a1 = maps["unit 1"]
+    uniform_overlap[name] = overlap_rate(a1, torch.full_like(a1, 1 / a1.shape[-1])).mean().item()
+    del maps, a1
+print("layer           | " + " | ".join(per_layer["untrained"]["names"]))
+for name, res in per_layer.items():
+    print(f"{name:15s} | overlap rate " + " | ".join(f"{v:.3f}" for v in res["overlap"].tolist()))
+    print(f"{'':15s} | top-16       " + " | ".join(f"{v:.3f}" for v in res["topk"].tolist()))
+print(f"for scale: a uniform map overlaps A_1 by {uniform_overlap['after 60 steps']:.3f}; "
+      f"random key sets share 16/1600 = {16 / 1600:.3f} of their top 16")
+for res in per_layer.values():
+    assert res["overlap"][0] == 1 and torch.all((res["overlap"] >= 0) & (res["overlap"] <= 1))
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 3.4))
+for (name, res), ls, mfc in zip(per_layer.items(), ("--", "-"), ("none", None)):
+    ax.plot(range(1, N_UNITS + 1), res["overlap"].tolist(), "o" + ls, color="C0", mfc=mfc,
+            label=f"{name}: overlap rate")
+    ax.plot(range(1, N_UNITS + 1), res["topk"].tolist(), "s" + ls, color="C3", mfc=mfc,
+            label=f"{name}: top-16 overlap")
+ax.axhline(uniform_overlap["after 60 steps"], color="gray", ls=":", lw=1, label="overlap of A_1 with a uniform map")
+ax.set(xlabel="feature aggregation unit m", ylabel="agreement with unit 1", ylim=(0, 1.05),
+       title="overlap of A_m with the shallowest map A_1", xticks=range(1, N_UNITS + 1))
+ax.legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# One query, as in Fig. 5: where its map puts weight at the first and at the last unit (after training).
+
+# %% tags=["nbval-ignore-output"]
+shown_maps = [query_maps["after 60 steps"][0], query_maps["after 60 steps"][-1]]
+ovl_q = overlap_rate(shown_maps[0].flatten(), shown_maps[1].flatten()).item()
+fig = plot_attention_maps(probe[0], torch.stack(shown_maps), [query, query],
+                          titles=["unit 1 (shallow)", f"unit {N_UNITS} (deep), overlap {ovl_q:.2f}"])
+plt.show()
+
+# %% [markdown]
+# Reading the numbers. In this small network every unit's input `X_m` is mostly the head's features, because
+# each unit adds its branch scaled by 0.1 and the LCoA inside scales by 0.1 again. The untrained maps therefore
+# agree strongly across depth, and 60 steps barely change that. This is the regime in which sharing `A_1` is
+# harmless. The paper's observation, that deep maps get "more randomly distributed", is about a *trained*
+# full-size network, whose units have learned to change the features. To test it, load trained weights (for
+# example from section 8) and run the same three lines (`module_inputs`, `feature_attention_map`,
+# `layer_overlaps`). See exercise 3.
+
+# %% [markdown]
+# ## 7 · Evaluation on Set5
+#
+# The 60-step network from section 5 (frozen centroids, as in the official code) on Set5 ×2 (PSNR/SSIM on Y,
+# 2-pixel border cropped, standard protocol). Bicubic upsampling is the baseline. A network trained for 60 steps
+# is not expected to beat it: the point is the pipeline. Without the benchmark data this runs on the
+# scikit-image photographs.
+#
+# To keep the memory of a CPU run small, each image is super-resolved tile by tile
+# (`srlib.inference.forward_chop`: 96×96 LR tiles with 16 pixels of context, one tile at a time, like the
+# official code's `--chop`). LCoA then clusters and attends within a tile, not across the whole image. On a
+# GPU, pass the network itself (`evaluate(frozen_net, ...)`) to let every position see the whole image.
+
+# %% tags=["nbval-ignore-output"]
+def tiled(lr):  # (1, 3, h, w) -> (1, 3, 2h, 2w), one tile at a time
+    return forward_chop(frozen_net, lr, 2, tile=96, overlap=16, tile_batch=1)
+
+
+result = evaluate(tiled, eval_set, scale=2)
+bicubic = [metrics.psnr(sdata.imresize(eval_set[i]["lr"], 2).clamp(0, 1), eval_set[i]["hr"], 2)
+           for i in range(len(eval_set))]
+print("image      | LCoAN (60 steps) PSNR / SSIM | bicubic PSNR")
+for row, b in zip(result["per_image"], bicubic):
+    print(f"{row['name']:10s} | {row['psnr']:7.2f} dB / {row['ssim']:.4f}     | {b:6.2f} dB")
+print(f"mean       | {result['psnr']:7.2f} dB / {result['ssim']:.4f}     | {sum(bicubic) / len(bicubic):6.2f} dB"
+      f"   (paper, full LCoAN on Set5: 38.34 dB / 0.9619)")
+assert result["n_images"] == len(eval_set) == 5
+assert 15 < result["psnr"] < 45 and 0 < result["ssim"] <= 1
+
+# %% [markdown]
+# ## 8 · Full training on a GPU
+#
+# The paper's recipe: DIV2K (800 images), 48×48 LR patches (96×96 HR at ×2), batch 16, Adam (0.9, 0.999, 1e-8),
+# learning rate 1e-4 halved every 300 epochs, 1500 epochs. With EDSR's 1000 iterations per "epoch", that is 1.5M
+# iterations with milestones every 300k. The paper says "halved after 300 epochs", which could also mean a
+# single halving. ×3 and ×4 start from the ×2 weights. Set `SRLIB_RUN_FULL=1` on a CUDA machine to run it from
+# here (days on one GPU). Download DIV2K first with `python -m srlib.data.download div2k`. The second command is
+# the paper's EMA variant.
+
+# %%
+RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
+FULL_CMD = [
+    "python", "-m", "srlib.train", "--model", "lcoan", "--scale", "2", "--preset", "paper",
+    "--train-dir", str(data_dir() / "DIV2K" / "DIV2K_train_HR"), "--val-set", "Set5",
+    "--batch-size", "16", "--patch-size", "96", "--lr", "1e-4",
+    "--iterations", "1500000", "--milestones", "300000,600000,900000,1200000", "--gamma", "0.5",
+    "--out", "runs/lcoan_x2",
+]
+EMA_CMD = FULL_CMD[:-1] + ["runs/lcoan_x2_ema", "--model-arg", "ema_update=True"]
+print(" ".join(FULL_CMD).replace(str(data_dir()), "$SRLIB_DATA"))
+print(" ".join(EMA_CMD).replace(str(data_dir()), "$SRLIB_DATA"))
+if RUN_FULL:
+    subprocess.run(FULL_CMD, check=True)
+
+# %% [markdown]
+# ## 9 · Paper vs official code
+#
+# `srlib` follows the official code wherever they differ, so official checkpoints load and behave as trained.
+# Options expose the paper's version where that makes sense.
+#
+# | # | topic | paper | official code (and `srlib`) |
+# |---|---|---|---|
+# | 1 | centroid updates | EMA, λ = 0.999, "learned online" (Eq. 10) | EMA computed, never written back: frozen after the first batch. `ema_update=True` applies it |
+# | 2 | initialisation | not described | first forward call (train *or* eval): `K` of the `B·L` raw vectors by `randperm`, 10 k-means iterations on raw, unnormalised vectors; an empty cluster keeps its raw seed; all rounds identical; the CoA modules' `kmeans` is never initialised |
+# | 3 | EMA form | plain sums of the assigned queries and keys (Eq. 10) | `λu + (1−λ)·normalize(Σx)` (dormant). `ema_target="sum"` is Eq. 10 literally |
+# | 4 | assignment | nearest centroid on the unit sphere (Eq. 8) | argmax of the dot product with the stored, non-normalised centroids |
+# | 5 | Q, K, V | `W_q`, `W_k`, `W_v` 1×1 convs and an output `W_o` (Eqs. 1-5) | one shared 3×3 `conv_match` as query and key, score `q·k/‖k‖` (keys normalised only), 1×1 value conv, no `W_o` |
+# | 6 | sparsity | keys of the same cluster (Eq. 7) | cluster-sorted windows of 384 plus the previous and next window (cyclic), padding by duplicating the last sorted rows (Fig. 1b describes windows) |
+# | 7 | ties | n/a | unstable `sort` in the code; `srlib` sorts stably (reproducible) |
+# | 8 | β (Eq. 12) | a scaling parameter | `res_scale` = 0.1, and the unit scales its whole branch by 0.1 again |
+# | 9 | what CoA reuses | attention weights `A_s` | layout and weights, not detached: gradients of all nine CoA modules flow into the first `conv_match` |
+# | 10 | CoA parameters | "the two linear transformations (Q and K) can be ignored" | every CoA module keeps and evaluates its `conv_match`: 9 × 147,584 = 1,328,256 unused parameters (8.5%). `srlib` keeps them for checkpoints but skips the computation |
+# | 11 | size | 15.67M at ×2, ×3, ×4 | 15,668,484 / 16,406,404 / 16,258,820 |
+# | 12 | blocks | RCAB, all kernels 3×3 | "RCAB" without channel attention, `res_scale` ignored inside; a separate `m_conv` after the units; an unused parameter `a` |
+# | 13 | rounds | one k-means round | one round (`n_hashes` default 1) |
+
+# %% [markdown]
+# ## 10 · Exercises
+#
+# 1. **Fix the collapse.** Initialise the centroids by spherical k-means on *normalised* vectors
+#    (`init_centroids(F.normalize(x, dim=-1), ...)`) and compare cluster use and window recall with the
+#    official initialisation, on the features of section 1 and inside the training run of section 5. Is an empty
+#    cluster ever revived by the EMA?
+# 2. **λ and the time constant.** Repeat section 5 with λ = 0.999 and 600 steps, and with
+#    `ema_target="sum"`. Plot the centroid movement against `1 − λᵗ`. Which form keeps the clusters balanced?
+# 3. **Fig. 5 on a trained network.** Train with the command of section 8 (or longer on CPU with the small
+#    preset), then recompute `layer_overlaps` per unit. Do deep maps drift away from the shallow one? Replace
+#    `feature_attention_map` by `dense_attention_map` of each unit's own `conv_match` in a network with
+#    `collaborative=False` (Table I case 3).
+# 4. **Fig. 3a at equal cost.** In section 2, give LSH `R` rounds windows of `384 / R`, so every method attends to
+#    the same number of keys. Which hash wins now? Plot window recall against K for k-means.
+# 5. **Where sharing saves memory.** Measure the four stacks of section 4 with gradients enabled (a backward pass
+#    on `out.sum()`). How do the memory ratios compare with Table I now?
+# 6. **CoA gradients.** Check with `torch.autograd.grad` that the loss of a CoA module's output reaches the first
+#    module's `conv_match` weights, and that the CoA module's own `conv_match` gets no gradient.
