@@ -12,3 +12,8 @@ Reproduces five papers (NLSN, ENLCN, DLSN, HSPAN, LCoAN). Subpackages:
 """
 
 __version__ = "0.1.0"
+
+# ``srlib.pretrained("hspan-small-x2")``: the shipped trained weights (imports torch).
+from srlib.pretrained import list_pretrained, pretrained  # noqa: E402
+
+__all__ = ["__version__", "list_pretrained", "pretrained"]
