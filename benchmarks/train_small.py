@@ -450,7 +450,7 @@ def table(args: argparse.Namespace) -> int:
             params[m] = {"parameters": runs[0]["parameters"], "seconds": sum(r["seconds"] for r in runs)}
     print("| network | params | train time | " + " | ".join(f"{s} ×2" for s in EVAL_SETS) + " |")
     print("|---|---:|---:|" + "---:|" * len(EVAL_SETS))
-    for m in ["bicubic", *reversed(ORDER)]:
+    for m in ["bicubic", "edsr", "nlsn", "enlcn", "dlsn", "hspan", "lcoan"]:
         if m not in results:
             continue
         cells = []

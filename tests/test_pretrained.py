@@ -155,6 +155,7 @@ def test_trained_networks_beat_bicubic_on_a_sample_photo(models):
         assert gain > 0.5, (name, gain)
 
 
+@pytest.mark.data
 def test_trained_networks_beat_bicubic_on_set5(data_root, models):
     # Central 64x64 LR crops of the five Set5 images (the full images need minutes and, for HSPAN, GBs).
     pairs = []

@@ -79,6 +79,12 @@ def _positive_ints(values: Sequence[int], what: str) -> list[int]:
     return out
 
 
+def _row_chunks(x: Tensor, max_elements: int = 1 << 18) -> list[Tensor]:
+    """Split ``(R, N)`` into row blocks of at most ``max_elements`` entries (at least one row each)."""
+    rows = max(1, max_elements // max(1, x.shape[-1]))
+    return list(torch.split(x, rows, dim=0))
+
+
 def support_sizes(weights: Tensor) -> Tensor:
     """Number of strictly positive weights per row: the support size ``T`` of HSPAN Eq. (16).
 
@@ -342,8 +348,7 @@ def support_vs_length(
     for a, scale in enumerate(scales):
         for b, n in enumerate(ns):
             scores = scale * torch.randn(trials, n, generator=gen, dtype=torch.float64)
-            _, t = threshold_and_support(scores, dim=-1)
-            t = t[:, 0].double()
+            t = torch.cat([threshold_and_support(part, dim=-1)[1][:, 0] for part in _row_chunks(scores)]).double()
             stats["mean"][a, b] = t.mean()
             stats["q10"][a, b] = t.quantile(0.1)
             stats["q90"][a, b] = t.quantile(0.9)
@@ -385,9 +390,12 @@ def eq14_probabilities(
         raise ValueError(f"scale must be > 0, got {scale}")
     gen = _generator(generator)
     s = scale * torch.randn(trials, n, generator=gen, dtype=torch.float64)
-    srt = torch.sort(s, dim=-1, descending=True).values
-    _, t = threshold_and_support(s, dim=-1)
-    t = t[:, 0]
+    k_max = max(ks)
+    tops, ts = [], []
+    for part in _row_chunks(s):  # bounded memory: only the k_max + 1 largest scores of each row are kept
+        tops.append(torch.topk(part, k_max + 1, dim=-1, sorted=True).values)  # s_(1) >= ... >= s_(k_max + 1)
+        ts.append(threshold_and_support(part, dim=-1)[1][:, 0])
+    srt, t = torch.cat(tops), torch.cat(ts)
     out: dict = {"k": ks, "p_support_gt_k": [], "p_sum_of_gaps_lt_1": [], "p_gap_lt_1_over_k": []}
     for k in ks:
         gaps = srt[:, :k] - srt[:, k : k + 1]  # s_(j) - s_(k+1), j = 1..k
