@@ -631,6 +631,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--milestones", default=",".join(map(str, d.milestones)),
                    help="comma-separated iterations at which the learning rate is multiplied by --gamma")
     p.add_argument("--gamma", type=float, default=d.gamma)
+    p.add_argument("--betas", default=",".join(map(str, d.betas)), help="Adam betas, comma-separated (B1,B2)")
+    p.add_argument("--eps", type=float, default=d.eps, help="Adam epsilon")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--loss", choices=("l1", "mse"), default=d.loss)
     p.add_argument("--val-every", type=int, default=d.val_every)
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
@@ -707,8 +710,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.weights:
         load_weights(model, args.weights)
     milestones = tuple(int(m) for m in args.milestones.split(",") if m.strip())
+    try:
+        betas = tuple(float(b) for b in args.betas.split(","))
+    except ValueError:
+        betas = ()
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ValueError(f"--betas expects two numbers in [0, 1) separated by a comma, got {args.betas!r}")
     cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr,
-                      milestones=milestones, gamma=args.gamma, loss=args.loss, val_every=args.val_every,
+                      betas=betas, eps=args.eps, weight_decay=args.weight_decay, milestones=milestones, gamma=args.gamma, loss=args.loss, val_every=args.val_every,
                       ckpt_every=args.ckpt_every, log_every=args.log_every, amp=args.amp, seed=args.seed,
                       num_workers=args.num_workers, grad_clip=args.grad_clip, scale=args.scale,
                       val_chop=args.val_chop)

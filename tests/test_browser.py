@@ -6,7 +6,8 @@ notebook that builds an :class:`srlib.viz.explorer.AttentionExplorer`, runs all 
 * the widget rendered (no "Loading widget...", no "Error displaying widget", no traceback);
 * moving the query slider with the keyboard (ArrowRight on the slider handle) changes the numbers the widget
   prints and the attention-map picture (pixels of the map panel differ);
-* switching the mechanism to NLSA shows its bucket;
+* switching the mechanism to NLSA shows its bucket, and each of the six mechanisms draws its own map without
+  error;
 * with ipyevents installed, a click on the picture moves the query.
 
 Screenshots go to ``artifacts/browser/`` (git-ignored; ``SRLIB_ARTIFACTS`` overrides the folder).
@@ -55,7 +56,7 @@ CELLS = [
     "from srlib.data import imresize, load_sample\n"
     "from srlib.viz.explorer import AttentionExplorer",
     "image = imresize(load_sample('chelsea')[:, :256, 100:356], output_size=(48, 48)).clamp(0, 1)\n"
-    "explorer = AttentionExplorer(image, mechanisms=('NLA', 'NLSA', 'HSPA'), query=(24, 16))\n"
+    "explorer = AttentionExplorer(image, mechanisms=('NLA', 'NLSA', 'ENLA', 'GLA', 'HSPA', 'LCoA'), query=(24, 16))\n"
     "explorer",
     "explorer.state()['keys_for_90']",
 ]
@@ -220,7 +221,29 @@ def test_explorer_in_jupyterlab(lab):
                 " && /bucket size/.test(document.querySelector('.srlib-explorer-stats').innerText)",
                 timeout=30_000)
             page.wait_for_timeout(500)
-            picture.screenshot(path=str(ARTIFACTS / "explorer_map_nlsa.png"))
+            maps = {"NLA": _map_pixels(png_after)}
+            maps["NLSA"] = _map_pixels(picture.screenshot(path=str(ARTIFACTS / "explorer_map_nlsa.png")))
+
+            # every other mechanism: computed in the running kernel and drawn, no error
+            for mech in ("ENLA", "GLA", "HSPA", "LCoA"):
+                old_src = picture.evaluate("(el) => (el.tagName === 'IMG' ? el : el.querySelector('img')).src")
+                page.locator(".srlib-explorer-mechanism select").select_option(mech)
+                page.wait_for_function(
+                    "([m, old]) => { const s = document.querySelector('.srlib-explorer-stats').innerText;"
+                    " const e = document.querySelector('.srlib-explorer-image');"
+                    " const i = e.tagName === 'IMG' ? e : e.querySelector('img');"
+                    " return (s.includes(m) || /cannot compute/.test(s)) && i.src !== old && i.complete; }",
+                    arg=[mech, old_src], timeout=60_000)
+                page.wait_for_timeout(300)
+                text = stats.inner_text()
+                assert "cannot compute" not in text and "keys carrying" in text, (mech, text)
+                maps[mech] = _map_pixels(picture.screenshot(path=str(ARTIFACTS / f"explorer_map_{mech.lower()}.png")))
+                marks.append((f"{mech} drawn", time.monotonic()))
+            for mech, px in maps.items():  # each mechanism draws its own map for the same query
+                if mech != "NLA":
+                    assert px.shape == maps["NLA"].shape
+                    diff = (abs(px[:, right:] - maps["NLA"][:, right:]).sum(-1) > 30).mean()
+                    assert diff > 0.005, f"{mech}'s map panel looks like NLA's ({diff:.4f} of pixels differ)"
 
             # click on the map panel (ipyevents): the query moves to the clicked pixel
             clicked = None

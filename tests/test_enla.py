@@ -281,3 +281,17 @@ def test_kernel_runs_in_float32_under_autocast():
         y = module.attn_fn(q, k, v)
     assert y.dtype == torch.float32
     torch.testing.assert_close(y, module.attn_fn(q, k, v), rtol=0, atol=1e-6)
+
+
+def test_official_contrastive_loss_topk_equals_full_sort():
+    """The official ranks [0, 15) / [50, 65) are read from a top-65 (not a full sort): same value and gradient."""
+    g = torch.Generator().manual_seed(11)
+    q = torch.randn(2, 120, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 120, 8, generator=g, dtype=torch.float64)
+    got = contrastive_loss(q, k)
+    s = torch.exp(q @ k.transpose(1, 2)).sort(dim=-1, descending=True).values  # Eq. (9), full sort
+    want = torch.relu(1.0 - torch.log(s[..., 0:15].mean(-1) / (s[..., 50:65].mean(-1) + 1e-6))).mean()
+    assert got.item() == want.item()
+    (g_got,) = torch.autograd.grad(got, q)
+    (g_want,) = torch.autograd.grad(want, q)
+    torch.testing.assert_close(g_got, g_want, rtol=0, atol=1e-15)

@@ -126,3 +126,32 @@ def test_nlsa_rejects_input_smaller_than_a_chunk():
         m(torch.randn(1, 8, 10, 10, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         m(torch.randn(8, 10, 10, dtype=torch.float64))
+
+
+# --- the fused path really is fused (no L x L matrix) and exact ---------------------------------------------
+
+@pytest.mark.parametrize("d,dv", [(16, 64), (64, 16), (32, 32)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_softmax_attention_equals_explicit(d, dv, dtype):
+    from srlib.attention.nla import fused_softmax_attention
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(2, 300, d, generator=g, dtype=dtype), torch.randn(2, 300, d, generator=g, dtype=dtype)
+    v = torch.randn(2, 300, dv, generator=g, dtype=dtype)
+    want = torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v
+    got = fused_softmax_attention(q, k, v)
+    assert got.shape == (2, 300, dv)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+def test_fused_softmax_attention_takes_a_fused_kernel():
+    """With the math fallback disabled, SDPA raises unless the inputs qualify for the flash kernel."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from srlib.attention.nla import fused_softmax_attention
+    g = torch.Generator().manual_seed(4)
+    q, k, v = torch.randn(1, 200, 16, generator=g), torch.randn(1, 200, 16, generator=g), torch.randn(1, 200, 64, generator=g)
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        out = fused_softmax_attention(q, k.transpose(1, 2).contiguous().transpose(1, 2), v)  # a strided view
+        with pytest.raises(RuntimeError):  # what the module passed before: 3-D, unequal widths -> math only
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=1.0)
+    torch.testing.assert_close(out, torch.softmax(q @ k.transpose(1, 2), -1) @ v, rtol=0, atol=1e-5)

@@ -403,6 +403,23 @@ def test_cli_errors(tmp_path):
         main(["--model", "edsr", "--model-arg", "n_feets=3", "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit):
         main(["--model", "edsr"])  # --out is required
+    with pytest.raises(ValueError, match="--betas"):
+        main(["--model", "edsr", "--betas", "0.9", "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_cli_passes_adam_settings(tmp_path):
+    _needs_data_api()
+    _write_images(tmp_path / "hr")
+    out = tmp_path / "run"
+    args = _cli(out, "--train-dir", str(tmp_path / "hr"), "--val-set", "none", "--iterations", "1",
+                "--betas", "0.5,0.99", "--eps", "1e-7", "--weight-decay", "0.01")
+    assert main(args) == 0
+    ck = load_checkpoint(out / "last.pt")
+    assert tuple(ck["config"]["betas"]) == (0.5, 0.99) and ck["config"]["eps"] == 1e-7
+    assert ck["config"]["weight_decay"] == 0.01
+    group = ck["optimizer"]["param_groups"][0]
+    assert tuple(group["betas"]) == (0.5, 0.99) and group["eps"] == 1e-7 and group["weight_decay"] == 0.01
 
 
 @pytest.mark.data

@@ -293,7 +293,10 @@ def contrastive_loss(
             f"official contrastive loss ranks {positive} / {negative} need at least {need} keys "
             f"(L = H*W), got {n_keys}"
         )
-    s = torch.exp(scores).sort(dim=-1, descending=True).values  # (B, L, S)
+    if s1 is None:  # ranks [s0:] up to L: a full sort (Eq. 9)
+        s = torch.exp(scores).sort(dim=-1, descending=True).values  # (B, L, S)
+    else:  # only the `need` largest are used: top-k, not a full sort (exp is monotone: same values)
+        s = torch.exp(scores.topk(need, dim=-1, sorted=True).values)  # (B, L, need)
     pos = s[..., p0:p1].mean(dim=-1)  # (B, L)
     neg = s[..., s0:s1].mean(dim=-1)
     return F.relu(margin - torch.log(pos / (neg + eps))).mean()

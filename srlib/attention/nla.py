@@ -24,12 +24,38 @@ import torch.nn.functional as F
 
 from srlib.reference import load_state_dict_strict, register_case_runner
 
-__all__ = ["NonLocalAttention", "non_local_attention", "softmax_last"]
+__all__ = ["NonLocalAttention", "fused_softmax_attention", "non_local_attention", "softmax_last"]
 
 
 def softmax_last(scores: torch.Tensor) -> torch.Tensor:
     """Softmax over the last dimension (the keys): the normaliser of Eq. (4)."""
     return torch.softmax(scores, dim=-1)
+
+
+def fused_softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``softmax(q k^T) v`` through PyTorch's fused ``scaled_dot_product_attention``, never storing ``L x L``.
+
+    PyTorch picks a fused (flash / memory-efficient) kernel only for 4-D ``(B, heads, L, D)`` inputs whose
+    last dimension is contiguous and, for the flash kernels, with one width for queries, keys and values.
+    Given anything else it silently falls back to its *math* path, which builds the whole ``L x L`` matrix
+    (measured: more memory than the explicit version, ``benchmarks/README.md``). So this function adds the
+    heads dimension, makes the inputs contiguous and pads the narrower of ``D`` / ``Dv`` with zero channels:
+    exact, since a zero channel adds nothing to ``q . k`` and the padded value channels are sliced off.
+
+    Args:
+        q: ``(B, L, D)`` queries; k: ``(B, Lk, D)`` keys; v: ``(B, Lk, Dv)`` values (any float dtype).
+
+    Returns:
+        ``(B, L, Dv)``. Scores are not scaled (``scale=1``), as in the official code.
+    """
+    d, dv = q.shape[-1], v.shape[-1]
+    if d < dv:  # zero channels in q and k: q . k unchanged
+        q, k = F.pad(q, (0, dv - d)), F.pad(k, (0, dv - d))
+    elif dv < d:  # zero value channels, sliced off below
+        v = F.pad(v, (0, d - dv))
+    out = F.scaled_dot_product_attention(q.unsqueeze(1).contiguous(), k.unsqueeze(1).contiguous(),
+                                         v.unsqueeze(1).contiguous(), scale=1.0)
+    return out.squeeze(1)[..., :dv]
 
 
 def non_local_attention(
@@ -54,7 +80,7 @@ def non_local_attention(
         official code.
     """
     if normalizer is None and not return_map:
-        return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        return fused_softmax_attention(q, k, v)
     scores = torch.bmm(q, k.transpose(1, 2))  # (B, L, L): s_ij = theta(x_i) . phi(x_j)
     weights = (normalizer or softmax_last)(scores)
     out = torch.bmm(weights, v)

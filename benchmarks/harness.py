@@ -1,0 +1,115 @@
+"""All six attention mechanisms under one harness: time, peak memory and FLOPs against the number of positions.
+
+Usage::
+
+    python benchmarks/harness.py                               # CPU, 64 channels, 50² ... 200², both modes
+    python benchmarks/harness.py --device cuda --repeats 10    # GPU (CUDA events, synchronised)
+    python benchmarks/harness.py --sizes 50 100 --cases NLA-map NLA-sdpa NLSA-r4 --modes forward
+    python benchmarks/harness.py --list                        # the cases and their settings
+
+Each (case, mode) runs in its own child process (``srlib.bench.run_isolated``) over increasing sizes; peak
+memory is the resident-set peak of that process above its level before the timed calls (CPU) or
+``torch.cuda.max_memory_allocated`` above the allocated level (CUDA). Times are the median of ``--repeats``
+calls after ``--warmup`` calls. A size whose time or memory, extrapolated from the previous size, would exceed
+``--max-seconds`` / ``--max-mem-gib`` is skipped (with every larger one) and the table says so.
+
+Output (``--out``, default ``benchmarks/results``): ``<machine>.csv`` (one row per case, mode and size),
+``<machine>.md`` (machine header, the tables with fitted log-log slopes, the papers' FLOP tables next to ours)
+and ``<machine>.png`` (log-log time and memory against ``L``). ``<machine>`` is ``srlib.bench.machine_label``
+(e.g. ``cpu-amd-epyc-2t``) unless ``--label`` is given. Numbers depend on the machine and its load: compare
+ratios and slopes within one file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from srlib.attention.cost import paper_flops_comparison
+from srlib.bench import MODES, bench_cases, machine_info, machine_label, run_isolated, write_results
+
+HERE = Path(__file__).resolve().parent
+
+
+def _paper_section() -> str:
+    lines = ["## The papers' FLOP tables (100 x 100 input, 64 channels) and ours", "",
+             "| table | row | paper GFLOPs | ours | diff | our setting |", "|---|---|---:|---:|---:|---|"]
+    for r in paper_flops_comparison():
+        lines.append(f"| {r['table']} | {r['row']} | {r['paper']:g} | {r['ours']:.3f} | {100 * r['diff']:+.1f}% | "
+                     f"{r['setting']} |")
+    lines += ["", "NLSN counts queries/keys with C/4 = 16 channels, ENLCN with 64: hence NLA 16.0 vs 25.6 GFLOPs "
+              "(2 L² (16 + 64) vs 2 L² (64 + 64)). NLSN's NLSA rows are not reproduced by any accounting of what "
+              "the official code computes (see srlib/attention/cost.py).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cases = bench_cases()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 150, 200], help="feature-map sides")
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--cases", nargs="+", default=list(cases), choices=list(cases), metavar="CASE")
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls per size (median reported)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads in each child (default: torch's)")
+    ap.add_argument("--max-mem-gib", type=float, default=6.0, help="skip sizes predicted above this peak")
+    ap.add_argument("--max-seconds", type=float, default=40.0,
+                    help="skip sizes whose warm-up + timed calls are predicted to take longer")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per child process")
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--label", help="file stem of the outputs (default: the machine label)")
+    ap.add_argument("--list", action="store_true", help="print the cases and exit")
+    args = ap.parse_args(argv)
+
+    if args.list:
+        for c in cases.values():
+            print(f"{c.name:12s} {c.mechanism:5s} {c.description}")
+        return 0
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error("--device cuda requested but CUDA is not available")
+    if min(args.sizes) < 1:
+        ap.error("sizes must be positive")
+
+    threads = args.threads if args.threads is not None else torch.get_num_threads()
+    info = machine_info(args.device, threads)
+    label = args.label or machine_label(info)
+    print("machine:", "; ".join(f"{k} = {v}" for k, v in info.items()), flush=True)
+    rows = []
+    t_start = time.time()
+    for name in args.cases:  # one child process per case, both modes
+        t0 = time.time()
+        got = run_isolated(name, args.sizes, args.modes, channels=args.channels, repeats=args.repeats,
+                           warmup=args.warmup, device=args.device, threads=threads,
+                           max_mem_gib=args.max_mem_gib, max_seconds=args.max_seconds, timeout=args.timeout)
+        rows += got
+        print(f"{name} [{time.time() - t0:.1f} s]", flush=True)
+        for mode in args.modes:
+            cells = []
+            for r in (r for r in got if r["mode"] == mode):
+                if r["status"] == "ok":
+                    cells.append(f"{r['side']}²: {r['time_median_s']:.3g} s {r['peak_mib']:.0f} MiB")
+                else:
+                    cells.append(f"{r['side']}²: {r['status']}")
+            print(f"    {mode:17s} " + " | ".join(cells), flush=True)
+    rows.sort(key=lambda r: (MODES.index(r["mode"]), args.cases.index(r["case"]), r["side"]))
+    info["wall_time_s"] = f"{time.time() - t_start:.0f}"
+    paths = write_results(rows, args.out, info, label)
+    md = paths["md"]
+    text = md.read_text()
+    tmp = md.with_name(f".{md.name}.tmp")
+    tmp.write_text(text + "\n" + _paper_section())
+    os.replace(tmp, md)
+    for kind, p in paths.items():
+        print(f"wrote {kind}: {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

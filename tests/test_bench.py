@@ -1,0 +1,209 @@
+"""srlib.bench: structure of the benchmark harness (cases, rows, skipping, files). Nothing here asserts a time."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from srlib.bench import (
+    CSV_FIELDS,
+    MODES,
+    CoAStack,
+    _run_sizes,
+    bench_cases,
+    fit_slopes,
+    machine_info,
+    machine_label,
+    markdown_table,
+    measure,
+    predict_next,
+    read_csv,
+    run_isolated,
+    write_csv,
+    write_results,
+)
+
+C = 16  # small channel count: every case accepts it (embeddings C // 4 = 4)
+
+
+def test_cases_cover_the_six_mechanisms():
+    cases = bench_cases()
+    assert {c.mechanism for c in cases.values()} == {"NLA", "NLSA", "ENLA", "GLA", "HSPA", "LCoA"}
+    assert [n for n in cases if n.startswith("NLSA")] == ["NLSA-r1", "NLSA-r2", "NLSA-r4", "NLSA-r8"]
+    assert [n for n in cases if n.startswith("ENLA")] == [f"ENLA-m{m}" for m in (16, 32, 64, 128, 256)]
+    assert {n for n, c in cases.items() if c.quadratic} == {"NLA-map", "NLA-sdpa", "HSPA-k128"}
+    for name, case in cases.items():
+        assert case.name == name and case.description
+
+
+@pytest.mark.parametrize("name", list(bench_cases()))
+def test_case_builds_a_shape_preserving_module_deterministically(name):
+    case = bench_cases()[name]
+    x = torch.randn(1, C, 13, 14, generator=torch.Generator().manual_seed(0))  # L = 182 >= one chunk of 144
+    state = torch.get_rng_state()
+    a, b = case.build(C, seed=3), case.build(C, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left alone
+    assert not a.training
+    with torch.no_grad():
+        ya, yb = a(x), b(x)
+    assert ya.shape == x.shape
+    torch.testing.assert_close(ya, yb, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", [n for n in bench_cases() if n != "NLA-sdpa"])
+def test_case_flops_match_flop_counter(name):
+    # include_embeddings=True counts what the module computes; FlopCounterMode counts matmuls and convolutions.
+    case = bench_cases()[name]
+    m = case.build(C, seed=0)
+    x = torch.randn(1, C, 13, 14, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        m(x)  # LCoA: the one-off k-means initialisation happens here
+        with FlopCounterMode(display=False) as fc:
+            m(x)
+    terms = case.counter(13, 14, C, True).terms
+    expected = sum(v for k, v in terms.items() if k != "normaliser")  # ENLA's D is a product + sum there
+    assert fc.get_total_flops() == expected
+
+
+def test_flops_convention_excludes_embeddings():
+    case = bench_cases()["NLA-map"]
+    assert case.flops(100, 64).gflops == pytest.approx(16.0)
+    assert case.flops(100, 64, include_embeddings=True).total > case.flops(100, 64).total
+
+
+def test_coa_stack_shares_the_first_layers_attention():
+    with pytest.raises(ValueError, match="n_layers"):
+        CoAStack(0, C)
+    stack = CoAStack(3, C, generator=torch.Generator().manual_seed(0)).eval()
+    x = torch.randn(1, C, 13, 14)
+    with torch.no_grad():
+        y = stack(x)
+    assert y.shape == x.shape
+    assert bool(stack.layers[0].kmeans.initted) and not bool(stack.layers[1].kmeans.initted)
+
+
+def test_measure_row_structure():
+    row = measure("ENLA-m16", 12, "forward", channels=C, repeats=2, warmup=1, memory="tensor")
+    assert set(CSV_FIELDS) <= set(row) and len(row["times"]) == 2
+    assert row["status"] == "ok" and row["L"] == 144 and row["memory_kind"] == "tensor"
+    assert row["time_min_s"] <= row["time_median_s"]
+    assert row["peak_mib"] > 0 and row["gflops"] < row["gflops_module"]
+    row = measure("NLSA-r1", 12, "forward+backward", channels=C, repeats=1, warmup=0, memory=None)
+    assert row["peak_mib"] is None and row["mode"] == "forward+backward"
+
+
+def test_measure_tensor_memory_sees_the_dense_map():
+    row = measure("NLA-map", 24, "forward", channels=C, repeats=1, memory="tensor")
+    assert row["peak_mib"] * 2**20 >= 2 * 4 * (24 * 24) ** 2  # scores and weights, L x L float32 each
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(mode="backward"), "mode"),
+        (dict(memory="heap"), "memory"),
+        (dict(mode="forward+backward", memory="tensor"), "forward"),
+        (dict(memory="cuda"), "CUDA"),
+    ],
+)
+def test_measure_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        measure("ENLA-m16", 12, channels=C, **kwargs)
+    with pytest.raises(KeyError):
+        measure("NLA-fast", 12)
+
+
+def test_predict_next_scales_time_by_flops_and_memory_by_length():
+    cases = bench_cases()
+    prev = {"side": 50, "time_median_s": 1.0, "peak_mib": 10.0}
+    sec, mem = predict_next(cases["NLA-map"], prev, 100)
+    assert mem == pytest.approx(16 * 10 * 2**20)  # L x 4, squared
+    f = cases["NLA-map"].flops
+    assert sec == pytest.approx(f(100, 64, include_embeddings=True).total / f(50, 64, include_embeddings=True).total)
+    _, mem = predict_next(cases["ENLA-m16"], prev, 100)
+    assert mem == pytest.approx(4 * 10 * 2**20)
+
+
+def test_run_sizes_skips_what_would_exceed_the_budget():
+    rows = []
+    _run_sizes(bench_cases()["ENLA-m16"], [16, 12, 20], "forward", channels=C, repeats=1, warmup=0,
+               device="cpu", max_bytes=2**40, max_seconds=0.0, emit=rows.append)
+    assert [r["side"] for r in rows] == [12, 16, 20]  # ascending
+    assert rows[0]["status"] == "ok"  # nothing to extrapolate from: measured
+    assert [r["status"] for r in rows[1:]] == ["skipped", "skipped"]
+    assert "predicted" in rows[1]["note"] and rows[2]["note"] == rows[1]["note"]
+    rows = []
+    _run_sizes(bench_cases()["NLA-map"], [200], "forward", channels=C, repeats=1, warmup=0, device="cpu",
+               max_bytes=2**30, max_seconds=1e9, emit=rows.append)  # 2 x 6.4 GB of L x L matrices
+    assert rows[0]["status"] == "skipped" and "GiB" in rows[0]["note"] and rows[0]["gflops"] > 0
+
+
+def test_run_isolated_in_a_child_process():
+    rows = run_isolated("ENLA-m16", [12, 14], list(MODES), channels=C, repeats=1, warmup=0, threads=1,
+                        timeout=300)
+    assert [(r["mode"], r["side"]) for r in rows] == [(m, s) for m in MODES for s in (12, 14)]
+    assert all(r["status"] == "ok" and r["memory_kind"] == "rss" and r["threads"] == 1 for r in rows)
+    with pytest.raises(ValueError, match="unknown case"):
+        run_isolated("NLA-fast", [12])
+    with pytest.raises(ValueError, match="modes"):
+        run_isolated("ENLA-m16", [12], "backward")
+
+
+def _row(case, side, t, mem, status="ok", mode="forward"):
+    return {"case": case, "mechanism": case.split("-")[0], "mode": mode, "side": side, "L": side * side,
+            "status": status, "time_median_s": t, "time_min_s": t, "peak_mib": mem, "memory_kind": "rss",
+            "gflops": 1.0, "gflops_module": 1.5, "device": "cpu", "threads": 2,
+            "note": "" if status == "ok" else "skipped: predicted peak 9.0 GiB > budget 6.0 GiB"}
+
+
+def test_fit_slopes_and_markdown_table():
+    rows = [_row("NLA-map", s, 1e-6 * (s * s) ** 2, 1e-3 * (s * s) ** 2) for s in (10, 20, 40)]
+    rows += [_row("ENLA-m16", s, 1e-3 * s * s, 1e-2 * s * s) for s in (10, 20, 40)]
+    rows += [_row("NLA-map", 80, None, None, status="skipped")]
+    t = fit_slopes(rows)
+    assert t[("NLA-map", "forward")] == pytest.approx(2.0) and t[("ENLA-m16", "forward")] == pytest.approx(1.0)
+    assert fit_slopes(rows, "peak_mib")[("NLA-map", "forward")] == pytest.approx(2.0)
+    text = markdown_table(rows, {"cpu": "test cpu", "threads": "2"})
+    assert text.startswith("Machine: cpu = test cpu; threads = 2")
+    assert "| NLA-map |" in text and "| ENLA-m16 |" in text
+    assert "skipped¹" in text and "¹ NLA-map, forward, 80²: skipped: predicted peak" in text
+    assert "| 2.00 | 2.00 |" in text  # the fitted slopes of the NLA row
+
+
+def test_csv_round_trip_and_errors(tmp_path):
+    rows = [_row("NLA-map", 10, 0.5, 3.0), _row("NLA-map", 20, None, None, status="skipped")]
+    path = write_csv(rows, tmp_path / "sub" / "r.csv")
+    back = read_csv(path)
+    assert back[0]["side"] == 10 and back[0]["time_median_s"] == 0.5 and back[1]["time_median_s"] is None
+    assert back[1]["status"] == "skipped" and back[1]["note"].startswith("skipped")
+    assert not list(tmp_path.glob("sub/.*tmp"))  # atomic write leaves no temp file
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        read_csv(tmp_path / "missing.csv")
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="bad.csv"):
+        read_csv(tmp_path / "bad.csv")
+
+
+def test_write_results_files(tmp_path):
+    rows = [_row("NLA-map", s, 1e-6 * s**4, 1e-3 * s**4) for s in (10, 20)]
+    rows += [_row("NLA-map", s, 3e-6 * s**4, 3e-3 * s**4, mode="forward+backward") for s in (10, 20)]
+    info = {"device": "cpu", "cpu": "Test CPU 9000", "threads": "2", "torch": "x"}
+    paths = write_results(rows, tmp_path, info)
+    assert sorted(paths) == ["csv", "md", "png"]
+    assert {p.name for p in paths.values()} == {"cpu-test-cpu-9000-2t.csv", "cpu-test-cpu-9000-2t.md",
+                                               "cpu-test-cpu-9000-2t.png"}
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    md = paths["md"].read_text()
+    assert "### forward:" in md and "### forward+backward:" in md
+
+
+def test_machine_info_and_label():
+    info = machine_info("cpu", threads=3)
+    assert info["device"] == "cpu" and info["threads"] == "3" and info["torch"] == torch.__version__
+    assert {"uname", "cpu", "logical_cpus"} <= set(info)
+    assert re.fullmatch(r"cpu-[a-z0-9-]+-3t", machine_label(info))
+    assert machine_label({"device": "cuda", "gpu": "NVIDIA H100 80GB HBM3", "threads": "1"}) == \
+        "cuda-nvidia-h100-80gb-hbm3-1t"
