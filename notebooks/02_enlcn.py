@@ -36,9 +36,11 @@
 # against exact softmax attention as `m` grows; (4) Eq. 7 reproduced: empirical variance against the
 # closed form, the explosion with `k` (Fig. 6), orthogonal against i.i.d. features (and a bias in the
 # official orthogonal features); (5) what `k` does on a real image (Fig. 1/7 style maps); (6) the
-# contrastive loss, paper and code; (7) Table 4 analytically; (8) a tiny ENLCN trained on CPU with and
-# without the contrastive term; (9) the full network on a GPU (switch); (10) evaluation on Set5 x2;
-# (11) where the official code differs from the paper; (12) exercises.
+# contrastive loss, paper and code; (7) the shipped trained small ENLCN: Fig. 7 style maps, the
+# amplification and ENLA's error on learned embeddings, and an explorer over its layers; (8) Table 4
+# analytically; (9) a tiny ENLCN trained on CPU with and without the contrastive term; (10) the full
+# network on a GPU (switch); (11) evaluation on Set5 x2; (12) where the official code differs from the
+# paper; (13) exercises.
 
 # %%
 import math
@@ -77,11 +79,14 @@ from srlib.attention.enla import (
     positive_random_features,
 )
 from srlib.attention.enla_analysis import (
+    amplification_sweep,
     amplified_pair,
+    attention_rows,
     draw_projections,
     enla_attention_row,
     enla_relative_error,
     enla_weight_error,
+    enlca_unit_embeddings,
     exact_attention_row,
     kernel_estimate_variance,
 )
@@ -89,8 +94,10 @@ from srlib.config import data_dir
 from srlib.inference import evaluate, super_resolve
 from srlib.models import build_model
 from srlib.models.enlcn import ENLCN, ENLCNConfig
+from srlib.pretrained import build_small, pretrained, training_info
 from srlib.train import TrainConfig, train
 from srlib.viz import attention_statistics, patch_descriptors, plot_attention_maps
+from srlib.viz.explorer import collect_attention_layers
 
 torch.set_num_threads(2)
 _ = torch.manual_seed(0)
@@ -442,10 +449,10 @@ for kind in ("iid", "orthogonal", "orthogonal_haar"):
 #
 # ## 5. What the amplification does on a real image (Fig. 1 / Fig. 7)
 #
-# Attention maps of single query pixels, as in the paper's Figs. 1 and 7. Trained ENLCN features are not
-# available, so the embedding is a fixed, meaningful stand-in (as in notebook 00): `theta = delta =` the
-# unit-norm 5x5 colour patch around each pixel (`srlib.viz.patch_descriptors`), times `sqrt(k)` (Eq. 3),
-# so `q_i . k_j = k cos(patch_i, patch_j)`. The scene is the LR facade of Urban100 `img_014` shrunk to
+# Attention maps of single query pixels, as in the paper's Figs. 1 and 7. Here the embedding is a fixed,
+# meaningful stand-in (as in notebook 00; the trained network's own embeddings follow in section 7):
+# `theta = delta =` the unit-norm 5x5 colour patch around each pixel (`srlib.viz.patch_descriptors`), times
+# `sqrt(k)` (Eq. 3), so `q_i . k_j = k cos(patch_i, patch_j)`. The scene is the LR facade of Urban100 `img_014` shrunk to
 # 64x64 (notebook 00's scene; offline: scikit-image's brick wall).
 
 # %% tags=["nbval-ignore-output"]
@@ -531,6 +538,7 @@ assert st["knobs"] == {"amplification": 6.0, "n_features": 128, "exact": False}
 assert 0 <= st["tv_to_exact"] <= 1 and abs(st["map_sum"] - 1) < 1e-4
 explorer
 
+# %% [markdown]
 # ## 6. The contrastive loss (Eqs. 8-10)
 #
 # Amplification alone trades accuracy for sparsity. ENLCA adds a loss that makes the *embedding* itself
@@ -592,9 +600,185 @@ print("Eq. 10's irrelevant sum j = n2N ... (n1+n2)N has n1N + 1 terms, e.g.", n_
 # 6.4%); for the README's 48x48 x2 patches they are 0.65% and 2.2%. `srlib` follows the code by default
 # (`variant="official"`), the paper is `variant="paper"` (which reads the irrelevant range as `n1 N` ranks
 # from `n2 N`, as Fig. 4 describes). Note also that the loss needs the **exact** `N x N` score matrix and a
-# sort per row: linear attention, but a quadratic training loss (section 11).
+# sort per row: linear attention, but a quadratic training loss (section 12).
+
+# %% [markdown]
+# ## 7. The trained small ENLCN: Fig. 7 on learned embeddings
 #
-# ## 7. Cost: ENLCN Table 4, analytically
+# Sections 5 and 6 used stand-in embeddings (patch descriptors). srlib also ships a small ENLCN trained on
+# CPU, `srlib.pretrained("enlcn-small-x2")` (README, "Trained small networks"): 32 features, 8 residual
+# blocks and two ENLCA, `body.0` before the first block and `body.9` after the last, each with `d = 8`,
+# `m = 128` and `k = 6`. It was trained for 650 iterations on 24x24 LR patches (`N = 576`), with the
+# official contrastive loss switched on after 100 iterations and `F` redrawn every 100 iterations. This is a
+# small-scale reproduction, not the paper's protocol (650 iterations against the paper's 1000 epochs of 1000
+# iterations, 32 features against 256), and its Set5 PSNR (34.53 dB) is below that of the same-budget EDSR
+# (34.75 dB). What follows is what *these* weights do. For comparison: the same architecture untrained
+# (`build_small("enlcn")`, seed 0).
+
+# %%
+enlcn_trained = pretrained("enlcn-small-x2")  # eval mode, SHA-256 checked
+_ = torch.manual_seed(0)
+enlcn_untrained = build_small("enlcn").eval()
+recipe = training_info("enlcn-small-x2")["training"]
+print("training iterations (stage 1, stage 2):", recipe["iterations"], "| contrastive loss after iteration",
+      enlcn_trained.cfg.warmup_iters, "| F redrawn every", enlcn_trained.cfg.redraw_every, "iterations")
+for name, mod in enlcn_trained.attention_modules():
+    print(f"{name}: d = {mod.attn_fn.dim}, m = {mod.attn_fn.n_features}, k = {mod.amplification:g}, "
+          f"res_scale = {mod.res_scale:g}, loss {mod.loss_variant!r}")
+
+# %% [markdown]
+# **A real LR image.** The zebra of Set14 (`img_014`, x2 LR, a 64x96 crop: stripes and grass), or, without
+# the benchmark data, a crop of the cat of scikit-image (`chelsea`: forehead stripes, an eye, fur).
+# `collect_attention_layers` runs the network once and returns every ENLCA with the features it received.
+
+# %% tags=["nbval-ignore-output"]
+if "Set14" in sdata.available_benchmarks(scale=2):
+    set14 = sdata.BenchmarkDataset("Set14", 2)
+    lr_t = set14[set14.names.index("img_014")]["lr"][:, 64:128, 96:192]  # (3, 64, 96) RGB in [0, 1]
+    source_t = "Set14 img_014 (zebra), x2 LR, crop [64:128, 96:192]"
+    queries_t, names_t = [(30, 40), (5, 80), (45, 20)], ["stripe", "stripe, far right", "grass"]
+else:
+    lr_t = sdata.SampleImagesDataset(2, names=("chelsea",))[0]["lr"][:, 10:74, 64:160]
+    source_t = "scikit-image chelsea (offline fallback), x2 LR, crop [10:74, 64:160]"
+    queries_t, names_t = [(16, 62), (44, 24), (54, 60)], ["forehead stripe", "eye", "fur"]
+Ht, Wt = lr_t.shape[-2:]
+layers_t = collect_attention_layers(enlcn_trained, lr_t[None])["ENLA"]  # [(ENLCA, features (1, 32, h, w))]
+layers_u = collect_attention_layers(enlcn_untrained, lr_t[None])["ENLA"]
+print(source_t, "| ENLCA inputs:", [tuple(f.shape) for _, f in layers_t])
+assert lr_t.shape == (3, 64, 96) and len(layers_t) == len(layers_u) == 2
+assert layers_t[0][0] is enlcn_trained.body[0] and layers_t[1][0] is enlcn_trained.body[9]
+
+# %% [markdown]
+# **Maps of three queries, last ENLCA (`body.9`).** `enlca_unit_embeddings` undoes the `sqrt(k)` of Eq. 3,
+# so that `sqrt(a)` times the unit embeddings is what the same trained module gives with amplification
+# `a`. For each query: the exact softmax rows at `k = 1, 6, 20`, ENLA's row at the trained `k = 6` with
+# the module's own `F` (what the network computes), and the untrained network's exact and ENLA rows at
+# `k = 6` (`attention_rows`, many queries at once).
+
+# %%
+unit_t = [enlca_unit_embeddings(mod, feats) for mod, feats in layers_t]  # [(q, k) (1, L, 8) each, norm 1]
+unit_u = [enlca_unit_embeddings(mod, feats) for mod, feats in layers_u]
+rows_t = [y * Wt + x for y, x in queries_t]
+(qt, kt), (qu, ku) = unit_t[-1], unit_u[-1]
+F_t, F_u = layers_t[-1][0].attn_fn.projection_matrix, layers_u[-1][0].attn_fn.projection_matrix
+s6 = math.sqrt(6)
+maps_t = {f"exact k={a:g}": attention_rows(qt * math.sqrt(a), kt * math.sqrt(a), rows_t) for a in (1, 6, 20)}
+maps_t["ENLA k=6"] = attention_rows(qt * s6, kt * s6, rows_t, F_t)  # the trained module's own F
+maps_t["untrained: exact"] = attention_rows(qu * s6, ku * s6, rows_t)
+maps_t["untrained: ENLA"] = attention_rows(qu * s6, ku * s6, rows_t, F_u)
+maps_t = {title: rows[0].reshape(len(rows_t), Ht, Wt) for title, rows in maps_t.items()}  # (3, h, w) each
+with torch.no_grad():
+    q_mod, k_mod, _ = layers_t[-1][0].embed(layers_t[-1][1])
+assert_close(q_mod, qt * s6)  # k = 6: the module's own embedding
+assert_close(k_mod, kt * s6)
+for title, mp in maps_t.items():
+    assert_close(mp.sum((1, 2)), torch.ones(len(rows_t)))  # every row sums to 1
+for qi in range(len(rows_t)):
+    fig = plot_attention_maps(lr_t, [mp[qi] for mp in maps_t.values()], [queries_t[qi]] * len(maps_t),
+                              titles=list(maps_t), panel_size=2.3)
+    fig.suptitle(f"trained ENLCN, body.9, query {qi + 1}: {names_t[qi]}", y=1.03)
+    plt.show()
+
+# %% [markdown]
+# **The amplification on trained features, in numbers.** 512 random queries of the crop, both ENLCA, the
+# trained and the untrained network: how many keys carry 90% of the exact weights as `k` grows
+# (`amplification_sweep`), and, with each module's own `F`, how many carry 90% of ENLA's weights and how much
+# mass ENLA misplaces (TV distance to the exact row, in `[0, 1]`).
+
+# %% tags=["nbval-ignore-output"]
+sub_t = torch.randperm(Ht * Wt, generator=torch.Generator().manual_seed(7))[:512]
+amps_t = (1.0, 2.0, 4.0, 6.0, 10.0, 20.0)
+sweeps = {}
+for net_name, layers, units in (("trained", layers_t, unit_t), ("untrained", layers_u, unit_u)):
+    for (mod, _), (q_, k_), layer_name in zip(layers, units, ("body.0", "body.9")):
+        sweeps[net_name, layer_name] = amplification_sweep(q_, k_, amps_t, sub_t, mod.attn_fn.projection_matrix)
+print(f"N = {Ht * Wt} keys; keys carrying 90% of the weight (exact / ENLA) and ENLA's TV error, m = 128")
+print(f"{'k':>4} " + " ".join(f"{f'{n} {l}':>24}" for n, l in sweeps))
+for i, a in enumerate(amps_t):
+    cells = [f"{sw.keys_exact[i]:6.0f} / {sw.keys_enla[i]:4.0f}  TV {sw.tv[i]:.2f}" for sw in sweeps.values()]
+    print(f"{a:4g} " + " ".join(f"{c_:>24}" for c_ in cells))
+for (net_name, layer_name), sw in sweeps.items():
+    assert (sw.keys_exact.diff() <= 1e-9).all()  # a softmax row only concentrates as k grows
+    assert ((0 <= sw.tv) & (sw.tv <= 1)).all()
+for layer_name in ("body.0", "body.9"):  # at k = 6, the trained embeddings concentrate more
+    assert sweeps["trained", layer_name].keys_exact[3] < sweeps["untrained", layer_name].keys_exact[3]
+
+# %% [markdown]
+# **More random features.** ENLA's misplaced mass on the trained and untrained embeddings of `body.9` at
+# `k = 6`, for `m = 8 ... 2048` (fresh official orthogonal `F`, 8 draws each, 128 of the queries,
+# `enla_weight_error`; one draw of `F` serves all queries, so it takes several draws to average):
+
+# %% tags=["nbval-ignore-output"]
+ms_t = [8, 32, 128, 512, 2048]
+tv_m = {net_name: enla_weight_error(q_ * s6, k_ * s6, ms_t, 8, queries=sub_t[:128], features="orthogonal",
+                                    generator=torch.Generator().manual_seed(8)).mean(1)
+        for net_name, (q_, k_) in (("trained", unit_t[-1]), ("untrained", unit_u[-1]))}
+print(f"{'m':>6} {'TV, trained':>12} {'TV, untrained':>14}")
+for i, mm in enumerate(ms_t):
+    print(f"{mm:6d} {tv_m['trained'][i]:12.2f} {tv_m['untrained'][i]:14.2f}")
+for tv in tv_m.values():
+    assert tv[-1] < tv[0]  # more features, less misplaced mass
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+for (net_name, layer_name), sw in sweeps.items():
+    style = "-" if net_name == "trained" else ":"
+    axes[0].semilogy(amps_t, sw.keys_exact, "o" + style, ms=3, label=f"{net_name} {layer_name}, exact")
+    if layer_name == "body.9":
+        axes[0].semilogy(amps_t, sw.keys_enla, "x" + style, ms=4, label=f"{net_name} {layer_name}, ENLA")
+axes[0].axvline(6, color="gray", lw=0.8)
+axes[0].set_xlabel("amplification k")
+axes[0].set_ylabel(f"keys carrying 90% (of {Ht * Wt})")
+axes[0].legend(fontsize=7)
+for net_name, tv in tv_m.items():
+    axes[1].semilogx(ms_t, tv, "o-" if net_name == "trained" else "o:", label=f"{net_name} body.9, k = 6")
+axes[1].set_ylim(0, 1)
+axes[1].set_xlabel("random features m")
+axes[1].set_ylabel("misplaced mass (TV)")
+axes[1].legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# What this shows, at this small scale:
+#
+# * **Amplification does what Eq. 3 promises on learned features.** With `k = 1` almost every key carries
+#   weight; at the trained `k = 6` the exact maps pick out structures like the query (stripes of the same
+#   orientation and contrast, for a stripe query), and at `k = 20` only 30-100 of the 6144 keys carry 90% of
+#   the weight. The key count can only fall as `k` grows (asserted), so this part is robust.
+# * **Training concentrates the exact attention.** At the same `k = 6` the trained embeddings need far
+#   fewer keys for 90% of the weight than the untrained ones, in both ENLCA (on the zebra about 1700
+#   against 4100 of the 6144 keys; on the fallback cat 2100 against 4400 in `body.0`, 3400 against 4800 in
+#   `body.9`).
+#   The network was trained with the contrastive loss, so this is the direction of Fig. 7. But we cannot
+#   tell how much of it the contrastive loss did: no network trained *without* it ships (section 9 runs
+#   that ablation for 150 iterations).
+# * **ENLA follows only loosely.** With the module's own `F` (`m = 128`), ENLA's maps keep the structure of
+#   the exact maps but spread the weight: it needs more keys for 90% of its mass, and it misplaces a large
+#   share of it (TV about 0.3-0.5 at `k = 6`). More random features help slowly: on the trained embeddings
+#   the TV is still 0.25-0.35 at `m = 2048`, more than on the untrained ones at every `m`. The sharper the
+#   exact attention, the worse the estimate: the trade-off of Fig. 6, now on learned embeddings. The
+#   network itself never saw the exact softmax: it was trained through ENLA's estimate.
+# * **What does not show.** The paper's sequence (ENLA, then `+k`, then `+` contrastive learning, each map
+#   "further distinct") cannot be reproduced without the two ablated networks. And the end result is no
+#   better than without attention: this ENLCN is 0.2 dB below the same-budget EDSR on Set5.
+#
+# ### Explore the trained layers
+# The explorer over the two trained ENLCA of this image (the layer slider picks `body.0` or `body.9`). Its
+# knobs start at the module's own values (`k = 6`, `m = 128`): change `k` to see the trade-off, tick "exact"
+# for the softmax ENLA approximates. NLA is the parameter-free patch-descriptor attention of notebook 00 on
+# the same crop, for comparison. (Interactive: run the notebook in JupyterLab.)
+
+# %% tags=["nbval-ignore-output"]
+explorer_t = AttentionExplorer(lr_t, mechanisms=("ENLA", "NLA"), layer_modules={"ENLA": layers_t},
+                               query=queries_t[0])
+st_t = explorer_t.state()
+assert st_t["knobs"] == {"amplification": 6.0, "n_features": 128, "exact": False} and st_t["layer"] == 0
+assert 0 <= st_t["tv_to_exact"] <= 1 and abs(st_t["map_sum"] - 1) < 1e-4
+explorer_t
+
+# %% [markdown]
+# ## 8. Cost: ENLCN Table 4, analytically
 #
 # The paper counts `O(2mNc + 2mNc_out + mN)` multiply-adds for ENLCA: the projections `F Q` and `F K`,
 # then `phi(K) V^T` and `phi(Q)(.)`, then the normaliser. `srlib.attention.cost.enla_flops` uses the same
@@ -646,7 +830,7 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# ## 8. A tiny ENLCN, with and without the contrastive term
+# ## 9. A tiny ENLCN, with and without the contrastive term
 #
 # `build_model("enlcn", preset="small")` is `ENLCNConfig.small()` (8 residual blocks, 32 channels, two
 # ENLCA with 8-channel embeddings; the reference case `networks/enlcn_case1.pt`). To stay within the CPU
@@ -755,7 +939,7 @@ for qi in range(2):
 # top ranks and the ranks 50-64, whatever they contain; look at where the flat-region query's weight goes
 # after the contrastive run), and whether it helps PSNR (next sections).
 #
-# ## 9. The full network on a GPU
+# ## 10. The full network on a GPU
 #
 # The paper's configuration is `ENLCNConfig()`: 32 blocks, 256 channels, 5 ENLCA (`d = 64`, `m = 128`,
 # `k = 6`), `lambda_cl = 1e-3` after a 150-epoch warm-up, `F` redrawn every epoch. The official README
@@ -781,7 +965,7 @@ if RUN_FULL:
     subprocess.run(shlex.split(FULL_CMD), check=True)
 
 # %% [markdown]
-# ## 10. Evaluation on Set5 x2
+# ## 11. Evaluation on Set5 x2
 #
 # Standard protocol (`srlib.inference.evaluate`): super-resolve, quantise to 8 bits, PSNR/SSIM on the Y
 # channel with a 2-pixel border removed. Bicubic is the baseline. After 150 CPU iterations both tiny
@@ -821,7 +1005,7 @@ for ax, (title, im) in zip(axes, [("HR", hr_img), ("bicubic", bic_img), ("tiny E
 plt.show()
 
 # %% [markdown]
-# ## 11. Where the official code differs from the paper
+# ## 12. Where the official code differs from the paper
 #
 # `srlib` follows the official code by default (the reference cases in `tests/test_enla.py` match its
 # outputs); the paper's variants are options. (Reference README §2.2 and §5.)
@@ -890,7 +1074,7 @@ assert n_full == 41_223_043 and isinstance(full.body[0], ENLCA)
 # 11. **Adam.** Paper: `beta_2 = 0.99`. Code (EDSR template): `beta_2 = 0.999`, the `srlib.train` default
 #     (`TrainConfig(betas=(0.9, 0.99))` for the paper's value).
 #
-# ## 12. Exercises
+# ## 13. Exercises
 #
 # 1. **Eq. 7 for orthogonal features.** Measure `kernel_estimate_variance(..., features="orthogonal_haar")`
 #    against Eq. 7 for `m = c, 2c, 4c` at fixed `|q + k|²`. Does the reduction depend on `m / c`? Compare

@@ -35,10 +35,12 @@
 #
 # **This notebook.** (1) Fig. 1 measured on a real image; (2) super-bit vs spherical LSH: hashing variance
 # and collision probability versus angle; (3) GLA built by hand step by step, every step checked against
-# `srlib` (which shares its bucket machinery with NLSA); (4) the blur and noise degradations; (5) a tiny DLSN
-# trained on CPU (the paper's network behind a switch); (6) the learnable score and Fig. 4 (top-128 attended
-# positions with the score on and off); (7) evaluation on Set5 and hash rounds changed at test time
-# (Table 2); (8) where the official code differs from the paper; (9) exercises.
+# `srlib` (which shares its bucket machinery with NLSA); (4) the shipped trained small DLSN on a real image:
+# its buckets against the untrained network's, bucket balance, how well buckets group similar keys,
+# attention maps and an explorer over its layers; (5) the blur and noise degradations; (6) a tiny DLSN
+# trained on CPU (the paper's network behind a switch); (7) the learnable score and Fig. 4 (top-128 attended
+# positions with the score on and off); (8) evaluation on Set5 and hash rounds changed at test time
+# (Table 2); (9) where the official code differs from the paper; (10) exercises.
 
 # %%
 import inspect
@@ -70,13 +72,16 @@ from srlib.config import data_dir
 from srlib.inference import evaluate, forward_chop
 from srlib.models import build_model
 from srlib.models.dlsn import DLSN, DLSNConfig
+from srlib.pretrained import build_small, pretrained, training_info
 from srlib.reference import load_case, run_case
 from srlib.train import TrainConfig, train
-from srlib.viz import features_for_attention
-from srlib.viz.buckets import plot_bucket_map
+from srlib.viz import features_for_attention, plot_attention_maps
+from srlib.viz.buckets import bucket_balance, plot_bucket_map, plot_bucket_maps, plot_bucket_sizes
+from srlib.viz.explorer import collect_attention_layers, keys_carrying, prepare_attention
 from srlib.viz.hashing import (
     HASH_METHODS,
     attention_on_positions,
+    bucket_neighbour_recall,
     bucket_sizes,
     collision_probability,
     hash_codes,
@@ -370,7 +375,7 @@ print("chunks", tuple(qc.shape), "-> keys per chunk", tuple(adjacent(qc).shape))
 # **Step 4: the two scores** (Eq. 9-11). The fixed score is the dot product with the *normalised* key,
 # `s_f(i, j) = q_i . q_j / max(|q_j|, 5e-5)`. The learnable score of the **official code** applies the MLP
 # `Linear(C -> c), ReLU, Linear(c -> c)` to each *key's* features and reads its `i`-th output for the query in
-# slot `i` of the chunk: `s_l(i, j) = MLP(f_j)[i]` (reference README §2.3; section 8 compares it with the
+# slot `i` of the chunk: `s_l(i, j) = MLP(f_j)[i]` (reference README §2.3; section 9 compares it with the
 # paper's Eq. 11).
 
 # %%
@@ -462,7 +467,194 @@ assert abs(st["map_sum"] - 1) < 1e-4
 explorer
 
 # %% [markdown]
-# ## 4. Degradations: bicubic, blur, noise (Eq. 1-2)
+# ## 4. The trained small DLSN: learned buckets on a real image (Fig. 4 style)
+#
+# Section 3 checked equations on an untrained block. srlib also ships a small DLSN trained on CPU,
+# `srlib.pretrained("dlsn-small-x2")` (README, "Trained small networks"): 2 GLAFFMs of 4 residual blocks, 32
+# features, one GLA per GLAFFM with an 8-channel embedding (`C' = 8`), buckets of 48 and 3 hash rounds, the
+# official learnable score. It was trained for 650 iterations on 24x24 LR patches (576 positions, so
+# `b = 12` buckets per round). This is a small-scale reproduction, not the paper's protocol (the paper:
+# 1500 epochs, 256 features, `C' = 64`, buckets of 128), and its Set5 PSNR (34.50 dB) is below that of the
+# same-budget EDSR (34.75 dB). What follows is what *these* weights do. For comparison, the same
+# architecture untrained (`build_small("dlsn")`, seed 0).
+#
+# The buckets themselves are not learned: the super-bit projections are random in every call. What training
+# changes is the embedding that gets hashed (`phi_q = ReLU(conv3x3)`), hence which positions share a bucket.
+
+# %%
+dlsn_trained = pretrained("dlsn-small-x2")  # eval mode, SHA-256 checked
+_ = torch.manual_seed(0)
+dlsn_untrained = build_small("dlsn").eval()
+print("training iterations (stage 1, stage 2):", training_info("dlsn-small-x2")["training"]["iterations"])
+for name, mod in dlsn_trained.attention_modules():
+    print(f"{name}: C' = {mod.conv_match[0].out_channels}, bucket size {mod.chunk_size}, "
+          f"{mod.n_hashes} rounds, learnable score {mod.lss_variant!r}, round weights {mod.round_weights!r}")
+
+# %% [markdown]
+# **A real LR image**, the same as in notebook 02: the zebra of Set14 (`img_014`, x2 LR, a 64x96 crop), or,
+# without the benchmark data, a crop of scikit-image's cat (`chelsea`). `collect_attention_layers` returns
+# every GLA with the features it received; `prepare_attention` runs one of them with `keep_details` and a
+# seeded generator (the projections are random in every call), the same computation the explorer below
+# does. `L = 6144` positions give `b = 128` buckets (the cap), ten times the 12 the network was trained
+# with and far more than `C' = 8` directions can keep orthonormal (section 9 (3)).
+
+# %% tags=["nbval-ignore-output"]
+if "Set14" in sdata.available_benchmarks(scale=2):
+    set14 = sdata.BenchmarkDataset("Set14", 2)
+    lr_t = set14[set14.names.index("img_014")]["lr"][:, 64:128, 96:192]  # (3, 64, 96) RGB in [0, 1]
+    source_t = "Set14 img_014 (zebra), x2 LR, crop [64:128, 96:192]"
+    queries_t, names_t = [(30, 40), (5, 80), (45, 20)], ["stripe", "stripe, far right", "grass"]
+else:
+    lr_t = sdata.SampleImagesDataset(2, names=("chelsea",))[0]["lr"][:, 10:74, 64:160]
+    source_t = "scikit-image chelsea (offline fallback), x2 LR, crop [10:74, 64:160]"
+    queries_t, names_t = [(16, 62), (44, 24), (54, 60)], ["forehead stripe", "eye", "fur"]
+Ht, Wt = lr_t.shape[-2:]
+gla_layers = {"trained": collect_attention_layers(dlsn_trained, lr_t[None])["GLA"],  # [(GLA, (1, 32, h, w))]
+              "untrained": collect_attention_layers(dlsn_untrained, lr_t[None])["GLA"]}
+draws = range(4)  # hash draws (seeds) averaged over below
+gla_states = {(net_name, li, seed): prepare_attention("GLA", feats, mod, seed=seed)
+              for net_name, layers in gla_layers.items() for li, (mod, feats) in enumerate(layers) for seed in draws}
+n_b = gla_states["trained", 1, 0].details["n_buckets"]
+print(source_t, "| L =", Ht * Wt, "| buckets per round:", n_b)
+assert lr_t.shape == (3, 64, 96) and n_b == 128 and all(len(v) == 2 for v in gla_layers.values())
+assert gla_layers["trained"][1][0] is dlsn_trained.body[1].body[4]
+
+# %% [markdown]
+# **Bucket maps of the last GLA** (`body.1.body.4`, the layer of the paper's Fig. 4), first hash round, the
+# same projections for both networks (seed 0). Colours only say which positions share a bucket within a
+# panel.
+
+# %%
+fig = plot_bucket_maps(lr_t, {f"{net_name}, round 0": gla_states[net_name, 1, 0].details["codes"][0, 0]
+                              for net_name in gla_layers}, (Ht, Wt), n_buckets=n_b, alpha=0.85)
+plt.show()
+
+# %% [markdown]
+# **Balance and grouping**, both GLA of both networks, averaged over the 3 rounds of 4 hash draws:
+# occupied buckets, the largest bucket's share of the positions and the effective number of buckets
+# (`bucket_balance`: `exp` of the entropy of the bucket shares, 128 for perfectly even buckets); then, for
+# 512 random queries, where their 16 best keys under the exact score `s_f` go (`bucket_neighbour_recall`):
+# the share in the query's bucket, and the share among the keys it actually attends to (its chunk and the
+# two next to it, in at least one round), each next to its chance level.
+
+# %% tags=["nbval-ignore-output"]
+sub_t = torch.randperm(Ht * Wt, generator=torch.Generator().manual_seed(1))[:512]
+balance, grouping = {}, {}
+for (net_name, li, seed), state in gla_states.items():
+    bal = bucket_balance(state.details["codes"][0], n_b)  # per round
+    balance.setdefault((net_name, li), []).append(bal)
+    grouping.setdefault((net_name, li), []).append(bucket_neighbour_recall(state.details, 16, sub_t))
+gla_names = [name for name, _ in dlsn_trained.attention_modules()]  # body.0.body.4, body.1.body.4
+print(f"{'GLA':>23} {'occupied':>9} {'largest':>8} {'effective':>10} {'same bucket':>12} {'(chance)':>9} "
+      f"{'reachable':>10} {'(chance)':>9}")
+summary = {}
+for key in balance:
+    bals, recs = balance[key], grouping[key]
+    row = [float(torch.cat([b_[name].double() for b_ in bals]).mean())
+           for name in ("occupied", "largest_share", "effective")]
+    row += [sum(r_[name] for r_ in recs) / len(recs)
+            for name in ("same_bucket", "chance_same", "reachable", "chance_reachable")]
+    summary[key] = row
+    net_name, li = key
+    print(f"{net_name + ' ' + gla_names[li]:>23} {row[0]:9.1f} {row[1]:8.2f} "
+          f"{row[2]:10.1f} {row[3]:12.2f} {row[4]:9.2f} {row[5]:10.2f} {row[6]:9.2f}")
+    assert all(0 <= v_ <= 1 for v_ in row[1:2] + row[3:]) and 1 <= row[2] <= row[0] <= n_b
+    assert row[3] > row[4] and row[5] > 3 * row[6]  # buckets group similar keys, well above chance
+for bals in balance.values():
+    for b_ in bals:
+        assert (b_["sizes"].sum(-1) == Ht * Wt).all()
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 3.6))
+plot_bucket_sizes({f"{net_name}, last GLA": torch.cat([b_["sizes"] for b_ in balance[net_name, 1]])
+                   for net_name in gla_layers}, ax=ax)
+ax.set_title("bucket sizes, 3 rounds x 4 draws")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Where three queries attend**, last GLA of the trained network (hash draw 0): the GLA's weights on every
+# position (all rounds combined, `AttentionState.query`, which uses `attention_on_positions`), the same with
+# the learnable score switched off (`learnable_score_disabled`, same projections: same buckets), the
+# untrained network's GLA, and the dense softmax of `s_f` over all positions: the attention the buckets
+# restrict (without the learnable score, which is defined only inside a chunk).
+
+# %% tags=["nbval-ignore-output"]
+state_on = gla_states["trained", 1, 0]
+with learnable_score_disabled(dlsn_trained):
+    state_off = prepare_attention("GLA", gla_layers["trained"][1][1], gla_layers["trained"][1][0], seed=0)
+assert torch.equal(state_off.details["codes"], state_on.details["codes"]) and state_off.details["lss"] is None
+emb_t = state_on.details["embedding"][0]  # (L, C'): trained phi_q, non-negative
+print(f"{'query':>26} {'keys for 90%: GLA':>18} {'LSS off':>8} {'untrained':>10} {'dense s_f':>10}   "
+      "bucket sizes (rounds)")
+panels_t = []
+for (qy_, qx_), what in zip(queries_t, names_t):
+    res = {label: st_.query((qy_, qx_)) for label, st_ in (("on", state_on), ("off", state_off),
+                                                            ("untrained", gla_states["untrained", 1, 0]))}
+    p_ = qy_ * Wt + qx_
+    dense = torch.softmax(emb_t[p_] @ F.normalize(emb_t, dim=-1, eps=5e-5).T, dim=-1).view(Ht, Wt)
+    panels = {"trained GLA": res["on"]["map"], "trained, LSS off": res["off"]["map"],
+              "untrained GLA": res["untrained"]["map"], "dense softmax of s_f": dense}
+    for mp in panels.values():
+        assert abs(float(mp.double().sum()) - 1) < 1e-4
+    print(f"{f'{what} {(qy_, qx_)}':>26} {res['on']['keys_for_90']:18d} {res['off']['keys_for_90']:8d} "
+          f"{res['untrained']['keys_for_90']:10d} {keys_carrying(dense):10d}   {res['on']['bucket_sizes']}")
+    panels_t.append(panels)
+norm_t = emb_t.norm(dim=-1)
+print(f"|phi_q| over the positions: mean {float(norm_t.mean()):.2f}, max {float(norm_t.max()):.2f} "
+      "(s_f = |q_i| cos lies in [0, |q_i|])")
+for (qy_, qx_), what, panels in zip(queries_t, names_t, panels_t):
+    fig = plot_attention_maps(lr_t, list(panels.values()), [(qy_, qx_)] * len(panels), titles=list(panels),
+                              panel_size=2.6)
+    fig.suptitle(f"last GLA, query: {what}", y=1.03)
+    plt.show()
+
+# %% [markdown]
+# What this shows, at this small scale:
+#
+# * **The buckets collapse.** Of the 128 buckets, only about 10-25 per round receive any position, the
+#   largest holds 40-70% of the image, and the effective number of buckets is between 2 and 6. The embedding is
+#   non-negative (ReLU) and 8-dimensional, and `b = 128` super-bit directions in 8 dimensions are far from
+#   orthonormal (section 9 (3)), so a few directions win almost every argmax. This is the same collapse as
+#   in the tiny network of section 7, now with trained weights.
+# * **Buckets group similar keys, but the chunks cut them off.** About 90% of a query's 16 best keys
+#   (exact `s_f`) share its bucket, well above chance, but chance is itself 30-60% when one bucket holds half
+#   the image. What the query can attend to is its chunk and the two next to it: 144 of the 6144 positions
+#   per round. Only 20-40% of the 16 best keys are among them (five to eight times chance). A query in a giant
+#   bucket sees a run of pixels in raster order, so its map is a horizontal streak along its own row. A query
+#   in a small bucket sees similar structures across the image (on the zebra, stripe pixels far from the
+#   query).
+# * **Training changes this only a little.** Trained and untrained networks collapse alike. In the last GLA
+#   the trained buckets are somewhat more even (more occupied buckets, a larger effective number) and the
+#   query reaches a few points more of its best keys, on the zebra and on the fallback cat alike; in the
+#   first GLA the differences are small and change sign with the image. One training run and one image
+#   are no evidence that training learns better buckets.
+# * **The scores hardly select.** `|phi_q|` is about 0.55-0.7 on average, so for a typical query
+#   `s_f = |q_i| cos` varies by less than 1 over all keys: the dense softmax of `s_f` is almost uniform
+#   (more than 5000 of the 6144 keys carry 90% of it). The
+#   sparsity of the GLA maps comes from the hashing and chunking, not from the scores. Switching the
+#   learnable score off changes the key counts by a few keys: `s_l` is almost constant along a row (section 7).
+# * **What does not show.** The paper's Fig. 4 claims that the LSS moves the weight to "more informative but
+#   low-similarity" regions. With these weights the LSS barely moves it at all, and the top weights follow
+#   the bucket layout.
+#
+# ### Explore the trained layers
+# The explorer over the two trained GLA of this image (layer slider). The chunk size is fixed by the weights
+# (the learnable score has one output per chunk slot); the hash rounds can be changed. NLSA is the
+# patch-descriptor demo module of notebook 00 on the same crop (spherical LSH on `cos / 0.05` scores), for
+# comparison. Watch how the size of the query's bucket decides between a row streak and a non-local map.
+# (Interactive: run the notebook in JupyterLab.)
+
+# %% tags=["nbval-ignore-output"]
+explorer_t = AttentionExplorer(lr_t, mechanisms=("GLA", "NLSA"), layer_modules={"GLA": gla_layers["trained"]},
+                               query=queries_t[0])
+st_t = explorer_t.state()
+assert st_t["knobs"] == {"n_hashes": 3} and st_t["layer"] == 0 and len(st_t["round_weights"]) == 3
+assert abs(st_t["map_sum"] - 1) < 1e-4
+explorer_t
+
+# %% [markdown]
+# ## 5. Degradations: bicubic, blur, noise (Eq. 1-2)
 #
 # DLSN is evaluated on three degradations `I = D(k * H) + n` (Eq. 2): **bicubic** downscaling (BI, Table 3),
 # **blur-downscale** (BD, Table 4: Gaussian blur with standard deviation 1.6, x3, "as discussed in SRMDNF and
@@ -506,7 +698,7 @@ print("7x7 Gaussian, sigma 1.6: sum", round(float(kern.sum()), 6), "| centre", r
 assert abs(float(kern.sum()) - 1) < 1e-12
 
 # %% [markdown]
-# ## 5. Training a tiny DLSN
+# ## 6. Training a tiny DLSN
 #
 # `build_model("dlsn", preset="small")` is `DLSNConfig.small()`: 2 GLAFFMs of 1 residual block, 32
 # channels (8-channel GLA embedding), bucket size 48, 3 hash rounds: the configuration of the reference
@@ -517,7 +709,8 @@ assert abs(float(kern.sum()) - 1) < 1e-12
 # 8 of the shared SunHays80 photographs (`HRFolderDataset(folder, 2, ...)` would take all 30), LR made on the fly with MATLAB-compatible bicubic (or from the bundled
 # scikit-image photographs when the data is absent), learning rate 5e-4 instead of 1e-4 so that something
 # happens in a minute. **This is not the paper's model**: it shows that the pipeline runs and gives the
-# attention something to look at. Trained full-size weights come later.
+# attention something to look at. (The shipped small trained DLSN is in section 4; full-size weights are
+# not shipped.)
 
 # %%
 cfg_small = DLSNConfig.small()
@@ -578,7 +771,7 @@ if RUN_FULL:
     subprocess.run(shlex.split(FULL_CMD), check=True)
 
 # %% [markdown]
-# ## 6. The learnable score, and Fig. 4
+# ## 7. The learnable score, and Fig. 4
 #
 # We run the trained tiny network on a 96x96 crop of the x2 LR demo image (`L = 9216` positions, so `b` hits
 # its cap of 128 buckets) and keep the details of the **last** GLA, as the paper does for Fig. 4. Each GLA
@@ -658,7 +851,7 @@ assert 0 <= row_share <= 1 and abs(float(w_all.sum(-1).mean()) - 1) < 1e-5
 
 # %% [markdown]
 # **Where the buckets fall.** The bucket maps of the last GLA show a third effect: with an 8-channel
-# embedding and `b = 128 > C'` directions (section 8 (3)), a few buckets take almost all positions. Inside a
+# embedding and `b = 128 > C'` directions (section 9 (3)), a few buckets take almost all positions. Inside a
 # bucket the stable sort keeps raster order, so a chunk of a giant bucket is a run of 48 consecutive pixels
 # of one row, and the query attends along its row.
 
@@ -746,8 +939,8 @@ assert 0 <= float(tv_rounds) <= 1 and 0 <= float(tv_keys) <= 1
 # the round weights is enough to decide which round's keys fill the top-128: along the query's own row (a
 # round where it sits in a giant bucket) or on similar structures elsewhere (a round with a small bucket).
 # Top-k pictures of nearly uniform attention are fragile. Whether the trained full-size network moves its
-# weight to "low-similarity but informative" regions, as the paper reads Fig. 4, needs its trained weights
-# (a later issue).
+# weight to "low-similarity but informative" regions, as the paper reads Fig. 4, needs its trained weights;
+# the shipped small trained DLSN (section 4) does not show it either.
 
 # %%
 last_gla.keep_details = False
@@ -755,7 +948,7 @@ last_gla.details = None
 del det_on, det_off, emb_c, sf_all
 
 # %% [markdown]
-# ## 7. Evaluation on Set5 x2, and hash rounds at test time (Table 2)
+# ## 8. Evaluation on Set5 x2, and hash rounds at test time (Table 2)
 #
 # Standard protocol (`srlib.inference.evaluate`, `srlib.metrics`): super-resolve, quantise to 8 bits, PSNR
 # and SSIM on Y (BT.601), `scale` border pixels ignored; bicubic upscaling as the baseline. The GLA's memory
@@ -829,11 +1022,11 @@ assert all(20 < p_ < 45 for p_ in rounds_psnr.values()) and all(m.lss_variant ==
 # %% [markdown]
 # For the tiny network the number of rounds and the learned score change the PSNR by thousandths of a dB,
 # while removing the GLAs altogether costs more: the network does use its attention, but as a
-# nearly uniform average over collapsed buckets (section 6), which a different hash draw or a per-row
+# nearly uniform average over collapsed buckets (section 7), which a different hash draw or a per-row
 # constant hardly changes. The paper's gains (0.01 - 0.1 dB in Table 2, 0.12 dB for the LSS in Table 1) need the full
 # model, DIV2K and days of GPU time.
 #
-# ## 8. Where the official code differs from the paper
+# ## 9. Where the official code differs from the paper
 #
 # `srlib` follows the official code (so the authors' checkpoints load and `tests/` match their outputs to
 # 1e-10), with the paper's readings selectable where they differ (reference README §5, "DLSN / GLA").
@@ -942,14 +1135,14 @@ assert sum(p.numel() for p in net.parameters() if p.requires_grad) == 69_842_564
 # **(6) Devices.** The official GLA hard-codes `.cuda()` for its random matrices; `srlib` draws them on the
 # input's device, so everything here runs on CPU.
 #
-# ## 9. Exercises
+# ## 10. Exercises
 #
 # 1. **Super-bit depth.** Repeat section 2.2 with `K = 32` bits in `C = 16` dimensions (two super-bits of
 #    depth 16) and with `C = 64`. How does the variance ratio change? Check Ji et al.'s claim that the gain is
 #    largest at 90°.
 # 2. **Argmax collisions.** In section 2.2, use `b = 32` buckets in `C = 16` dimensions (more directions than
 #    dimensions: the columns are no longer orthonormal). Do the super-bit and spherical curves separate?
-# 3. **Fig. 1 with other damage.** Redo section 1 with the BD and DN degradations of section 4. Does the
+# 3. **Fig. 1 with other damage.** Redo section 1 with the BD and DN degradations of section 5. Does the
 #    overlap between the most similar and the best-fitting keys shrink when the damage is worse? Add a
 #    chance level: shuffle the detail vectors of the keys and recompute the "best fit".
 # 4. **LSS on and off, trained.** Train a second tiny network with `build_model("dlsn", scale=2,
@@ -957,8 +1150,8 @@ assert sum(p.numel() for p in net.parameters() if p.requires_grad) == 69_842_564
 #    network above.
 # 5. **The paper's LSS.** Train with `lss_variant="paper"` (and `round_weights="paper"`). Does Eq. (18) train
 #    stably? Look at the range of the round weights in `details["round_weights"]`.
-# 6. **Bucket balance on real features.** Run the network of section 6 again with `keep_details = True` on
+# 6. **Bucket balance on real features.** Run the network of section 7 again with `keep_details = True` on
 #    the last GLA, hash its `details["embedding"]` with all three `HASH_METHODS` (`hash_codes`) and compare
 #    `bucket_sizes`: how many of the 128 buckets are empty, and how large is the largest one? Then train a
-#    tiny network with `reduction=1` (`C' = 32`): does the bucket collapse of section 6 go away? Why does a
+#    tiny network with `reduction=1` (`C' = 32`): does the bucket collapse of section 7 go away? Why does a
 #    ReLU'd (non-negative) embedding matter for the `[xR, -xR]` hash?

@@ -39,7 +39,8 @@
 # length, and the bound of Eq. 14, measured; (5) the Jacobian of Eq. 18 built explicitly and compared with
 # autograd; (6) top-k: the official code's fallback (exact, `k` does not matter) versus a truly truncated
 # top-k; (7) NLA vs HSPA maps on a real image; (8) a tiny HSPAN (and its NLA twin) trained on CPU, the full
-# network behind a switch; (9) their attention maps (Fig. 4 style); (10) changing `k` at test time
+# network behind a switch; (9) their attention maps (Fig. 4 style), then those of the shipped trained
+# HSPAN (`srlib.pretrained`), ST next to softmax on the same learned scores; (10) changing `k` at test time
 # (Fig. 6 idea); (11) evaluation on Set5 x2; (12) where the official code differs from the paper;
 # (13) exercises.
 
@@ -63,23 +64,24 @@ from srlib.attention.hspa import HSPA
 from srlib.attention.softthreshold import soft_threshold, threshold_and_support
 from srlib.config import data_dir
 from srlib.inference import evaluate
-from srlib.metrics import psnr
 from srlib.models import build_model
 from srlib.models.hspan import HSPAN, HSPANConfig
+from srlib.pretrained import build_small, pretrained
 from srlib.reference import expected_outputs, load_case, run_case
 from srlib.train import TrainConfig, train
 from srlib.viz import HSPAN_FIG1_NS, patch_descriptors, softmax_flattening
+from srlib.viz.explorer import AttentionExplorer, collect_attention_layers
 from srlib.viz.sparsity import (
     attention_rows,
     capture_inputs,
     chunked_support_statistics,
     compare_normalizers,
     eq14_probabilities,
-    mass_coverage,
+    nla_twin,
     plot_map_grid,
     plot_weight_rows,
+    same_scores_statistics,
     support_sizes,
-    support_statistics,
     support_vs_length,
     topk_sweep,
     truncation_error,
@@ -385,7 +387,8 @@ plt.show()
 r = torch.randn(8, generator=torch.Generator().manual_seed(6), dtype=f64)
 assert_close(J_eq18 @ r, c * (r - (c @ r) / T_))  # Eq. (19)
 s_req = (0.3 * torch.randn(3, 40, generator=torch.Generator().manual_seed(7), dtype=f64)).requires_grad_()
-ok = {mode: torch.autograd.gradcheck(lambda x: soft_threshold(x, dim=-1, topk=4, mode=mode), (s_req,)) for mode in ("exact", "truncated")}
+ok = {mode: torch.autograd.gradcheck(lambda x: soft_threshold(x, dim=-1, topk=4, mode=mode), (s_req,))
+      for mode in ("exact", "truncated")}
 _, T_chk = threshold_and_support(s_req, topk=None)
 print("Eq. 19 == J r: True | gradcheck (topk=4):", ok, "| supports:", T_chk.flatten().tolist())
 assert all(ok.values()) and (T_chk > 4).any()
@@ -431,7 +434,8 @@ T_mod = support_sizes(soft_threshold(scores))
 print(f"support sizes over the {te['rows']} rows: min {int(T_mod.min())}, median {int(T_mod.median())}, max {int(T_mod.max())}")
 print(f"{'k':>4} {'rows T > k':>10} {'rows changed':>12} {'max |trunc - exact|':>20} {'exact == full sort':>19}")
 for i, k_ in enumerate(te["k"]):
-    print(f"{k_:4d} {te['rows_support_gt_k'][i]:10d} {te['rows_changed'][i]:12d} {te['max_abs_diff'][i]:20.1e} {str(te['exact_equals_full'][i]):>19}")
+    print(f"{k_:4d} {te['rows_support_gt_k'][i]:10d} {te['rows_changed'][i]:12d} {te['max_abs_diff'][i]:20.1e} "
+          f"{str(te['exact_equals_full'][i]):>19}")
 assert all(te["exact_equals_full"]) and te["rows_changed"] == te["rows_support_gt_k"]
 
 # %%
@@ -539,15 +543,31 @@ assert stats_img["HSPA, tau 0.05"]["support_median"] <= stats_img["HSPA, tau 0.5
 # %% [markdown]
 # The colour scale is the square root of (weight / largest weight), so faint weights still show; dark grey
 # means exactly zero. The softmax (NLA) lights up every similar *and* half-similar position: at
-# `tau = 0.05` the median query needs about a hundred keys for 90 % of its weight, and every key gets some.
-# ST at the same temperature is almost an argmax: a patch's best match is itself (cosine 1), the next best
-# are more than `tau` below, so for most queries only the pixel itself survives. At `tau = 0.5` ST keeps
-# the tens of best matches (other windows for the window query) and still zeros the rest, where a softmax
-# at that temperature would be almost uniform (last line). The flat region is the exception: many patches
-# are nearly identical there, so its support is in the hundreds at both temperatures; those are the rows a
-# truncated top-128 would change. Which normaliser serves super-resolution better is what training decides
-# (Table I of the paper); what each does to a given set of scores is visible here.
+# `tau = 0.05` the median query needs over a hundred keys for 90 % of its weight, and every key gets some.
+# ST at the same temperature is close to an argmax: a patch's best match is itself (cosine 1), and only
+# matches within about `tau` of it survive, so most queries keep a handful of keys (on the facade often
+# just the pixel itself). At `tau = 0.5` ST keeps the tens of best matches (other windows for the window
+# query, other bricks for the brick face) and still zeros the rest, where a softmax at that temperature is
+# almost uniform (last line). Regions of many near-identical patches (the sky) keep hundreds of keys: those
+# are the rows a truncated top-128 would change. Which normaliser serves super-resolution better is what
+# training decides (Table I of the paper); what each does to a given set of scores is visible here.
 #
+# ### Explore it yourself
+# HSPA next to dense NLA on this scene, with the scores of the third row above (`cos / 0.5`). Move the query
+# and compare the two normalisers on the same scores: ST keeps the best matches and zeros the rest, softmax
+# spreads its weight over almost everything. The `top-k` and `ST mode` knobs reproduce section 6: in
+# `exact` mode `k` changes nothing, while `truncated` with a `k` below the row's support changes the row. The
+# readout counts the keys with non-zero weight (support) and the keys carrying 90 % of the weight.
+# (Interactive: run the notebook in JupyterLab.)
+
+# %% tags=["nbval-ignore-output"]
+explorer = AttentionExplorer(image, mechanisms=("HSPA", "NLA"), query=queries[0], temperature=0.5)
+ex_state = explorer.state()
+assert ex_state["knobs"] == {"topk": 128, "mode": "exact"} and abs(ex_state["map_sum"] - 1) < 1e-4
+assert_close(explorer.result["map"], maps[2, 0])  # the map of query 1 in the row "HSPA, tau 0.5" above
+explorer
+
+# %% [markdown]
 # ## 8. A tiny HSPAN and its NLA twin, trained on CPU
 #
 # `build_model("hspan", preset="small")` is `HSPANConfig.small()`: 2 HSPAMs of 1 residual block, 32
@@ -556,11 +576,13 @@ assert stats_img["HSPA, tau 0.05"]["support_median"] <= stats_img["HSPA, tau 0.5
 # same network with `normalizer="softmax"` (the comparison of the paper's Table I).
 #
 # Both are trained for 200 iterations on batches of eight 32 x 32 HR patches (16 x 16 LR, so `L = 256`
-# positions per attention; the paper uses 48 x 48 LR) from the shared SunHays80 photographs, LR made on the fly with MATLAB-compatible
-# bicubic (or from the bundled scikit-image photographs when the data is absent), learning rate 5e-4
-# instead of 1e-4 so that something happens in a minute, same seed and same batches for both. This shows
+# positions per attention; the paper uses 48 x 48 LR) from the shared SunHays80 photographs, LR made on
+# the fly with MATLAB-compatible bicubic (or from the bundled scikit-image photographs when the data is
+# absent), learning rate 5e-4 instead of 1e-4 so that something happens in a minute, same seed and same
+# batches for both. This shows
 # that the pipeline runs and gives the attention something to learn; it is **not** the paper's model
-# (1,000,000 iterations on DIV2K). Trained weights of the real network come with a later release.
+# (1,000,000 iterations on DIV2K). Section 9 then also looks at the small trained HSPAN that ships with
+# srlib (650 iterations on 30 photographs).
 
 # %%
 cfg_small = HSPANConfig.small()
@@ -683,6 +705,122 @@ assert all(stats_tr["HSPAN", layer]["support_max"] < L for layer in (0, 1))
 # for HSPA. How many keys a trained HSPA keeps is set by the scale of its learned scores, which nothing in
 # the loss controls directly (section 4: the spread matters more than the length).
 #
+# ### The shipped trained HSPAN: Fig. 4 with trained weights
+#
+# srlib ships small trained x2 networks (`srlib.pretrained`, README section "Trained small networks").
+# `hspan-small-x2` is HSPAN with 32 channels, 2 HSPAMs of 4 residual blocks and top-k 64, trained for 650
+# iterations on 30 photographs. That is far from the paper's protocol, but it is trained, unlike the
+# 200-iteration networks above. We run it on a 48 x 48 LR crop of a real image (`L = 2304` keys per
+# query): the butterfly's wing in Set5, or the flag of scikit-image's astronaut without the shared data.
+# `collect_attention_layers` returns each HSPA module with the features it received. We normalise the
+# *same* learned scores `s_ij = phi_q(x_i) . phi_k(x_j)` (Eq. 7) in two ways: with the module's ST (HSPA)
+# and with softmax (`nla_twin`: a copy of the module's embeddings with softmax, the NLA of Table I applied
+# to HSPAN's scores). The same architecture with its initial random weights is the control.
+
+# %% tags=["nbval-ignore-output"]
+if "Set5" in sdata.available_benchmarks(scale=2):
+    lr_tr = sdata.BenchmarkDataset("Set5", 2)[2]["lr"][:, 80:128, 70:118]  # butterfly (img_003), LR x2
+    probe_name = "Set5 butterfly, LR x2, crop [80:128, 70:118]"
+    queries_tr = [(38, 18), (30, 29), (24, 8), (42, 44)]
+    query_names_tr = ["white spot", "black band", "yellow wing", "pink background"]
+else:
+    lr_tr = sdata.SampleImagesDataset(2, names=("astronaut",))[0]["lr"][:, :48, :48]
+    probe_name = "scikit-image astronaut (offline fallback), LR x2, crop [0:48, 0:48]"
+    queries_tr = [(31, 18), (20, 14), (24, 26), (30, 40)]
+    query_names_tr = ["star", "blue field", "flag edge", "background"]
+lr_tr = lr_tr[None].contiguous()  # (1, 3, 48, 48) RGB in [0, 1]
+print("probe:", probe_name)
+assert lr_tr.shape == (1, 3, 48, 48)
+
+# %%
+nets_tr = {"trained": pretrained("hspan-small-x2")}  # eval mode, SHA-256 of the weight file checked
+_ = torch.manual_seed(0)
+nets_tr["untrained"] = build_small("hspan").eval()  # same architecture, random initial weights
+layers_of = {tag: collect_attention_layers(net, lr_tr)["HSPA"] for tag, net in nets_tr.items()}
+print({tag: [tuple(x_.shape) for _, x_ in layers_] for tag, layers_ in layers_of.items()})
+print("trained HSPA modules: top-k", [m_.topk for m_, _ in layers_of["trained"]],
+      "| mode", layers_of["trained"][0][0].mode)
+
+L_tr = 48 * 48
+rows_q_tr = [qy * 48 + qx for qy, qx in queries_tr]
+maps_fig4, labels_fig4 = [], []
+for tag in ("trained", "untrained"):
+    for i, (hspa_, x_) in enumerate(layers_of[tag]):
+        maps_fig4.append(attention_rows(hspa_, x_, rows_q_tr)[0].reshape(4, 48, 48))  # ST rows, Eq. (8)
+        labels_fig4.append(f"{tag}: ST {i + 1}")
+        if tag == "trained":  # softmax of the same scores, Eq. (6)
+            maps_fig4.append(attention_rows(nla_twin(hspa_), x_, rows_q_tr)[0].reshape(4, 48, 48))
+            labels_fig4.append(f"{tag}: softmax {i + 1}")
+maps_fig4 = torch.stack(maps_fig4)  # (6, 4, 48, 48): (network x layer x normaliser, queries, H, W)
+assert maps_fig4.shape == (6, 4, 48, 48) and torch.allclose(maps_fig4.sum((2, 3)), torch.ones(6, 4))
+fig = plot_map_grid(lr_tr, maps_fig4, queries_tr, labels_fig4,
+                    [f"{k_ + 1}: {q_}" for k_, q_ in enumerate(query_names_tr)], panel_size=1.9)
+plt.show()
+
+# %% tags=["nbval-ignore-output"]
+print(f"{probe_name}: L = {L_tr} keys per query; means over all {L_tr} queries")
+print(f"{'network, layer':16s} | {'score range':>11s} | {'ST: support':>11s} {'(max)':>6s} {'keys for 90 %':>13s} | "
+      f"{'softmax: support':>16s} {'keys for 90 %':>13s}")
+stats_fig4, score_range = {}, {}
+for tag, layers_ in layers_of.items():
+    for i, (hspa_, x_) in enumerate(layers_):
+        s_ = stats_fig4[tag, i] = same_scores_statistics(hspa_, x_)  # {"module": ST rows, "softmax": same scores}
+        st_, sm_ = s_["module"], s_["softmax"]
+        with torch.no_grad():
+            scores_ = hspa_.similarity(x_)[0]  # (L, L): s_ij of Eq. (7)
+        score_range[tag, i] = float((scores_.amax(-1) - scores_.amin(-1)).median())  # median over rows
+        print(f"{tag:9s} HSPA {i + 1} | {score_range[tag, i]:11.2f} | {st_['support_mean']:11.1f} "
+              f"{st_['support_max']:6d} {st_['coverage'].double().mean():13.1f} | {sm_['support_min']:16d} "
+              f"{sm_['coverage'].double().mean():13.1f}")
+print(f"score range: max - min of a row's scores, median over rows; a uniform row needs {math.ceil(0.9 * L_tr)} "
+      "keys for 90 %")
+for s_ in stats_fig4.values():
+    assert s_["softmax"]["support_min"] == L_tr  # softmax gives every key a weight
+    assert s_["softmax"]["coverage"].double().mean() > 0.8 * L_tr  # ... and is close to uniform here
+    assert 10 * s_["module"]["coverage"].double().mean() < s_["softmax"]["coverage"].double().mean()
+mean_support = {tag: sum(stats_fig4[tag, i]["module"]["support_mean"] for i in (0, 1)) / 2 for tag in nets_tr}
+assert mean_support["trained"] < 0.1 * L_tr and mean_support["trained"] < mean_support["untrained"]
+
+# %% [markdown]
+# What the trained weights show, in the run stored here (Set5 butterfly; the offline crop gives other
+# numbers, same conclusions):
+#
+# * **ST is sparse, softmax of the same scores is not.** The two trained HSPAs keep on average about 60 and
+#   50 of the 2304 keys (under 3 %), and 90 % of the mass sits on about 40 and 35. Softmax applied to the
+#   same learned scores gives every key a weight and needs about 2060 keys for 90 % of the mass, which is
+#   almost uniform (2074).
+# * **Why.** The learned scores of a row span only about 0.2 to 0.3 from the best key to the worst. Softmax
+#   turns that into weight ratios of at most `e^0.3 = 1.35`: with 2304 keys this is Fig. 1's flattening, on
+#   trained scores. ST works on absolute differences: the kept weights `s_j - kappa` must add up to one, and
+#   with thousands of keys close together that budget is spent on the top few dozen, which lie within a few
+#   hundredths of the best score (section 4: the spread and the length set the support).
+# * **Training made ST sparser.** With the random initial weights the score range is only about 0.1 to 0.15,
+#   and ST keeps about 150 and 170 keys.
+# * **What the trained maps select.** The trained HSPA puts its weight on a few salient structures (on the
+#   butterfly: pixels on and around the white spots), and different queries select many of the same ones. As
+#   with the tiny networks above, training at this scale has taught the module *what* is worth attending
+#   to more than *which query* should attend to it. The untrained maps follow the edges of the image.
+# * This is one network trained for 650 iterations (README: the same analysis over 10 crops gives 108 and
+#   51 keys, 2064 for softmax, 184 and 211 before training). Softmax here is applied to HSPAN's scores; an
+#   NLA network trained on its own could learn larger scores (a sharper softmax).
+#
+# ### Explore it yourself (trained weights)
+# The trained HSPAN's two attention layers on this crop (the `layer` slider). `HSPA` shows the module's ST
+# map, with its `top-k` and `mode` settable at test time; `NLA` shows the softmax of the same trained scores
+# (`nla_twin`). (Interactive: run the notebook in JupyterLab.)
+
+# %% tags=["nbval-ignore-output"]
+explorer_tr = AttentionExplorer(
+    lr_tr[0], mechanisms=("HSPA", "NLA"), query=queries_tr[0],
+    layer_modules={"HSPA": layers_of["trained"], "NLA": [(nla_twin(m_), x_) for m_, x_ in layers_of["trained"]]},
+)
+ex_state = explorer_tr.state()
+assert ex_state["knobs"] == {"topk": 64, "mode": "exact"} and explorer_tr.controls["layer"].max == 1
+assert_close(explorer_tr.result["map"], maps_fig4[0, 0])  # query 1, first trained HSPA, as in the figure
+assert ex_state["support"] < L_tr // 10
+explorer_tr
+
+# %% [markdown]
 # ## 10. Changing `k` at test time (the idea of Fig. 6)
 #
 # The paper: "The value of k can be set flexibly in testing phase ... the SR performance of our HSPAN peaks
@@ -761,7 +899,8 @@ print(f"{eval_name}: {'image':10s} {'bicubic':>16s} {'tiny HSPAN':>16s} {'tiny N
 for i, b_ in enumerate(bicubic["per_image"]):
     row = [b_] + [ev[name]["per_image"][i] for name in models]
     print(f"{'':{len(eval_name) + 1}s} {b_['name']:10s} " + " ".join(f"{r_['psnr']:7.2f} / {r_['ssim']:.4f}" for r_ in row))
-print(f"{'':{len(eval_name) + 1}s} {'mean':10s} " + " ".join(f"{r_['psnr']:7.2f} / {r_['ssim']:.4f}" for r_ in [bicubic] + [ev[n_] for n_ in models]))
+means = [bicubic] + [ev[n_] for n_ in models]
+print(f"{'':{len(eval_name) + 1}s} {'mean':10s} " + " ".join(f"{r_['psnr']:7.2f} / {r_['ssim']:.4f}" for r_ in means))
 if eval_name == "Set5 x2":
     assert abs(bicubic["psnr"] - 33.66) < 0.1  # the well-known bicubic Set5 x2 PSNR
 for name in models:

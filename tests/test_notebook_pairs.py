@@ -33,3 +33,18 @@ def test_notebook_is_executed_in_order(nb: Path):
     counts = [c.get("execution_count") for c in cells]
     assert all(isinstance(n, int) for n in counts), f"{nb.name} has unexecuted cells"
     assert counts == sorted(counts), f"{nb.name} was not executed top to bottom"
+
+
+@pytest.mark.parametrize("nb", EXECUTED, ids=lambda p: p.name)
+def test_notebook_has_a_rendered_attention_explorer(nb: Path):
+    """Every notebook offers the explorer (issue: interactive explorer in every notebook): a cell that builds an
+    ``AttentionExplorer``, is skipped by nbval's output comparison, and produced a widget view when executed."""
+    cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+    explorer_cells = [c for c in cells if "AttentionExplorer(" in "".join(c["source"])]
+    assert explorer_cells, f"{nb.name} has no AttentionExplorer cell"
+    for c in explorer_cells:
+        assert "nbval-ignore-output" in c["metadata"].get("tags", []), f"{nb.name}: explorer cell not nbval-ignored"
+    views = [o for c in explorer_cells for o in c.get("outputs", [])
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    errors = [o for c in explorer_cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert views and not errors, f"{nb.name}: the explorer cell did not render a widget"

@@ -25,6 +25,10 @@ closed form:
 * :func:`enla_attention_row` / :func:`exact_attention_row` give one query's attention weights (for
   attention maps); :func:`enla_relative_error` (error of the output) and :func:`enla_weight_error`
   (misplaced attention mass) compare ENLA with exact softmax attention as ``m`` grows.
+* On a (trained) ENLCA module: :func:`enlca_unit_embeddings` returns its queries and keys before the
+  amplification of Eq. (3), :func:`attention_rows` the exact or ENLA weights of many queries at once, and
+  :func:`amplification_sweep` how the amplification factor changes the concentration of the exact weights
+  and ENLA's error (the sparsity of Fig. 7 against the variance of Eq. 7).
 
 Why ``"orthogonal_haar"``: the official matrix keeps the ``Q`` factor of a Householder QR of a Gaussian
 block without the sign correction ``Q diag(sign(diag R))`` (Mezzadri 2007). LAPACK's QR fixes the signs of
@@ -52,10 +56,14 @@ from srlib.attention.enla import (
 
 __all__ = [
     "FEATURE_KINDS",
+    "AmplificationSweep",
     "KernelEstimateStats",
+    "amplification_sweep",
     "amplified_pair",
+    "attention_rows",
     "draw_projections",
     "enla_attention_row",
+    "enlca_unit_embeddings",
     "enla_relative_error",
     "enla_weight_error",
     "exact_attention_row",
@@ -471,3 +479,174 @@ def enla_weight_error(
             approx = scores / scores.sum(dim=-1, keepdim=True)
             out[i, t] = 0.5 * (approx - exact).abs().sum(-1).mean()
     return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# Trained ENLCA modules: many rows at once, and the amplification factor
+# --------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def enlca_unit_embeddings(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries and keys of an ENLCA *before* the amplification: ``normalize(theta(x))``, ``normalize(delta(x))``.
+
+    ENLCN Eq. (3) computes ``Q = sqrt(k) normalize(theta(X))`` (and ``K`` likewise) with the module's
+    ``amplification`` ``k``; this returns ``Q / sqrt(k)`` and ``K / sqrt(k)``, so that ``sqrt(a)`` times them
+    is the embedding the same trained module would give with amplification ``a`` (scores ``a cos``).
+
+    Args:
+        module: a :class:`srlib.attention.enla.ENLCA` (e.g. from
+            :func:`srlib.viz.explorer.collect_attention_layers` on a trained ENLCN).
+        x: ``(B, C, H, W)`` the features the module receives.
+
+    Returns:
+        ``(q, k)``: ``(B, L, d)`` each, ``L = H*W`` row-major; rows of norm 1 (norm below 1 only where the
+        projected feature is shorter than the normalisation's ``eps``, ``5e-5``).
+
+    Raises:
+        ValueError: ``module`` is not an ENLCA, or ``x`` is not ``(B, C, H, W)`` with its channels.
+    """
+    from srlib.attention.enla import ENLCA
+
+    if not isinstance(module, ENLCA):
+        raise ValueError(f"module must be an ENLCA, got {type(module).__name__}")
+    q, k, _ = module.embed(x)  # raises ValueError on a bad x
+    scale = math.sqrt(module.amplification)
+    return q / scale, k / scale
+
+
+def _query_index(queries: torch.Tensor | Sequence[int] | None, length: int, device: torch.device) -> torch.Tensor:
+    if queries is None:
+        return torch.arange(length, device=device)
+    idx = torch.as_tensor(queries, device=device).reshape(-1).long()
+    if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= length:
+        raise ValueError(f"queries must be non-empty positions in [0, {length}), got {queries!r}")
+    return idx
+
+
+def attention_rows(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    queries: torch.Tensor | Sequence[int] | None = None,
+    projection: torch.Tensor | None = None,
+    *,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """Rows of the attention matrix for several queries: exact softmax (Eq. 1) or ENLA's (Eqs. 4-6).
+
+    Without ``projection``: ``softmax_j(q_i . k_j)``, the weights ENLA approximates (rows of
+    :func:`exact_attention_row`). With ``projection`` ``F``: ``w_ij = phi(q_i) . phi(k_j) / sum_j'
+    phi(q_i) . phi(k_j')``, the implicit weights of :func:`srlib.attention.enla.linear_attention` (rows of
+    :func:`enla_attention_row`). Memory ``O(n_queries * S)``.
+
+    Args:
+        q: ``(..., L, d)`` queries; k: ``(..., S, d)`` keys.
+        queries: 1-D positions in ``[0, L)`` (default: all ``L``).
+        projection: ``F``, ``(m, d)``, or ``None`` for the exact softmax.
+        eps: feature-map constant of ENLA (official ``1e-4``; paper ``0``).
+
+    Returns:
+        ``(..., n_queries, S)`` non-negative rows summing to 1, in ``q``'s dtype.
+
+    Raises:
+        ValueError: mismatched dimensions, query positions out of range or a projection of the wrong width.
+    """
+    if q.dim() < 2 or k.dim() < 2 or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must be (..., L, d) and (..., S, d), got {tuple(q.shape)} and {tuple(k.shape)}")
+    idx = _query_index(queries, q.shape[-2], q.device)
+    qs = q.index_select(-2, idx)
+    if projection is None:
+        return torch.softmax(qs @ k.transpose(-1, -2), dim=-1)
+    phi_q = positive_random_features(qs, projection, eps)  # (..., n, m)
+    phi_k = positive_random_features(k, projection, eps)  # (..., S, m)
+    scores = phi_q @ phi_k.transpose(-1, -2)
+    return scores / scores.sum(dim=-1, keepdim=True)
+
+
+@dataclass(frozen=True)
+class AmplificationSweep:
+    """How the amplification factor ``a`` (the paper's ``k``, Eq. 3) shapes the attention of given embeddings.
+
+    Attributes (tensors ``(A,)`` float64, one entry per amplification, means over the queries):
+        amplifications: the factors ``a``.
+        keys_exact: keys carrying ``mass`` of the exact softmax weights ``softmax(a cos)`` (fewer: sparser).
+        keys_enla: the same for ENLA's weights with the given ``F`` (``None`` without ``projection``).
+        tv: total-variation distance ``0.5 sum_j |w_ij - w'_ij|`` between ENLA's and the exact weights, in
+            ``[0, 1]`` (``None`` without ``projection``).
+        mass: the fraction used for the key counts; n_keys: ``S``; n_queries: queries averaged over.
+    """
+
+    amplifications: torch.Tensor
+    keys_exact: torch.Tensor
+    keys_enla: torch.Tensor | None
+    tv: torch.Tensor | None
+    mass: float
+    n_keys: int
+    n_queries: int
+
+
+@torch.no_grad()
+def amplification_sweep(
+    q_unit: torch.Tensor,
+    k_unit: torch.Tensor,
+    amplifications: Sequence[float],
+    queries: torch.Tensor | Sequence[int] | None = None,
+    projection: torch.Tensor | None = None,
+    *,
+    mass: float = 0.9,
+    eps: float = 1e-4,
+) -> AmplificationSweep:
+    """Scale unit queries/keys by ``sqrt(a)`` for each ``a`` and measure concentration and ENLA's error.
+
+    With ``Q = sqrt(a) q_unit``, ``K = sqrt(a) k_unit`` (Eq. 3) the exact scores are ``a cos(q_i, k_j)``: a
+    larger ``a`` concentrates each row (the number of keys carrying ``mass`` of a softmax row never grows
+    with ``a``), while the variance of ENLA's estimate grows like ``exp(2a(1 + cos))`` (Eq. 7). Key counts
+    use :func:`srlib.viz.sparsity.mass_coverage`.
+
+    Args:
+        q_unit: ``(L, d)`` or ``(1, L, d)`` unit queries (e.g. :func:`enlca_unit_embeddings`); k_unit:
+            ``(S, d)`` or ``(1, S, d)``.
+        amplifications: factors ``a > 0``.
+        queries: positions of the queries averaged over (default all ``L``; memory ``O(n_queries * S)``).
+        projection: ENLA's ``F`` ``(m, d)`` (e.g. the module's ``attn_fn.projection_matrix``), or ``None``
+            to measure the exact weights only.
+        mass: fraction in ``(0, 1]`` for the key counts.
+        eps: ENLA's feature-map constant (official ``1e-4``).
+
+    Returns:
+        :class:`AmplificationSweep`.
+
+    Raises:
+        ValueError: empty or non-positive ``amplifications``, bad shapes, or ``mass`` outside ``(0, 1]``.
+    """
+    from srlib.viz.sparsity import mass_coverage  # the one implementation of "keys carrying a mass"
+
+    amps = [float(a) for a in amplifications]
+    if not amps or min(amps) <= 0:
+        raise ValueError(f"amplifications must be positive numbers, got {list(amplifications)!r}")
+    if not 0 < mass <= 1:
+        raise ValueError(f"mass must be in (0, 1], got {mass}")
+    qu = q_unit[0] if q_unit.dim() == 3 and q_unit.shape[0] == 1 else q_unit
+    ku = k_unit[0] if k_unit.dim() == 3 and k_unit.shape[0] == 1 else k_unit
+    if qu.dim() != 2 or ku.dim() != 2 or qu.shape[-1] != ku.shape[-1]:
+        raise ValueError(
+            f"q_unit and k_unit must be (L, d) and (S, d), got {tuple(q_unit.shape)} and {tuple(k_unit.shape)}"
+        )
+    idx = _query_index(queries, qu.shape[0], qu.device)
+    keys_exact, keys_enla, tv = [], [], []
+    for a in amps:
+        s = math.sqrt(a)
+        exact = attention_rows(qu * s, ku * s, idx)  # (n, S)
+        keys_exact.append(mass_coverage(exact, mass).double().mean())
+        if projection is not None:
+            approx = attention_rows(qu * s, ku * s, idx, projection, eps=eps)
+            keys_enla.append(mass_coverage(approx, mass).double().mean())
+            tv.append(0.5 * (approx.double() - exact.double()).abs().sum(-1).mean())
+    stack = lambda xs: torch.stack(xs) if xs else None  # noqa: E731
+    return AmplificationSweep(
+        amplifications=torch.tensor(amps, dtype=torch.float64),
+        keys_exact=torch.stack(keys_exact),
+        keys_enla=stack(keys_enla),
+        tv=stack(tv),
+        mass=float(mass),
+        n_keys=int(ku.shape[0]),
+        n_queries=int(idx.numel()),
+    )

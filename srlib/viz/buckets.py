@@ -4,6 +4,10 @@
 * :func:`attended_mask` says which positions one query can see in each round (its chunk and the two
   neighbouring chunks of the sorted sequence);
 * :func:`lsh_collision_rate` measures how often two vectors at a given angle share a spherical-LSH bucket;
+* :func:`bucket_balance` summarises how evenly positions spread over the buckets (occupied buckets, largest
+  bucket, effective number of buckets); :func:`plot_bucket_sizes` draws the sorted bucket sizes and
+  :func:`plot_bucket_maps` several bucket maps of one image side by side (e.g. a trained and an untrained
+  network, DLSN Fig. 4 style);
 * :func:`plot_hash_sectors`, :func:`plot_chunks`, :func:`plot_bucket_map` and :func:`plot_attended` draw the
   step-by-step figures of notebook ``01_nlsn``.
 
@@ -28,10 +32,13 @@ from srlib.attention.hashing import spherical_lsh
 
 __all__ = [
     "attended_mask",
+    "bucket_balance",
     "bucket_colormap",
     "bucket_map",
     "lsh_collision_rate",
     "plot_bucket_map",
+    "plot_bucket_maps",
+    "plot_bucket_sizes",
     "plot_attended",
     "plot_chunks",
     "plot_hash_sectors",
@@ -361,6 +368,131 @@ def plot_attended(
         ax.imshow(img * np.where(up, 1.0, dim))
         ax.plot(sx, sy, marker="*", color="red", markeredgecolor="w", markersize=14)
         ax.set_title(f"{title}: {int(m.sum())} keys")
+    fig.tight_layout()
+    return fig
+
+
+def bucket_balance(codes: torch.Tensor, n_buckets: int) -> dict[str, torch.Tensor]:
+    """How evenly one hash round spreads the positions over its buckets.
+
+    With ``n_j`` positions in bucket ``j`` and shares ``p_j = n_j / L``: the number of occupied buckets, the
+    largest share ``max_j p_j``, and the *effective number of buckets* ``exp(-sum_j p_j log p_j)`` (the
+    exponential of the entropy: ``b`` for perfectly even buckets, 1 when every position lands in one bucket).
+    For the bucketed attentions (NLSA, GLA, LCoA) a bucket larger than a chunk is cut into chunks of the
+    sorted (raster) order, so a giant bucket means that queries see runs of consecutive pixels rather than
+    similar ones.
+
+    Args:
+        codes: ``(R, L)`` or ``(B, R, L)`` integer codes in ``[0, n_buckets)`` (per round, no offsets).
+        n_buckets: ``b``.
+    Returns:
+        dict with ``"sizes"`` ``(..., R, b)`` int64 counts and, per round ``(..., R)``: ``"occupied"`` (int64),
+        ``"largest_share"`` and ``"effective"`` (float64).
+    Raises:
+        ValueError: float codes, a bad shape or codes outside ``[0, n_buckets)``.
+    """
+    codes = torch.as_tensor(codes)
+    if codes.is_floating_point() or codes.is_complex() or codes.dim() not in (2, 3) or codes.shape[-1] == 0:
+        raise ValueError(f"codes must be integer (R, L) or (B, R, L), got {codes.dtype} {tuple(codes.shape)}")
+    if n_buckets < 1:
+        raise ValueError(f"n_buckets must be positive, got {n_buckets}")
+    if int(codes.min()) < 0 or int(codes.max()) >= n_buckets:
+        raise ValueError(f"codes must lie in [0, {n_buckets}), got [{int(codes.min())}, {int(codes.max())}]")
+    sizes = torch.zeros(*codes.shape[:-1], n_buckets, dtype=torch.int64, device=codes.device)
+    sizes.scatter_add_(-1, codes.long(), torch.ones_like(codes, dtype=torch.int64))
+    share = sizes.double() / codes.shape[-1]
+    entropy = -(share * share.clamp_min(1e-300).log()).sum(-1)  # 0 log 0 = 0
+    return {"sizes": sizes, "occupied": (sizes > 0).sum(-1), "largest_share": share.amax(-1),
+            "effective": entropy.exp()}
+
+
+def plot_bucket_sizes(
+    sizes: dict[str, torch.Tensor],
+    *,
+    ax: plt.Axes | None = None,
+    log: bool = True,
+) -> plt.Axes:
+    """Sorted bucket shares (largest first), one line per setting, with the even share ``1/b`` dashed.
+
+    Args:
+        sizes: title -> ``(b,)`` or ``(R, b)`` bucket counts (e.g. ``bucket_balance(...)["sizes"]``); with
+            several rounds each round is sorted and the sorted shares are averaged over the rounds.
+        ax: axes to draw on (a new figure if ``None``); log: logarithmic y axis.
+    Returns:
+        The axes.
+    Raises:
+        ValueError: no settings, or counts that are not 1-D / 2-D with a positive total.
+    """
+    if not sizes:
+        raise ValueError("need at least one setting")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    n_b = None
+    for title, counts in sizes.items():
+        c = torch.as_tensor(counts).double()
+        c = c.unsqueeze(0) if c.dim() == 1 else c
+        if c.dim() != 2 or not bool((c.sum(-1) > 0).all()):
+            raise ValueError(
+                f"sizes of {title!r} must be (b,) or (R, b) counts with a positive total, got {tuple(c.shape)}"
+            )
+        share = (c / c.sum(-1, keepdim=True)).sort(-1, descending=True).values.mean(0)  # (b,)
+        ranks = torch.arange(1, share.numel() + 1)
+        ax.plot(ranks.numpy(), share.numpy(), "o-", ms=2.5, lw=1, label=title)
+        n_b = share.numel()
+    ax.axhline(1 / n_b, color="gray", ls="--", lw=0.8, label=f"even buckets (1/{n_b})")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("bucket, largest first")
+    ax.set_ylabel("share of the positions")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_bucket_maps(
+    image: torch.Tensor,
+    maps: dict[str, torch.Tensor],
+    hw: tuple[int, int] | None = None,
+    *,
+    n_buckets: int | None = None,
+    alpha: float = 0.6,
+) -> plt.Figure:
+    """The image, then one bucket map per setting (one hash round each), coloured over the image.
+
+    Unlike :func:`plot_bucket_map` (all rounds of one setting), this puts different settings side by side:
+    e.g. the same layer of a trained and an untrained network. Bucket ids are arbitrary, so colours only
+    say which positions share a bucket *within* a panel.
+
+    Args:
+        image: ``(3, H_img, W_img)`` RGB in ``[0, 1]`` (may be larger than the feature map).
+        maps: title -> ``(L,)`` integer codes of one round (``L = H * W``).
+        hw: feature-map size ``(H, W)``; default: the image size.
+        n_buckets: colour-map size (default: the largest code + 1).
+        alpha: opacity of the bucket colours.
+    Returns:
+        The figure (``1 + len(maps)`` panels); the titles give the number of occupied buckets.
+    Raises:
+        ValueError: no maps, codes that are not 1-D, or bad image / sizes (see :func:`bucket_map`).
+    """
+    if not maps:
+        raise ValueError("need at least one bucket map")
+    img = _to_hwc(image)
+    hw = tuple(hw) if hw is not None else img.shape[:2]
+    grids = {}
+    for title, codes in maps.items():
+        codes = torch.as_tensor(codes)
+        if codes.dim() != 1:
+            raise ValueError(f"codes of {title!r} must be (L,) (one round), got {tuple(codes.shape)}")
+        grids[title] = bucket_map(codes, hw).cpu().numpy()
+    n_b = int(n_buckets) if n_buckets is not None else max(int(g.max()) for g in grids.values()) + 1
+    cmap = bucket_colormap(n_b)
+    fig, axes = _panels(1 + len(grids))
+    axes[0].imshow(img)
+    axes[0].set_title("image")
+    for ax, (title, grid) in zip(axes[1:], grids.items()):
+        ax.imshow(img)
+        ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=n_b - 0.5, alpha=alpha, interpolation="nearest",
+                  extent=_extent(img))
+        ax.set_title(f"{title}: {len(np.unique(grid))} buckets", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -9,7 +9,10 @@ Hashing (DLSN paper Sec. 3.3, Ji et al. "Super-bit locality-sensitive hashing", 
   ``sign(w . x)``, times ``pi``, estimates the angle. Super-bit (orthonormalised) directions give it a smaller
   variance than i.i.d. Gaussian ones (sign random projections, SRP), whose variance is
   :func:`srp_angle_variance`. This is the "small hashing variance" the DLSN paper cites as its reason;
-* :func:`bucket_sizes` counts positions per bucket (how even the buckets are).
+* :func:`bucket_sizes` counts positions per bucket (how even the buckets are);
+* :func:`bucket_neighbour_recall` asks how well the buckets of a (trained) module group similar positions:
+  the share of each query's top-k neighbours under the exact dot-product score that share its bucket, or
+  that it can reach at all (its chunk and the two neighbouring chunks), against the chance level.
 
 Attention (DLSN Eq. 14, 17 and Fig. 4):
 
@@ -49,6 +52,7 @@ from srlib.attention.hashing import spherical_lsh
 __all__ = [
     "HASH_METHODS",
     "attention_on_positions",
+    "bucket_neighbour_recall",
     "bucket_sizes",
     "collision_probability",
     "hash_codes",
@@ -233,6 +237,89 @@ def bucket_sizes(codes: Tensor, n_buckets: int) -> Tensor:
         raise ValueError(f"codes must lie in [0, {n_buckets}), got [{int(codes.min())}, {int(codes.max())}]")
     counts = torch.zeros(*codes.shape[:-1], n_buckets, dtype=torch.int64, device=codes.device)
     return counts.scatter_add_(-1, codes.long(), torch.ones_like(codes, dtype=torch.int64))
+
+
+@torch.no_grad()
+def bucket_neighbour_recall(
+    details: Mapping,
+    k: int = 16,
+    queries: Tensor | Sequence[int] | None = None,
+    *,
+    batch: int = 0,
+    key_eps: float = 5e-5,
+) -> dict[str, float]:
+    """How well the hash buckets of one call group each query with its most similar keys.
+
+    The reference is the *dense* score the bucketed attention restricts: ``s_f(i, j) = e_i . e_j / max(|e_j|,
+    eps)`` (DLSN Eq. 10; NLSA's score has the same form), whose ranking over ``j`` for a fixed query is the
+    cosine ranking. For every query ``i`` its ``k`` best keys ``j != i`` are taken (the largest weights of the
+    exact softmax over all positions; ties, e.g. for an all-zero ReLU embedding, go to the lower position),
+    and we measure
+
+    * ``same_bucket``: the share of them in the query's bucket, averaged over the hash rounds, and
+      ``same_bucket_any``: the share in its bucket in at least one round;
+    * ``reachable``: the share among the keys the query actually attends to in at least one round (its chunk
+      and the two neighbouring chunks of the sorted order, :func:`srlib.viz.buckets.attended_mask`): a giant
+      bucket holds the neighbours but cuts them into chunks, of which the query sees three;
+    * the chance levels ``chance_same`` and ``chance_reachable``: the same shares for keys drawn uniformly
+      from the other ``L - 1`` positions (``(bucket size - 1) / (L - 1)`` and ``(reachable - 1) / (L - 1)``).
+
+    Args:
+        details: ``module.details`` of a GLA / NLSA run with ``keep_details = True`` (needs ``"embedding"``
+            ``(B, L, C')``, ``"codes"`` ``(B, R, L)`` and ``"layout"``), e.g.
+            ``srlib.viz.explorer.prepare_attention(...).details``.
+        k: neighbours per query, ``1 <= k < L``.
+        queries: 1-D query positions (default: all ``L``; memory ``O(n_queries * L)``).
+        batch: which image of the batch.
+        key_eps: the key normalisation's ``eps`` (official ``5e-5``).
+    Returns:
+        dict of floats: ``same_bucket``, ``same_bucket_any``, ``reachable``, ``chance_same``,
+        ``chance_reachable`` (all in ``[0, 1]``), and ``n_queries``.
+    Raises:
+        ValueError: missing details, ``k`` or positions out of range.
+    """
+    emb, codes, layout = details.get("embedding"), details.get("codes"), details.get("layout")
+    if emb is None or codes is None or layout is None:
+        raise ValueError("details need 'embedding', 'codes' and 'layout': set module.keep_details = True")
+    B, R, L = codes.shape
+    if not 0 <= batch < B:
+        raise ValueError(f"batch must be in [0, {B}), got {batch}")
+    if not 1 <= k < L:
+        raise ValueError(f"k must be in [1, {L}), got {k}")
+    if queries is None:
+        idx = torch.arange(L, device=codes.device)
+    else:
+        idx = torch.as_tensor(queries, device=codes.device).reshape(-1).long()
+        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= L:
+            raise ValueError(f"queries must be non-empty positions in [0, {L}), got {queries!r}")
+    n = idx.numel()
+    e = emb[batch].double()  # (L, C')
+    scores = e[idx] @ F.normalize(e, dim=-1, eps=key_eps).T  # (n, L): s_f, dense
+    scores[torch.arange(n), idx] = -math.inf  # not the query itself
+    top = torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :k]  # (n, k), ties: lower position
+    cb = codes[batch]  # (R, L)
+    same = cb[:, top] == cb[:, idx].unsqueeze(-1)  # (R, n, k)
+    sizes = torch.zeros(R, int(cb.max()) + 1, dtype=torch.int64, device=cb.device)
+    sizes.scatter_add_(1, cb, torch.ones_like(cb))
+    own_size = sizes.gather(1, cb[:, idx])  # (R, n)
+    # keys reachable in any round: chunks [own, prev, next] of the sorted order (see attended_mask)
+    c, n_chunks, pad = layout.chunk_size, layout.n_chunks, layout.padding
+    chunk = layout.undo_idx[batch][:, idx] // c  # (R, n)
+    key_chunks = torch.stack([chunk, (chunk - 1) % n_chunks, (chunk + 1) % n_chunks], dim=-1)  # (R, n, 3)
+    slots = (key_chunks.unsqueeze(-1) * c + torch.arange(c, device=cb.device)).flatten(-2)  # (R, n, 3c)
+    slots = torch.where(slots >= L, slots - pad, slots)  # padded slot L + i copies sorted slot L - pad + i
+    keys = torch.gather(layout.sort_idx[batch].unsqueeze(1).expand(-1, n, -1), 2, slots)  # (R, n, 3c)
+    reach = torch.zeros(n, L, dtype=torch.bool, device=cb.device)
+    reach.scatter_(1, keys.permute(1, 0, 2).reshape(n, -1), True)
+    reach[torch.arange(n), idx] = False
+    return {
+        "same_bucket": float(same.double().mean()),
+        "same_bucket_any": float(same.any(0).double().mean()),
+        "reachable": float(reach.gather(1, top).double().mean()),
+        "chance_same": float(((own_size - 1).double() / (L - 1)).mean()),
+        "chance_reachable": float(reach.sum(1).double().mean() / (L - 1)),
+        "n_queries": int(n),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- attention

@@ -7,7 +7,9 @@ Super-Resolution") that the paper answers only with pictures:
   attention weights of the first (shallow) module with every deeper one (collaborative attention, Eq. 11-12)
   because "the texture structure information of the image is stable in the network". The paper does not
   define the rate; this module does (:func:`overlap_rate`, :func:`topk_overlap`, :func:`pattern_overlap`)
-  and computes it layer by layer (:func:`layer_overlaps`).
+  and computes it layer by layer (:func:`layer_overlaps`; over a network's depth and several inputs,
+  :func:`depth_overlap_curve`); :func:`pattern_agreement` asks the same of the sparse pattern itself (the
+  clusters and windows the shallow module would compute from deeper features).
 * **Fig. 3a, k-means vs LSH**: a learned bucketing should put the keys a query cares about in the query's
   bucket more often than a random hash does. :func:`true_neighbours` finds the keys dense attention ranks
   highest, :func:`bucket_recall` measures how many share the query's bucket (Eq. 7, "same cluster") and
@@ -45,10 +47,12 @@ __all__ = [
     "bucket_share",
     "bucketed_to_dense",
     "dense_attention_map",
+    "depth_overlap_curve",
     "feature_attention_map",
     "layer_overlaps",
     "module_inputs",
     "overlap_rate",
+    "pattern_agreement",
     "pattern_overlap",
     "topk_overlap",
     "true_neighbours",
@@ -474,3 +478,156 @@ def module_inputs(
     if not_called:
         raise ValueError(f"module_inputs: submodule {not_called[0]!r} was not called during the forward pass")
     return {n: captured[n] for n in names}
+
+
+def depth_overlap_curve(
+    model: nn.Module,
+    inputs: Tensor | Sequence[Tensor],
+    names: Sequence[str],
+    *,
+    temperature: float = 0.1,
+    reference: int = 0,
+    top_k: int | None = None,
+) -> dict:
+    """Overlap of the features at every depth with those at a reference depth, averaged over inputs (Fig. 5).
+
+    For each input, the features ``X_m`` entering the named submodules (:func:`module_inputs`) are turned into
+    the parameter-free map ``A_m = softmax_j(cos(x_i, x_j) / temperature)`` (:func:`feature_attention_map`),
+    and each ``A_m`` is compared with the reference map ``A_ref`` by :func:`overlap_rate` (and
+    :func:`topk_overlap` with ``top_k``), averaged over the queries. The maps are built one at a time next to the
+    reference, so memory is two ``(B, L, L)`` maps whatever the number of depths. This is the measurement of
+    LCoAN Fig. 5 with one yardstick for every depth: a layer that reuses the shallow attention (collaborative
+    attention, Eq. 12) is well served when its own features would give a similar map.
+
+    Args:
+        model: the network (run once per input under ``torch.no_grad()``; its train/eval mode is left as is).
+        inputs: one ``(B, 3, h, w)`` network input or a sequence of them (e.g. LR crops), possibly of
+            different sizes.
+        names: submodule names in depth order (``model.named_modules()`` names, e.g. residual blocks and
+            attention modules); every one must be called during the forward pass.
+        temperature: ``> 0``, of :func:`feature_attention_map`.
+        reference: index into ``names`` of the reference depth (default 0, the shallowest).
+        top_k: also the mean top-k overlap (``1 <= top_k <= L`` of every input).
+
+    Returns:
+        ``{"names": list of M names, "overlap": (M,) float64 mean over inputs, "per_input": (N, M) float64,
+        "topk": (M,) / None, "per_input_topk": (N, M) / None}``; the reference entry is 1 for every input.
+
+    Raises:
+        ValueError: no inputs or names, ``reference`` out of range, an unknown or uncalled name (from
+            :func:`module_inputs`), a bad temperature or ``top_k``.
+    """
+    batch = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    names = list(names)
+    if not batch or not names:
+        raise ValueError("depth_overlap_curve: need at least one input and one module name")
+    if not -len(names) <= int(reference) < len(names):
+        raise ValueError(f"depth_overlap_curve: reference index {reference} out of range for {len(names)} names")
+    ref_name = names[int(reference)]
+    rows, rows_top = [], []
+    for x in batch:
+        feats = module_inputs(model, x, names)
+        base = feature_attention_map(feats[ref_name], temperature)
+        ovl, top = [], []
+        for name in names:
+            m = base if name == ref_name else feature_attention_map(feats[name], temperature)
+            ovl.append(overlap_rate(m, base).double().mean())
+            if top_k is not None:
+                top.append(topk_overlap(m, base, top_k).double().mean())
+            del m
+        rows.append(torch.stack(ovl))
+        if top_k is not None:
+            rows_top.append(torch.stack(top))
+        del feats, base
+    per_input = torch.stack(rows)
+    per_top = torch.stack(rows_top) if top_k is not None else None
+    return {"names": names, "overlap": per_input.mean(0), "per_input": per_input,
+            "topk": per_top.mean(0) if per_top is not None else None, "per_input_topk": per_top}
+
+
+@torch.no_grad()
+def pattern_agreement(
+    module: nn.Module,
+    features: Sequence[Tensor] | Mapping[str, Tensor],
+    reference: int | str = 0,
+) -> dict:
+    """Would one bucketed attention module compute the same sparse pattern from features at other depths?
+
+    LCoAN's shallow LCoA computes the pattern (k-means codes, cluster-sorted windows; Eqs. 6-11) from its input
+    ``X_1``, and every deeper module reuses it (collaborative attention, Eq. 12). This runs that module, with its
+    own embedding and centroids, on each given feature map ``X_m`` and compares the result with its pattern on
+    the reference features:
+
+    * code agreement: the fraction of positions (and rounds) whose bucket / cluster code is the same;
+    * pattern overlap: the mean over queries of the Jaccard overlap (:func:`pattern_overlap`) of the key sets
+      the query can see (its window and the two adjacent ones, every round). Structural: which keys, not their
+      weights. Two random sets of ``3c`` of ``L`` keys overlap by about ``3c / (2L)``.
+
+    The module runs in eval mode with ``keep_details`` (both restored afterwards, as is its ``details``); the
+    reference is run first, so an uninitialised k-means (first call) is initialised from the reference features.
+    Hashing modules that draw random rotations (NLSA, GLA) need a fixed generator / projections, or the codes
+    differ from call to call.
+
+    Args:
+        module: an srlib bucketed attention (LCoA, NLSA, GLA) with ``keep_details`` / ``details`` holding
+            ``codes (B, R, L)`` and ``layout``.
+        features: ``M`` feature maps ``(B, C, H, W)`` of one shape (a list, or ``{name: tensor}`` e.g. from
+            :func:`module_inputs`).
+        reference: index or name of the reference feature map.
+
+    Returns:
+        ``{"names": M names, "code_agreement": (M,) float64, "pattern_overlap": (M,) float64}``; the
+        reference entries are 1.
+
+    Raises:
+        ValueError: no features, maps of different shapes, an unknown reference, or a module without
+            ``keep_details``.
+    """
+    if isinstance(features, Mapping):
+        names, tensors = [str(n) for n in features.keys()], list(features.values())
+    else:
+        tensors = list(features)
+        names = [str(i) for i in range(len(tensors))]
+    if not tensors:
+        raise ValueError("pattern_agreement: no feature maps given")
+    if not hasattr(module, "keep_details"):
+        raise ValueError(f"pattern_agreement: {type(module).__name__} has no keep_details (not a bucketed attention)")
+    if isinstance(reference, str):
+        if reference not in names:
+            raise ValueError(f"pattern_agreement: reference {reference!r} not among {names}")
+        ref = names.index(reference)
+    else:
+        ref = int(reference)
+        if not -len(tensors) <= ref < len(tensors):
+            raise ValueError(f"pattern_agreement: reference index {reference} out of range for {len(tensors)} maps")
+        ref %= len(tensors)
+    for name, t in zip(names, tensors):
+        if t.shape != tensors[ref].shape:
+            raise ValueError(f"pattern_agreement: features {name!r} have shape {tuple(t.shape)}, "
+                             f"the reference has {tuple(tensors[ref].shape)}")
+
+    def pattern(x: Tensor) -> tuple[Tensor, Tensor]:
+        module(x)
+        d = module.details
+        codes, layout = d["codes"], d["layout"]
+        B, R, L = layout.sort_idx.shape
+        n, c = layout.n_chunks, layout.chunk_size
+        ones = torch.ones(B, R, n, c, 3 * c, device=codes.device)
+        # every key a query's windows hold gets weight > 0 (rounds weighted equally): the structural key set
+        seen = bucketed_to_dense(ones, layout, torch.zeros(B, R, L, device=codes.device) if R > 1 else None) > 0
+        return codes, seen
+
+    saved = (module.training, module.keep_details, getattr(module, "details", None))
+    module.eval()
+    module.keep_details = True
+    try:
+        ref_codes, ref_seen = pattern(tensors[ref])
+        codes_agree, overlaps = [], []
+        for i, x in enumerate(tensors):
+            codes, seen = (ref_codes, ref_seen) if i == ref else pattern(x)
+            codes_agree.append((codes == ref_codes).double().mean())
+            overlaps.append(pattern_overlap(seen, ref_seen).double().mean())
+    finally:
+        module.train(saved[0])
+        module.keep_details, module.details = saved[1], saved[2]
+    return {"names": names, "code_agreement": torch.stack(codes_agree), "pattern_overlap": torch.stack(overlaps)}

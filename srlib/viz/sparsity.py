@@ -10,6 +10,8 @@ for Single Image Super-Resolution"), :mod:`srlib.attention.softthreshold`:
   whose support exceeds given ``k`` (the rows a truly truncated top-k would change);
   :func:`chunked_support_statistics` and :func:`attention_rows` do the same a chunk of rows at a time, so the
   ``L x L`` map never has to exist;
+* :func:`nla_twin` and :func:`same_scores_statistics` -- a (trained) HSPA's own scores normalised by softmax
+  instead of ST (HSPAN Table I's NLA, on the same learned scores), and both normalisers' statistics;
 * :func:`compare_normalizers` -- softmax vs ST on the same standard-normal scores for growing ``n`` (Fig. 1);
 * :func:`support_vs_length` -- measured support size of ST versus sequence length ``N`` (Sec. III-C);
 * :func:`eq14_probabilities` -- the two sides of the bound of Eq. (14), estimated by sampling;
@@ -39,6 +41,8 @@ __all__ = [
     "support_statistics",
     "chunked_support_statistics",
     "attention_rows",
+    "nla_twin",
+    "same_scores_statistics",
     "compare_normalizers",
     "support_vs_length",
     "eq14_probabilities",
@@ -257,6 +261,77 @@ def attention_rows(attn: torch.nn.Module, x: Tensor, rows: slice | Sequence[int]
     normalizer = getattr(attn, "normalizer", None) or (lambda s: torch.softmax(s, dim=-1))
     with torch.no_grad():
         return normalizer(torch.bmm(q[:, idx.to(q.device)], k.transpose(1, 2)))
+
+
+def nla_twin(attn: torch.nn.Module) -> torch.nn.Module:
+    """The softmax twin of a dense attention module: the same embeddings (weights copied), softmax normaliser.
+
+    HSPAN's Table I compares HSPA with NLA, which differ only in the normaliser (Eq. 6 softmax, Eq. 8 soft
+    thresholding). Applied to a *trained* HSPA, the twin normalises exactly the learned scores
+    ``s_ij = phi_q(x_i) . phi_k(x_j)`` (Eq. 7) with softmax, so that the two normalisers can be compared on the
+    same scores (``attention_rows(twin, x, rows)`` next to ``attention_rows(hspa, x, rows)``). It is not a
+    separately trained NLA network, which could learn larger scores.
+
+    Args:
+        attn: a :class:`srlib.attention.nla.NonLocalAttention` (e.g. :class:`srlib.attention.hspa.HSPA`), any
+            ``reduction``; it is not modified.
+
+    Returns:
+        A new :class:`~srlib.attention.nla.NonLocalAttention` with ``normalizer=None`` (softmax), the same
+        ``res_scale``, a copy of ``attn``'s parameters, on its device and dtype, in its train/eval mode.
+
+    Raises:
+        ValueError: ``attn`` is not a ``NonLocalAttention``.
+    """
+    from srlib.attention.nla import NonLocalAttention
+
+    if not isinstance(attn, NonLocalAttention):
+        raise ValueError(f"nla_twin needs a NonLocalAttention (e.g. HSPA), got {type(attn).__name__}")
+    conv = attn.conv_match1[0]
+    channel, embed = conv.in_channels, conv.out_channels
+    twin = NonLocalAttention(channel=channel, reduction=channel // embed, res_scale=attn.res_scale, normalizer=None)
+    ref = next(attn.parameters())
+    twin = twin.to(device=ref.device, dtype=ref.dtype)
+    twin.load_state_dict(attn.state_dict())
+    return twin.train(attn.training)
+
+
+def same_scores_statistics(
+    attn: torch.nn.Module,
+    x: Tensor,
+    *,
+    ks: Sequence[int] = (),
+    fraction: float = 0.9,
+    chunk: int = 512,
+) -> dict[str, dict]:
+    """Support and mass coverage of a dense attention's rows under its own normaliser and under softmax.
+
+    Both normalisers see the same scores ``q_i . k_j`` of ``attn.embed(x)`` (HSPAN Eq. 7); the rows are computed
+    ``chunk`` at a time (:func:`chunked_support_statistics` with :func:`attention_rows` of ``attn`` and of its
+    :func:`nla_twin`), so the ``L x L`` map never exists. For a trained HSPA this is HSPAN Fig. 4 / Table I in
+    numbers: how many keys ST keeps, and how many keys softmax needs for the same share of the mass.
+
+    Args:
+        attn: a ``NonLocalAttention`` / ``HSPA`` module; x: its input ``(B, C, H, W)``.
+        ks, fraction, chunk: as in :func:`chunked_support_statistics`.
+
+    Returns:
+        ``{"module": stats, "softmax": stats}``, each the dict of :func:`support_statistics` over the
+        ``B * H * W`` query rows (``"support"``, ``"coverage"`` per row, medians, ``"support_mean"``, ...).
+
+    Raises:
+        ValueError: ``attn`` is not a ``NonLocalAttention``, ``x`` is not ``(B, C, H, W)``, or what
+            :func:`chunked_support_statistics` raises.
+    """
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    twin = nla_twin(attn)
+    n = x.shape[-2] * x.shape[-1]
+    return {
+        name: chunked_support_statistics(lambda a, b, m=m: attention_rows(m, x, slice(a, b)), n, ks, fraction,
+                                         chunk=chunk)
+        for name, m in (("module", attn), ("softmax", twin))
+    }
 
 
 def compare_normalizers(
