@@ -10,6 +10,10 @@ notebook that builds an :class:`srlib.viz.explorer.AttentionExplorer`, runs all 
   error;
 * with ipyevents installed, a click on the picture moves the query.
 
+Then every project notebook (``notebooks/NN_*.ipynb``, a copy without outputs) is run whole in the same
+JupyterLab: no cell raises, every explorer it displays renders, and the first one redraws when its query
+slider moves (one screenshot per notebook).
+
 Screenshots go to ``artifacts/browser/`` (git-ignored; ``SRLIB_ARTIFACTS`` overrides the folder).
 
 Runs only where it can and should: Chromium present (``/usr/bin/chromium`` from Debian's ``chromium`` package,
@@ -62,6 +66,27 @@ CELLS = [
 ]
 
 
+#: The project's notebooks: each is run in the browser and its explorers are checked (issue: the explorer
+#: works in every notebook in JupyterLab).
+REAL_NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _write_stripped_copy(src: Path, dst: Path) -> None:
+    nb = json.loads(src.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    nb["metadata"].pop("widgets", None)
+    dst.write_text(json.dumps(nb, indent=1))
+
+
+def _explorer_count(nb: Path) -> int:
+    """Explorer widgets the executed notebook displayed (cells building an AttentionExplorer with a widget view)."""
+    cells = json.loads(nb.read_text())["cells"]
+    return sum(1 for c in cells if c["cell_type"] == "code" and "AttentionExplorer(" in "".join(c["source"])
+               and any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in c.get("outputs", [])))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,11 +111,17 @@ def lab(tmp_path_factory):
     root = tmp / "root"
     root.mkdir()
     _write_notebook(root / "explorer_demo.ipynb")
+    for nb in REAL_NOTEBOOKS:  # copies without outputs: the browser runs them from scratch
+        _write_stripped_copy(nb, root / nb.name)
     config = tmp / "config"
     (config / "labconfig").mkdir(parents=True)
     # no "news" pop-up over the notebook
     (config / "labconfig" / "page_config.json").write_text(
         json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+    # every cell attached to the page (no virtual scrolling), so that all widgets render and can be read
+    tracker = tmp / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text(json.dumps({"windowingMode": "none"}))
     env = dict(os.environ)
     env.update(JUPYTER_CONFIG_DIR=str(config), JUPYTER_DATA_DIR=str(tmp / "data"),
                JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), IPYTHONDIR=str(tmp / "ipython"),
@@ -273,3 +304,69 @@ def _has_ipyevents() -> bool:
     except ImportError:
         return False
     return True
+
+
+_ALL_EXECUTED = """() => {
+    const nb = window.jupyterapp.shell.currentWidget;
+    if (!nb || !nb.sessionContext.session || !nb.sessionContext.session.kernel) return false;
+    if (nb.sessionContext.session.kernel.status !== 'idle') return false;
+    const cells = nb.content.widgets.filter(c => c.model.type === 'code');
+    return cells.every(c => c.model.executionCount !== null && !c.hasClass('jp-mod-pending'));
+}"""
+
+_ERRORS = """() => window.jupyterapp.shell.currentWidget.content.widgets
+    .filter(c => c.model.type === 'code')
+    .flatMap(c => c.model.outputs.toJSON().filter(o => o.output_type === 'error').map(o => o.ename + ': ' + o.evalue))"""
+
+
+@pytest.mark.parametrize("nb", REAL_NOTEBOOKS, ids=lambda p: p.stem)
+def test_explorers_of_each_notebook_in_jupyterlab(lab, nb):
+    """Run the whole notebook in JupyterLab; every explorer renders, and the first one answers its x slider."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    expected = _explorer_count(nb)
+    assert expected >= 1, f"{nb.name} displays no explorer"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 1100})
+            context.route("**/*", _only_localhost)
+            page = context.new_page()
+            # a workspace of its own: otherwise JupyterLab restores the tabs of the previous test's workspace
+            page.goto(f"{lab}/lab/workspaces/{nb.stem}/tree/{nb.name}", wait_until="domcontentloaded",
+                      timeout=60_000)
+            page.wait_for_function(
+                "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                " && window.jupyterapp.shell.currentWidget.sessionContext"
+                " && window.jupyterapp.shell.currentWidget.sessionContext.session", timeout=60_000)
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.wait_for_timeout(2000)
+            page.wait_for_function(_ALL_EXECUTED, timeout=900_000, polling=1000)
+            assert page.evaluate(_ERRORS) == [], f"{nb.name}: cells raised in the browser"
+            explorers = page.locator(".srlib-explorer")
+            page.wait_for_function(
+                "(n) => { const s = document.querySelectorAll('.srlib-explorer .srlib-explorer-stats');"
+                " return s.length === n && [...s].every(e => /keys carrying/.test(e.innerText)); }",
+                arg=expected, timeout=60_000)
+            text = page.locator(".jp-Notebook").inner_text()
+            assert "Loading widget" not in text and "Error displaying widget" not in text
+            assert explorers.count() == expected
+
+            first = explorers.first
+            first.scroll_into_view_if_needed()
+            stats = first.locator(".srlib-explorer-stats")
+            before = stats.inner_text()
+            png_before = first.locator(".srlib-explorer-image").first.screenshot()
+            first.locator(".srlib-explorer-x .noUi-handle").first.focus()
+            for _ in range(3):
+                page.keyboard.press("ArrowRight")
+            page.wait_for_function("([el, old]) => el.innerText !== old && /keys carrying/.test(el.innerText)",
+                                   arg=[stats.element_handle(), before], timeout=60_000)
+            page.wait_for_timeout(800)
+            png_after = first.locator(".srlib-explorer-image").first.screenshot()
+            first.screenshot(path=str(ARTIFACTS / f"{nb.stem}_explorer_moved.png"))
+            a, b = _map_pixels(png_before), _map_pixels(png_after)
+            assert a.shape == b.shape and (abs(a - b).sum(-1) > 30).mean() > 0.002, f"{nb.name}: picture unchanged"
+            page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")  # free its memory
+        finally:
+            browser.close()
