@@ -64,7 +64,7 @@ from srlib.attention.nlsa import NonLocalSparseAttention
 from srlib.inference import evaluate, super_resolve
 from srlib.models import build_model
 from srlib.models.nlsn import NLSN, NLSNConfig
-from srlib.train import TrainConfig, train
+from srlib.train import TrainConfig, paper_command, train
 from srlib.viz import features_for_attention, patch_descriptors
 from srlib.viz.buckets import (
     attended_mask,
@@ -586,13 +586,7 @@ plt.show()
 
 # %%
 RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
-FULL_CMD = (
-    "python -m srlib.train --model nlsn --scale 2 --preset paper"
-    " --train-dir data/DIV2K/DIV2K_train_HR --val-set Set5"
-    " --batch-size 16 --patch-size 96 --lr 1e-4 --iterations 1000000"
-    " --milestones 200000,400000,600000,800000 --val-every 1000 --ckpt-every 1000"
-    " --out runs/nlsn_x2"
-)
+FULL_CMD = paper_command("nlsn", scale=2)  # the paper's schedule: srlib.train.PAPER_SCHEDULES
 print(FULL_CMD)
 if RUN_FULL:
     subprocess.run(shlex.split(FULL_CMD), check=True)

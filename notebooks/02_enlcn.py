@@ -95,7 +95,7 @@ from srlib.inference import evaluate, super_resolve
 from srlib.models import build_model
 from srlib.models.enlcn import ENLCN, ENLCNConfig
 from srlib.pretrained import build_small, pretrained, training_info
-from srlib.train import TrainConfig, train
+from srlib.train import TrainConfig, paper_command, train
 from srlib.viz import attention_statistics, patch_descriptors, plot_attention_maps
 from srlib.viz.explorer import collect_attention_layers
 
@@ -953,13 +953,7 @@ for qi in range(2):
 
 # %%
 RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
-FULL_CMD = (
-    "python -m srlib.train --model enlcn --scale 2 --preset paper"
-    " --train-dir data/DIV2K/DIV2K_train_HR --val-set Set5"
-    " --batch-size 16 --patch-size 96 --lr 1e-4 --iterations 1000000"
-    " --milestones 200000,400000,600000,800000 --val-every 1000 --ckpt-every 1000"
-    " --out runs/enlcn_x2"
-)
+FULL_CMD = paper_command("enlcn", scale=2)  # the paper's schedule: srlib.train.PAPER_SCHEDULES
 print(FULL_CMD)
 if RUN_FULL:
     subprocess.run(shlex.split(FULL_CMD), check=True)

@@ -74,7 +74,7 @@ from srlib.models import build_model
 from srlib.models.dlsn import DLSN, DLSNConfig
 from srlib.pretrained import build_small, pretrained, training_info
 from srlib.reference import load_case, run_case
-from srlib.train import TrainConfig, train
+from srlib.train import TrainConfig, paper_command, train
 from srlib.viz import features_for_attention, plot_attention_maps
 from srlib.viz.buckets import bucket_balance, plot_bucket_map, plot_bucket_maps, plot_bucket_sizes
 from srlib.viz.explorer import collect_attention_layers, keys_carrying, prepare_attention
@@ -759,13 +759,7 @@ plt.show()
 
 # %%
 RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
-FULL_CMD = (
-    "python -m srlib.train --model dlsn --scale 2 --preset paper"
-    " --train-dir data/DIV2K/DIV2K_train_HR --val-set Set5"
-    " --batch-size 16 --patch-size 96 --lr 1e-4 --iterations 1500000"
-    " --milestones 300000,600000,900000,1200000 --val-every 1000 --ckpt-every 1000"
-    " --out runs/dlsn_x2"
-)
+FULL_CMD = paper_command("dlsn", scale=2)  # the paper's schedule: srlib.train.PAPER_SCHEDULES
 print(FULL_CMD)
 if RUN_FULL:
     subprocess.run(shlex.split(FULL_CMD), check=True)

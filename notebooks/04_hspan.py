@@ -68,7 +68,7 @@ from srlib.models import build_model
 from srlib.models.hspan import HSPAN, HSPANConfig
 from srlib.pretrained import build_small, pretrained
 from srlib.reference import expected_outputs, load_case, run_case
-from srlib.train import TrainConfig, train
+from srlib.train import TrainConfig, paper_command, train
 from srlib.viz import HSPAN_FIG1_NS, patch_descriptors, softmax_flattening
 from srlib.viz.explorer import AttentionExplorer, collect_attention_layers
 from srlib.viz.sparsity import (
@@ -639,13 +639,7 @@ plt.show()
 
 # %%
 RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
-FULL_CMD = (
-    "python -m srlib.train --model hspan --scale 2 --preset paper"
-    " --train-dir data/DIV2K/DIV2K_train_HR --val-set Set5 --val-chop"
-    " --batch-size 16 --patch-size 96 --lr 1e-4 --iterations 1000000"
-    " --milestones 200000,400000,600000,800000 --val-every 1000 --ckpt-every 1000"
-    " --out runs/hspan_x2"
-)
+FULL_CMD = paper_command("hspan", scale=2)  # the paper's schedule: srlib.train.PAPER_SCHEDULES
 print(FULL_CMD)
 if RUN_FULL:
     subprocess.run(shlex.split(FULL_CMD), check=True)

@@ -50,6 +50,7 @@
 
 # %%
 import os
+import shlex
 import subprocess
 import tempfile
 
@@ -72,7 +73,7 @@ from srlib.inference import evaluate, forward_chop
 from srlib.models import build_model
 from srlib.models.lcoan import LCoAN, LCoANConfig
 from srlib.pretrained import build_small, pretrained
-from srlib.train import TrainConfig, train
+from srlib.train import TrainConfig, paper_command, train
 from srlib.viz.attention_maps import (
     features_for_attention,
     patch_descriptors,
@@ -1002,18 +1003,12 @@ assert 15 < result["psnr"] < 45 and 0 < result["ssim"] <= 1
 
 # %%
 RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
-FULL_CMD = [
-    "python", "-m", "srlib.train", "--model", "lcoan", "--scale", "2", "--preset", "paper",
-    "--train-dir", str(data_dir() / "DIV2K" / "DIV2K_train_HR"), "--val-set", "Set5",
-    "--batch-size", "16", "--patch-size", "96", "--lr", "1e-4",
-    "--iterations", "1500000", "--milestones", "300000,600000,900000,1200000", "--gamma", "0.5",
-    "--out", "runs/lcoan_x2",
-]
-EMA_CMD = FULL_CMD[:-1] + ["runs/lcoan_x2_ema", "--model-arg", "ema_update=True"]
-print(" ".join(FULL_CMD).replace(str(data_dir()), "$SRLIB_DATA"))
-print(" ".join(EMA_CMD).replace(str(data_dir()), "$SRLIB_DATA"))
+FULL_CMD = paper_command("lcoan", scale=2)  # the paper's schedule: srlib.train.PAPER_SCHEDULES
+EMA_CMD = paper_command("lcoan", scale=2, out="runs/lcoan_x2_ema") + " --model-arg ema_update=True"
+print(FULL_CMD)
+print(EMA_CMD)
 if RUN_FULL:
-    subprocess.run(FULL_CMD, check=True)
+    subprocess.run(shlex.split(FULL_CMD), check=True)
 
 # %% [markdown]
 # ## 9 · Paper vs official code

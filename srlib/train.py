@@ -47,7 +47,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .checkpoint import CheckpointError, _atomic_write, load_checkpoint, load_weights, save_checkpoint
 
-__all__ = ["TrainConfig", "train", "InfiniteSampler", "SeededDataset", "main", "CHECKPOINT_FORMAT"]
+__all__ = ["TrainConfig", "train", "InfiniteSampler", "SeededDataset", "main", "CHECKPOINT_FORMAT",
+           "PAPER_SCHEDULES", "paper_command"]
 
 CHECKPOINT_FORMAT = "srlib.train/1"
 ExtraLoss = Callable[[Any, dict], "torch.Tensor | float"]
@@ -601,6 +602,53 @@ def _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, 
 # ----------------------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------------------
+#: The papers' ×2 training schedules in iterations (the official trainers' "epoch" is 1000 iterations of batch
+#: 16; 48×48 LR patches, i.e. ``--patch-size 96`` HR at ×2; learning rate 1e-4, halved at each milestone):
+#: NLSN, ENLCN and HSPAN 1000 epochs halved every 200 (NLSN Sec. 4.1, ENLCN and HSPAN official READMEs);
+#: DLSN 1500 epochs halved every 300 (DLSN Sec. 4.2); LCoAN as DLSN (its official trainer). HSPAN validates
+#: with tiled inference (its dense ``L × L`` scores do not fit whole validation images).
+PAPER_SCHEDULES: dict[str, dict[str, Any]] = {
+    "nlsn": {"iterations": 1_000_000, "milestones": (200_000, 400_000, 600_000, 800_000)},
+    "enlcn": {"iterations": 1_000_000, "milestones": (200_000, 400_000, 600_000, 800_000)},
+    "hspan": {"iterations": 1_000_000, "milestones": (200_000, 400_000, 600_000, 800_000), "val_chop": True},
+    "dlsn": {"iterations": 1_500_000, "milestones": (300_000, 600_000, 900_000, 1_200_000)},
+    "lcoan": {"iterations": 1_500_000, "milestones": (300_000, 600_000, 900_000, 1_200_000)},
+}
+
+
+def paper_command(model: str, scale: int = 2, *, train_dir: str = "data/DIV2K/DIV2K_train_HR",
+                  out: str | None = None, batch_size: int = 16, lr_patch: int = 48) -> str:
+    """The ``python -m srlib.train`` command line of a network's paper-configuration training run.
+
+    What the notebooks print behind their ``SRLIB_RUN_FULL`` switch, and what to paste into a GPU shell (prefix
+    ``torchrun --nproc_per_node N`` for several GPUs; ``--batch-size`` is then per GPU; add ``--amp bf16``).
+
+    Args:
+        model: a key of :data:`PAPER_SCHEDULES` (``nlsn``, ``enlcn``, ``dlsn``, ``hspan``, ``lcoan``).
+        scale: upscaling factor (2, 3 or 4); the HR patch side is ``lr_patch * scale``.
+        train_dir: folder of HR training images (DIV2K: ``python -m srlib.data.download div2k --root data``).
+        out: run folder (default ``runs/<model>_x<scale>``).
+        batch_size: patches per iteration (the papers: 16); lr_patch: LR patch side (the papers: 48).
+
+    Returns:
+        One shell-ready line (no quoting needed for the default paths).
+
+    Raises:
+        ValueError: unknown model (the message lists the known ones) or scale outside 2-4.
+    """
+    if model not in PAPER_SCHEDULES:
+        raise ValueError(f"no paper schedule for model {model!r}; known: {sorted(PAPER_SCHEDULES)}")
+    if scale not in (2, 3, 4):
+        raise ValueError(f"scale must be 2, 3 or 4, got {scale!r}")
+    sched = PAPER_SCHEDULES[model]
+    val = " --val-set Set5" + (" --val-chop" if sched.get("val_chop") else "")
+    return (f"python -m srlib.train --model {model} --scale {scale} --preset paper"
+            f" --train-dir {train_dir}{val}"
+            f" --batch-size {batch_size} --patch-size {lr_patch * scale} --lr 1e-4 --iterations {sched['iterations']}"
+            f" --milestones {','.join(map(str, sched['milestones']))} --val-every 1000 --ckpt-every 1000"
+            f" --out {out or f'runs/{model}_x{scale}'}")
+
+
 def _parse_value(text: str) -> Any:
     try:
         return ast.literal_eval(text)

@@ -442,3 +442,28 @@ def test_cli_falls_back_to_sample_images_without_data(tmp_path, monkeypatch, cap
     main(_cli(out, "--iterations", "1", "--val-set", "none"))
     assert load_checkpoint(out / "last.pt")["iteration"] == 1
     assert "bundled sample images" in capsys.readouterr().out
+
+
+def test_paper_command_is_a_valid_cli_line_with_the_papers_schedule():
+    import shlex
+
+    from srlib.train import PAPER_SCHEDULES, _parser, paper_command
+
+    assert paper_command("nlsn") == (
+        "python -m srlib.train --model nlsn --scale 2 --preset paper --train-dir data/DIV2K/DIV2K_train_HR"
+        " --val-set Set5 --batch-size 16 --patch-size 96 --lr 1e-4 --iterations 1000000"
+        " --milestones 200000,400000,600000,800000 --val-every 1000 --ckpt-every 1000 --out runs/nlsn_x2")
+    for model, sched in PAPER_SCHEDULES.items():
+        for scale in (2, 3, 4):
+            argv = shlex.split(paper_command(model, scale))
+            assert argv[:3] == ["python", "-m", "srlib.train"]
+            args = _parser().parse_args(argv[3:])
+            assert (args.model, args.scale, args.preset, args.patch_size) == (model, scale, "paper", 48 * scale)
+            assert args.iterations == sched["iterations"] and args.val_chop == (model == "hspan")
+            assert tuple(int(m) for m in args.milestones.split(",")) == sched["milestones"]
+            assert args.out == f"runs/{model}_x{scale}"
+    assert PAPER_SCHEDULES["dlsn"]["iterations"] == 1_500_000  # DLSN Sec. 4.2: 1500 epochs
+    with pytest.raises(ValueError, match="known"):
+        paper_command("edsr")
+    with pytest.raises(ValueError, match="scale"):
+        paper_command("nlsn", 8)
