@@ -14,6 +14,7 @@ import torch  # noqa: E402
 
 from srlib.attention.buckets import BucketLayout, bucketed_attention, look_around  # noqa: E402
 from srlib.viz.buckets import (  # noqa: E402
+    attended_keys,
     attended_mask,
     bucket_colormap,
     bucket_map,
@@ -63,6 +64,26 @@ def test_attended_mask_matches_the_keys_bucketed_attention_uses(L, chunk):
                 expected = set(keys[b, r, chunk_of_p].tolist())
                 assert set(torch.nonzero(mask[b, r]).flatten().tolist()) == expected
                 assert mask[b, r, p]  # a query always sees itself
+
+
+def test_attended_keys_of_many_queries_are_where_bucketed_attention_puts_weight():
+    g = torch.Generator().manual_seed(2)
+    L, chunk = 29, 6  # padded: 29 -> 30
+    q = torch.randn(2, L, 4, generator=g, dtype=torch.float64)
+    codes = torch.randint(0, 3, (2, 3, L), generator=g)
+    layout = BucketLayout.from_codes(codes, chunk)
+    res = bucketed_attention(q, torch.eye(L, dtype=torch.float64).expand(2, L, L), layout)  # one-hot values
+    positions = [0, 5, 17, 28]
+    keys = attended_keys(layout, torch.tensor(positions))
+    assert keys.shape == (2, 3, 4, 3 * chunk) and keys.dtype == torch.int64
+    for b in range(2):
+        for r in range(3):
+            for i, p in enumerate(positions):
+                assert set(keys[b, r, i].tolist()) == set(torch.nonzero(res.ret[b, r, p] > 0).flatten().tolist())
+    with pytest.raises(ValueError, match=r"\[0, 29\)"):
+        attended_keys(layout, [29])
+    with pytest.raises(ValueError, match="non-empty"):
+        attended_keys(layout, [])
 
 
 def test_attended_mask_weights_are_positive_exactly_there():

@@ -17,7 +17,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.testing import assert_close  # noqa: E402
 
 from srlib.attention.buckets import BucketLayout  # noqa: E402
-from srlib.attention.enla import ENLCA, gaussian_orthogonal_matrix  # noqa: E402
+from srlib.attention.enla import ENLCA, enla, gaussian_orthogonal_matrix  # noqa: E402
 from srlib.attention.enla_analysis import (  # noqa: E402
     amplification_sweep,
     attention_rows,
@@ -61,7 +61,8 @@ def test_enlca_unit_embeddings_errors():
         enlca_unit_embeddings(block, torch.zeros(1, 8, 3, 3))
 
 
-def test_attention_rows_match_the_single_row_functions():
+def test_attention_rows_match_full_matrices():
+    """Against independent full matrices: softmax(q k^T) (Eq. 1) and ENLA with identity values (Eqs. 4-6)."""
     g = torch.Generator().manual_seed(1)
     q = F.normalize(torch.randn(2, 30, 6, generator=g, dtype=torch.float64), dim=-1) * 2
     k = F.normalize(torch.randn(2, 25, 6, generator=g, dtype=torch.float64), dim=-1) * 2
@@ -70,7 +71,11 @@ def test_attention_rows_match_the_single_row_functions():
     exact = attention_rows(q, k, idx)
     approx = attention_rows(q, k, torch.tensor(idx), proj, eps=1e-4)
     assert exact.shape == approx.shape == (2, 3, 25)
-    for j, i in enumerate(idx):
+    full_exact = torch.softmax(q @ k.transpose(1, 2), dim=-1)  # (2, 30, 25)
+    full_enla = enla(q, k, torch.eye(25, dtype=torch.float64).expand(2, 25, 25), proj)  # rows of D^-1 phi(Q) phi(K)^T
+    assert_close(exact, full_exact[:, idx])
+    assert_close(approx, full_enla[:, idx])
+    for j, i in enumerate(idx):  # the single-row functions are rows of the same
         assert_close(exact[:, j], exact_attention_row(q, k, i))
         assert_close(approx[:, j], enla_attention_row(q, k, i, proj, eps=1e-4))
     assert_close(exact.sum(-1), torch.ones(2, 3, dtype=torch.float64))

@@ -350,7 +350,7 @@ def exact_attention_row(q: torch.Tensor, k: torch.Tensor, index: int) -> torch.T
         ValueError: ``index`` out of range or mismatched dimensions.
     """
     _check_row_args(q, k, index)
-    return torch.softmax(q[..., index, :].unsqueeze(-2) @ k.transpose(-1, -2), dim=-1).squeeze(-2)
+    return attention_rows(q, k, [int(index)]).squeeze(-2)
 
 
 def enla_attention_row(
@@ -372,10 +372,7 @@ def enla_attention_row(
         ValueError: ``index`` out of range or mismatched dimensions.
     """
     _check_row_args(q, k, index)
-    phi_q = positive_random_features(q[..., index : index + 1, :], projection, eps)  # (..., 1, m)
-    phi_k = positive_random_features(k, projection, eps)  # (..., S, m)
-    scores = (phi_q @ phi_k.transpose(-1, -2)).squeeze(-2)  # (..., S)
-    return scores / scores.sum(dim=-1, keepdim=True)
+    return attention_rows(q, k, [int(index)], projection, eps=eps).squeeze(-2)
 
 
 def _check_row_args(q: torch.Tensor, k: torch.Tensor, index: int) -> None:

@@ -1,8 +1,8 @@
 """Pictures of hash buckets and chunks: how NLSA (and GLA, LCoA) group positions.
 
 * :func:`bucket_map` turns per-position codes back into an image-shaped map;
-* :func:`attended_mask` says which positions one query can see in each round (its chunk and the two
-  neighbouring chunks of the sorted sequence);
+* :func:`attended_keys` / :func:`attended_mask` say which positions queries can see in each round (their
+  chunk and the two neighbouring chunks of the sorted sequence);
 * :func:`lsh_collision_rate` measures how often two vectors at a given angle share a spherical-LSH bucket;
 * :func:`bucket_balance` summarises how evenly positions spread over the buckets (occupied buckets, largest
   bucket, effective number of buckets); :func:`plot_bucket_sizes` draws the sorted bucket sizes and
@@ -27,10 +27,11 @@ import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Rectangle
 
-from srlib.attention.buckets import BucketLayout
+from srlib.attention.buckets import BucketLayout, look_around
 from srlib.attention.hashing import spherical_lsh
 
 __all__ = [
+    "attended_keys",
     "attended_mask",
     "bucket_balance",
     "bucket_colormap",
@@ -64,12 +65,36 @@ def bucket_map(codes: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return codes.long().reshape(*codes.shape[:-1], H, W)
 
 
-def attended_mask(layout: BucketLayout, position: int) -> torch.Tensor:
-    """Which positions query ``position`` attends to in each round (official NLSA/GLA/LCoA pattern).
+def attended_keys(layout: BucketLayout, positions: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """The keys each query attends to in each round (official NLSA/GLA/LCoA pattern), as positions.
 
-    In round ``r`` the query sits at sorted slot ``s = undo_idx[r, position]`` in chunk ``s // c``; its keys are
-    the ``3c`` rows of chunks ``[own, own - 1, own + 1]`` (cyclic over chunks), where padded rows are copies of
-    the last sorted rows (see :mod:`srlib.attention.buckets`).
+    In round ``r`` query ``p`` sits at sorted slot ``s = undo_idx[r, p]`` in chunk ``s // c``; its keys are the
+    ``3c`` rows of chunks ``[own, own - 1, own + 1]`` (cyclic over chunks), where padded rows are copies of the
+    last sorted rows. Computed with the attention's own :meth:`BucketLayout.to_chunks` and
+    :func:`srlib.attention.buckets.look_around` applied to the position indices.
+
+    Args:
+        layout: from :meth:`BucketLayout.from_codes`.
+        positions: ``(n,)`` flattened query positions, each in ``[0, L)``.
+    Returns:
+        ``(B, R, n, 3c)`` int64 key positions (a key can appear twice where padding repeats rows).
+    Raises:
+        ValueError: no positions, or a position out of range.
+    """
+    L, c = layout.length, layout.chunk_size
+    idx = torch.as_tensor(positions, device=layout.sort_idx.device).reshape(-1).long()
+    if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= L:
+        raise ValueError(f"positions must be non-empty and in [0, {L}), got {positions!r}")
+    B, R, _ = layout.sort_idx.shape
+    # carry each position's index through the same sort / pad / chunk / look-around as the keys themselves
+    pos = torch.arange(L, device=idx.device).view(1, L, 1).expand(B, L, 1)
+    keys = look_around(layout.to_chunks(pos))[..., 0]  # (B, R, n, 3c) key positions of every chunk
+    own = layout.undo_idx[:, :, idx] // c  # (B, R, n_q) chunk of each query
+    return torch.gather(keys, 2, own.unsqueeze(-1).expand(-1, -1, -1, keys.shape[-1]))  # (B, R, n_q, 3c)
+
+
+def attended_mask(layout: BucketLayout, position: int) -> torch.Tensor:
+    """Which positions query ``position`` attends to in each round (:func:`attended_keys` as a mask).
 
     Args:
         layout: from :meth:`BucketLayout.from_codes`.
@@ -79,17 +104,12 @@ def attended_mask(layout: BucketLayout, position: int) -> torch.Tensor:
     Raises:
         ValueError: ``position`` out of range.
     """
-    L, c = layout.length, layout.chunk_size
+    L = layout.length
     if not 0 <= position < L:
         raise ValueError(f"position must be in [0, {L}), got {position}")
-    B, R, _ = layout.sort_idx.shape
-    n, pad = layout.n_chunks, layout.padding
-    own = layout.undo_idx[:, :, position] // c  # (B, R) chunk of the query
-    chunks = torch.stack([own, (own - 1) % n, (own + 1) % n], dim=-1)  # (B, R, 3)
-    slots = (chunks.unsqueeze(-1) * c + torch.arange(c, device=own.device)).flatten(-2)  # (B, R, 3c) padded slots
-    slots = torch.where(slots >= L, slots - pad, slots)  # a padded slot L + i copies sorted slot L - pad + i
-    keys = torch.gather(layout.sort_idx, 2, slots)  # (B, R, 3c) positions
-    mask = torch.zeros(B, R, L, dtype=torch.bool, device=own.device)
+    keys = attended_keys(layout, [position])[:, :, 0]  # (B, R, 3c)
+    B, R, _ = keys.shape
+    mask = torch.zeros(B, R, L, dtype=torch.bool, device=keys.device)
     mask.scatter_(2, keys, True)
     return mask
 

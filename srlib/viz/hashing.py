@@ -48,6 +48,7 @@ from torch import Tensor
 from srlib.attention.buckets import BucketLayout
 from srlib.attention.gla import GlobalLearnableAttention, superbit_lsh, superbit_projections
 from srlib.attention.hashing import spherical_lsh
+from srlib.viz.buckets import attended_keys
 
 __all__ = [
     "HASH_METHODS",
@@ -302,13 +303,8 @@ def bucket_neighbour_recall(
     sizes = torch.zeros(R, int(cb.max()) + 1, dtype=torch.int64, device=cb.device)
     sizes.scatter_add_(1, cb, torch.ones_like(cb))
     own_size = sizes.gather(1, cb[:, idx])  # (R, n)
-    # keys reachable in any round: chunks [own, prev, next] of the sorted order (see attended_mask)
-    c, n_chunks, pad = layout.chunk_size, layout.n_chunks, layout.padding
-    chunk = layout.undo_idx[batch][:, idx] // c  # (R, n)
-    key_chunks = torch.stack([chunk, (chunk - 1) % n_chunks, (chunk + 1) % n_chunks], dim=-1)  # (R, n, 3)
-    slots = (key_chunks.unsqueeze(-1) * c + torch.arange(c, device=cb.device)).flatten(-2)  # (R, n, 3c)
-    slots = torch.where(slots >= L, slots - pad, slots)  # padded slot L + i copies sorted slot L - pad + i
-    keys = torch.gather(layout.sort_idx[batch].unsqueeze(1).expand(-1, n, -1), 2, slots)  # (R, n, 3c)
+    # keys reachable in any round: chunks [own, prev, next] of the sorted order
+    keys = attended_keys(layout, idx)[batch]  # (R, n, 3c)
     reach = torch.zeros(n, L, dtype=torch.bool, device=cb.device)
     reach.scatter_(1, keys.permute(1, 0, 2).reshape(n, -1), True)
     reach[torch.arange(n), idx] = False
@@ -353,14 +349,11 @@ def attention_on_positions(details: Mapping, position: int, *, batch: int = 0) -
         raise ValueError(f"position must be in [0, {L}), got {position}")
     if not 0 <= batch < B:
         raise ValueError(f"batch must be in [0, {B}), got {batch}")
-    c, n, pad = layout.chunk_size, layout.n_chunks, layout.padding
+    c = layout.chunk_size
     slot = layout.undo_idx[batch, :, position]  # (R,) sorted slot of the query in each round
     chunk, row = slot // c, slot % c
     weights = score[batch, torch.arange(R, device=score.device), chunk, row]  # (R, 3c), keys [own, prev, next]
-    key_chunks = torch.stack([chunk, (chunk - 1) % n, (chunk + 1) % n], dim=-1)  # (R, 3)
-    key_slots = (key_chunks.unsqueeze(-1) * c + torch.arange(c, device=slot.device)).flatten(-2)  # (R, 3c)
-    key_slots = torch.where(key_slots >= L, key_slots - pad, key_slots)  # padded slot L+i copies slot L-pad+i
-    key_pos = torch.gather(layout.sort_idx[batch], 1, key_slots)  # (R, 3c) positions
+    key_pos = attended_keys(layout, [position])[batch, :, 0]  # (R, 3c) positions, same order
     rw = details.get("round_weights")
     if rw is None:  # NLSA details: the official weights softmax_r(bucket_score), NLSN Eq. 11
         rw = torch.softmax(details["bucket_score"], dim=1)
