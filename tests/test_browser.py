@@ -180,120 +180,131 @@ def _map_pixels(png: bytes):
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
 
 
-def test_explorer_in_jupyterlab(lab):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    failed: list[str] = []
-    marks: list[tuple[str, float]] = [("start", time.monotonic())]
+@contextlib.contextmanager
+def _notebook_page(sync_api, url: str, failed: list[str] | None = None):
+    """Headless Chromium on a JupyterLab notebook URL (only 127.0.0.1 reachable), once its kernel session exists.
+
+    ``failed`` collects the URLs of failed or blocked requests. The browser is closed on exit.
+    """
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 1100})
             context.route("**/*", _only_localhost)
             page = context.new_page()
-            page.on("requestfailed", lambda req: failed.append(req.url))
-            page.goto(f"{lab}/lab/tree/explorer_demo.ipynb", wait_until="domcontentloaded", timeout=60_000)
+            if failed is not None:
+                page.on("requestfailed", lambda req: failed.append(req.url))
+            page.goto(url, wait_until="domcontentloaded", timeout=60_000)
             page.wait_for_function(
                 "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
                 " && window.jupyterapp.shell.currentWidget.sessionContext"
                 " && window.jupyterapp.shell.currentWidget.sessionContext.session", timeout=60_000)
-            marks.append(("lab loaded", time.monotonic()))
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-
-            stats = page.locator(".srlib-explorer-stats")
-            stats.wait_for(state="visible", timeout=60_000)
-            page.wait_for_function(
-                "() => { const s = document.querySelector('.srlib-explorer-stats');"
-                " const i = document.querySelector('.srlib-explorer-image img, img.srlib-explorer-image');"
-                " return s && /keys carrying/.test(s.innerText) && i && i.naturalWidth > 0; }", timeout=60_000)
-            marks.append(("widget rendered", time.monotonic()))
-            page.wait_for_timeout(300)
-            notebook_text = page.locator(".jp-Notebook").inner_text()
-            page.screenshot(path=str(ARTIFACTS / "explorer_page_before.png"), full_page=True)
-            assert "Loading widget" not in notebook_text
-            assert "Error displaying widget" not in notebook_text and "Traceback" not in notebook_text
-            before = stats.inner_text()
-            assert "query (y=24, x=16)" in before, before
-            k90_before = int(page.locator(".srlib-explorer-stats .srlib-k90").inner_text())
-            picture = page.locator(".srlib-explorer-image").first
-            png_before = picture.screenshot(path=str(ARTIFACTS / "explorer_map_before.png"))
-
-            # move the query: keyboard on the x slider handle (noUiSlider), 6 steps to the right
-            src_before = picture.evaluate("(el) => (el.tagName === 'IMG' ? el : el.querySelector('img')).src")
-            handle = page.locator(".srlib-explorer-x .noUi-handle").first
-            handle.focus()
-            for _ in range(6):
-                page.keyboard.press("ArrowRight")
-            page.wait_for_function(
-                "() => /query \\(y=24, x=22\\)/.test(document.querySelector('.srlib-explorer-stats').innerText)",
-                timeout=30_000)
-            page.wait_for_function(
-                "(old) => { const e = document.querySelector('.srlib-explorer-image');"
-                " const i = e.tagName === 'IMG' ? e : e.querySelector('img'); return i.src !== old && i.complete; }",
-                arg=src_before, timeout=30_000)
-            marks.append(("map redrawn after ArrowRight", time.monotonic()))
-            page.wait_for_timeout(300)
-            after = stats.inner_text()
-            k90_after = int(page.locator(".srlib-explorer-stats .srlib-k90").inner_text())
-            png_after = picture.screenshot(path=str(ARTIFACTS / "explorer_map_after.png"))
-            page.screenshot(path=str(ARTIFACTS / "explorer_page_after.png"), full_page=True)
-            assert after != before
-
-            a, b = _map_pixels(png_before), _map_pixels(png_after)
-            assert a.shape == b.shape
-            right = a.shape[1] // 2  # the attention-map panel is the right half of the picture
-            changed = (abs(a[:, right:] - b[:, right:]).sum(-1) > 30).mean()
-            assert changed > 0.01, f"only {changed:.4f} of the map panel changed"
-
-            # switch to NLSA: its bucket appears in the numbers
-            page.locator(".srlib-explorer-mechanism select").select_option("NLSA")
-            page.wait_for_function(
-                "() => /NLSA/.test(document.querySelector('.srlib-explorer-stats').innerText)"
-                " && /bucket size/.test(document.querySelector('.srlib-explorer-stats').innerText)",
-                timeout=30_000)
-            page.wait_for_timeout(500)
-            maps = {"NLA": _map_pixels(png_after)}
-            maps["NLSA"] = _map_pixels(picture.screenshot(path=str(ARTIFACTS / "explorer_map_nlsa.png")))
-
-            # every other mechanism: computed in the running kernel and drawn, no error
-            for mech in ("ENLA", "GLA", "HSPA", "LCoA"):
-                old_src = picture.evaluate("(el) => (el.tagName === 'IMG' ? el : el.querySelector('img')).src")
-                page.locator(".srlib-explorer-mechanism select").select_option(mech)
-                page.wait_for_function(
-                    "([m, old]) => { const s = document.querySelector('.srlib-explorer-stats').innerText;"
-                    " const e = document.querySelector('.srlib-explorer-image');"
-                    " const i = e.tagName === 'IMG' ? e : e.querySelector('img');"
-                    " return (s.includes(m) || /cannot compute/.test(s)) && i.src !== old && i.complete; }",
-                    arg=[mech, old_src], timeout=60_000)
-                page.wait_for_timeout(300)
-                text = stats.inner_text()
-                assert "cannot compute" not in text and "keys carrying" in text, (mech, text)
-                maps[mech] = _map_pixels(picture.screenshot(path=str(ARTIFACTS / f"explorer_map_{mech.lower()}.png")))
-                marks.append((f"{mech} drawn", time.monotonic()))
-            for mech, px in maps.items():  # each mechanism draws its own map for the same query
-                if mech != "NLA":
-                    assert px.shape == maps["NLA"].shape
-                    diff = (abs(px[:, right:] - maps["NLA"][:, right:]).sum(-1) > 30).mean()
-                    assert diff > 0.005, f"{mech}'s map panel looks like NLA's ({diff:.4f} of pixels differ)"
-
-            # click on the map panel (ipyevents): the query moves to the clicked pixel
-            clicked = None
-            if _has_ipyevents():
-                box = picture.bounding_box()
-                page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.3)
-                page.wait_for_function(
-                    "() => !/query \\(y=24, x=22\\)/.test(document.querySelector('.srlib-explorer-stats').innerText)",
-                    timeout=30_000)
-                clicked = stats.inner_text()
-                marks.append(("query moved by click", time.monotonic()))
-                page.screenshot(path=str(ARTIFACTS / "explorer_page_clicked.png"), full_page=True)
-            (ARTIFACTS / "explorer_readout.txt").write_text(
-                f"before:\n{before}\n\nafter ArrowRight x6:\n{after}\n\nafter click:\n{clicked}\n\n"
-                "seconds since the browser started: "
-                + ", ".join(f"{name} {t - marks[0][1]:.1f}" for name, t in marks[1:]) + "\n\n"
-                "failed or blocked requests:\n" + "\n".join(failed) + "\n")
+            yield page
         finally:
             browser.close()
+
+
+def test_explorer_in_jupyterlab(lab):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
+    marks: list[tuple[str, float]] = [("start", time.monotonic())]
+    with _notebook_page(sync_api, f"{lab}/lab/tree/explorer_demo.ipynb", failed) as page:
+        marks.append(("lab loaded", time.monotonic()))
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+        stats = page.locator(".srlib-explorer-stats")
+        stats.wait_for(state="visible", timeout=60_000)
+        page.wait_for_function(
+            "() => { const s = document.querySelector('.srlib-explorer-stats');"
+            " const i = document.querySelector('.srlib-explorer-image img, img.srlib-explorer-image');"
+            " return s && /keys carrying/.test(s.innerText) && i && i.naturalWidth > 0; }", timeout=60_000)
+        marks.append(("widget rendered", time.monotonic()))
+        page.wait_for_timeout(300)
+        notebook_text = page.locator(".jp-Notebook").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "explorer_page_before.png"), full_page=True)
+        assert "Loading widget" not in notebook_text
+        assert "Error displaying widget" not in notebook_text and "Traceback" not in notebook_text
+        before = stats.inner_text()
+        assert "query (y=24, x=16)" in before, before
+        k90_before = int(page.locator(".srlib-explorer-stats .srlib-k90").inner_text())
+        picture = page.locator(".srlib-explorer-image").first
+        png_before = picture.screenshot(path=str(ARTIFACTS / "explorer_map_before.png"))
+
+        # move the query: keyboard on the x slider handle (noUiSlider), 6 steps to the right
+        src_before = picture.evaluate("(el) => (el.tagName === 'IMG' ? el : el.querySelector('img')).src")
+        handle = page.locator(".srlib-explorer-x .noUi-handle").first
+        handle.focus()
+        for _ in range(6):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            "() => /query \\(y=24, x=22\\)/.test(document.querySelector('.srlib-explorer-stats').innerText)",
+            timeout=30_000)
+        page.wait_for_function(
+            "(old) => { const e = document.querySelector('.srlib-explorer-image');"
+            " const i = e.tagName === 'IMG' ? e : e.querySelector('img'); return i.src !== old && i.complete; }",
+            arg=src_before, timeout=30_000)
+        marks.append(("map redrawn after ArrowRight", time.monotonic()))
+        page.wait_for_timeout(300)
+        after = stats.inner_text()
+        k90_after = int(page.locator(".srlib-explorer-stats .srlib-k90").inner_text())
+        png_after = picture.screenshot(path=str(ARTIFACTS / "explorer_map_after.png"))
+        page.screenshot(path=str(ARTIFACTS / "explorer_page_after.png"), full_page=True)
+        assert after != before
+
+        a, b = _map_pixels(png_before), _map_pixels(png_after)
+        assert a.shape == b.shape
+        right = a.shape[1] // 2  # the attention-map panel is the right half of the picture
+        changed = (abs(a[:, right:] - b[:, right:]).sum(-1) > 30).mean()
+        assert changed > 0.01, f"only {changed:.4f} of the map panel changed"
+
+        # switch to NLSA: its bucket appears in the numbers
+        page.locator(".srlib-explorer-mechanism select").select_option("NLSA")
+        page.wait_for_function(
+            "() => /NLSA/.test(document.querySelector('.srlib-explorer-stats').innerText)"
+            " && /bucket size/.test(document.querySelector('.srlib-explorer-stats').innerText)",
+            timeout=30_000)
+        page.wait_for_timeout(500)
+        maps = {"NLA": _map_pixels(png_after)}
+        maps["NLSA"] = _map_pixels(picture.screenshot(path=str(ARTIFACTS / "explorer_map_nlsa.png")))
+
+        # every other mechanism: computed in the running kernel and drawn, no error
+        for mech in ("ENLA", "GLA", "HSPA", "LCoA"):
+            old_src = picture.evaluate("(el) => (el.tagName === 'IMG' ? el : el.querySelector('img')).src")
+            page.locator(".srlib-explorer-mechanism select").select_option(mech)
+            page.wait_for_function(
+                "([m, old]) => { const s = document.querySelector('.srlib-explorer-stats').innerText;"
+                " const e = document.querySelector('.srlib-explorer-image');"
+                " const i = e.tagName === 'IMG' ? e : e.querySelector('img');"
+                " return (s.includes(m) || /cannot compute/.test(s)) && i.src !== old && i.complete; }",
+                arg=[mech, old_src], timeout=60_000)
+            page.wait_for_timeout(300)
+            text = stats.inner_text()
+            assert "cannot compute" not in text and "keys carrying" in text, (mech, text)
+            maps[mech] = _map_pixels(picture.screenshot(path=str(ARTIFACTS / f"explorer_map_{mech.lower()}.png")))
+            marks.append((f"{mech} drawn", time.monotonic()))
+        for mech, px in maps.items():  # each mechanism draws its own map for the same query
+            if mech != "NLA":
+                assert px.shape == maps["NLA"].shape
+                diff = (abs(px[:, right:] - maps["NLA"][:, right:]).sum(-1) > 30).mean()
+                assert diff > 0.005, f"{mech}'s map panel looks like NLA's ({diff:.4f} of pixels differ)"
+
+        # click on the map panel (ipyevents): the query moves to the clicked pixel
+        clicked = None
+        if _has_ipyevents():
+            box = picture.bounding_box()
+            page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.3)
+            page.wait_for_function(
+                "() => !/query \\(y=24, x=22\\)/.test(document.querySelector('.srlib-explorer-stats').innerText)",
+                timeout=30_000)
+            clicked = stats.inner_text()
+            marks.append(("query moved by click", time.monotonic()))
+            page.screenshot(path=str(ARTIFACTS / "explorer_page_clicked.png"), full_page=True)
+        (ARTIFACTS / "explorer_readout.txt").write_text(
+            f"before:\n{before}\n\nafter ArrowRight x6:\n{after}\n\nafter click:\n{clicked}\n\n"
+            "seconds since the browser started: "
+            + ", ".join(f"{name} {t - marks[0][1]:.1f}" for name, t in marks[1:]) + "\n\n"
+            "failed or blocked requests:\n" + "\n".join(failed) + "\n")
     assert k90_before > 0 and k90_after > 0
     assert clicked is None or re.search(r"query \(y=\d+, x=\d+\)", clicked)
 
@@ -326,47 +337,34 @@ def test_explorers_of_each_notebook_in_jupyterlab(lab, nb):
     expected = _explorer_count(nb)
     assert expected >= 1, f"{nb.name} displays no explorer"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 1100})
-            context.route("**/*", _only_localhost)
-            page = context.new_page()
-            # a workspace of its own: otherwise JupyterLab restores the tabs of the previous test's workspace
-            page.goto(f"{lab}/lab/workspaces/{nb.stem}/tree/{nb.name}", wait_until="domcontentloaded",
-                      timeout=60_000)
-            page.wait_for_function(
-                "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                " && window.jupyterapp.shell.currentWidget.sessionContext"
-                " && window.jupyterapp.shell.currentWidget.sessionContext.session", timeout=60_000)
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            page.wait_for_timeout(2000)
-            page.wait_for_function(_ALL_EXECUTED, timeout=900_000, polling=1000)
-            assert page.evaluate(_ERRORS) == [], f"{nb.name}: cells raised in the browser"
-            explorers = page.locator(".srlib-explorer")
-            page.wait_for_function(
-                "(n) => { const s = document.querySelectorAll('.srlib-explorer .srlib-explorer-stats');"
-                " return s.length === n && [...s].every(e => /keys carrying/.test(e.innerText)); }",
-                arg=expected, timeout=60_000)
-            text = page.locator(".jp-Notebook").inner_text()
-            assert "Loading widget" not in text and "Error displaying widget" not in text
-            assert explorers.count() == expected
+    # a workspace of its own: otherwise JupyterLab restores the tabs of the previous test's workspace
+    with _notebook_page(sync_api, f"{lab}/lab/workspaces/{nb.stem}/tree/{nb.name}") as page:
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_timeout(2000)
+        page.wait_for_function(_ALL_EXECUTED, timeout=900_000, polling=1000)
+        assert page.evaluate(_ERRORS) == [], f"{nb.name}: cells raised in the browser"
+        explorers = page.locator(".srlib-explorer")
+        page.wait_for_function(
+            "(n) => { const s = document.querySelectorAll('.srlib-explorer .srlib-explorer-stats');"
+            " return s.length === n && [...s].every(e => /keys carrying/.test(e.innerText)); }",
+            arg=expected, timeout=60_000)
+        text = page.locator(".jp-Notebook").inner_text()
+        assert "Loading widget" not in text and "Error displaying widget" not in text
+        assert explorers.count() == expected
 
-            first = explorers.first
-            first.scroll_into_view_if_needed()
-            stats = first.locator(".srlib-explorer-stats")
-            before = stats.inner_text()
-            png_before = first.locator(".srlib-explorer-image").first.screenshot()
-            first.locator(".srlib-explorer-x .noUi-handle").first.focus()
-            for _ in range(3):
-                page.keyboard.press("ArrowRight")
-            page.wait_for_function("([el, old]) => el.innerText !== old && /keys carrying/.test(el.innerText)",
-                                   arg=[stats.element_handle(), before], timeout=60_000)
-            page.wait_for_timeout(800)
-            png_after = first.locator(".srlib-explorer-image").first.screenshot()
-            first.screenshot(path=str(ARTIFACTS / f"{nb.stem}_explorer_moved.png"))
-            a, b = _map_pixels(png_before), _map_pixels(png_after)
-            assert a.shape == b.shape and (abs(a - b).sum(-1) > 30).mean() > 0.002, f"{nb.name}: picture unchanged"
-            page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")  # free its memory
-        finally:
-            browser.close()
+        first = explorers.first
+        first.scroll_into_view_if_needed()
+        stats = first.locator(".srlib-explorer-stats")
+        before = stats.inner_text()
+        png_before = first.locator(".srlib-explorer-image").first.screenshot()
+        first.locator(".srlib-explorer-x .noUi-handle").first.focus()
+        for _ in range(3):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function("([el, old]) => el.innerText !== old && /keys carrying/.test(el.innerText)",
+                               arg=[stats.element_handle(), before], timeout=60_000)
+        page.wait_for_timeout(800)
+        png_after = first.locator(".srlib-explorer-image").first.screenshot()
+        first.screenshot(path=str(ARTIFACTS / f"{nb.stem}_explorer_moved.png"))
+        a, b = _map_pixels(png_before), _map_pixels(png_after)
+        assert a.shape == b.shape and (abs(a - b).sum(-1) > 30).mean() > 0.002, f"{nb.name}: picture unchanged"
+        page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")  # free its memory
