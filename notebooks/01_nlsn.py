@@ -74,6 +74,7 @@ from srlib.viz.buckets import (
     plot_chunks,
     plot_hash_sectors,
 )
+from srlib.viz.plots import plot_loss_history
 
 torch.set_num_threads(2)
 _ = torch.manual_seed(0)
@@ -551,13 +552,9 @@ print(f"trainable parameters: {n_params:,}; NLSA blocks at", [nm for nm, _ in mo
 assert n_params == 202_707  # reference case nlsn_case1: the official code gives the same count
 
 # %% tags=["nbval-ignore-output"]
-train_folder = sdata.default_train_folder()
-gen = torch.Generator().manual_seed(0)
-if train_folder is not None:
-    train_set = sdata.HRFolderDataset(train_folder, 2, patch_size=48, augment=True, generator=gen, cache=True)
-else:
-    train_set = sdata.SampleImagesDataset(2, patch_size=48, augment=True, generator=gen)
-print("training images:", len(train_set), "from", train_folder or "skimage.data (offline fallback)")
+# the shared SunHays80 photos (LR made on the fly), or bundled photographs offline
+train_set, train_source = sdata.default_train_set(2, 48, generator=torch.Generator().manual_seed(0))
+print("training images:", len(train_set), "from", train_source)
 
 cfg = TrainConfig.small(iterations=200, batch_size=4, patch_size=48, lr=5e-4, milestones=(150,),
                         val_every=0, ckpt_every=0, log_every=10, seed=0)
@@ -569,11 +566,7 @@ assert result["iteration"] == 200 and all(math.isfinite(x_) for x_ in losses)
 assert sum(losses[-3:]) < sum(losses[:3])  # it learns something
 
 # %%
-fig, ax = plt.subplots(figsize=(5, 3))
-ax.plot([h["iteration"] for h in result["history"]["train"]], losses, "o-", ms=3)
-ax.set_xlabel("iteration")
-ax.set_ylabel("L1 loss (RGB in [0, 1])")
-ax.set_title("tiny NLSN, CPU")
+_ = plot_loss_history(result["history"], "tiny NLSN, CPU")
 plt.show()
 
 # %% [markdown]
@@ -602,10 +595,7 @@ if RUN_FULL:
 # so we seed the global generator first.
 
 # %% tags=["nbval-ignore-output"]
-if "Set5" in sdata.available_benchmarks(scale=2):
-    eval_set, eval_name = sdata.BenchmarkDataset("Set5", 2), "Set5 x2"
-else:
-    eval_set, eval_name = sdata.SampleImagesDataset(2, names=("chelsea", "coffee", "astronaut")), "sample photographs x2"
+eval_set, eval_name = sdata.default_eval_set(2, "Set5")  # or three bundled photographs offline
 bicubic = evaluate(lambda lr: sdata.imresize(lr, 2), eval_set, 2)
 _ = torch.manual_seed(0)
 tiny = evaluate(model, eval_set, 2)

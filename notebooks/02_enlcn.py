@@ -864,12 +864,7 @@ print(f"trainable parameters: {n_params:,}; ENLCA modules:", [name for name, _ i
 print(net.cfg)
 
 # %% tags=["nbval-ignore-output"]
-train_folder = sdata.default_train_folder()
-gen = torch.Generator().manual_seed(0)
-if train_folder is not None:
-    train_set = sdata.HRFolderDataset(train_folder, 2, patch_size=48, augment=True, generator=gen, cache=True)
-else:
-    train_set = sdata.SampleImagesDataset(2, patch_size=48, augment=True, generator=gen)
+train_set, train_source = sdata.default_train_set(2, 48, generator=torch.Generator().manual_seed(0))
 
 cfg = TrainConfig.small(iterations=150, batch_size=4, patch_size=48, lr=5e-4, milestones=(), val_every=0,
                         ckpt_every=0, log_every=10, seed=0)
@@ -881,7 +876,7 @@ for name, model in models.items():
     result = train(model, train_set, None, cfg, run_dir, resume=False, device="cpu", extra_loss=extra)
     histories[name] = [h["loss"] for h in result["history"]["train"]]
     assert result["iteration"] == 150 and all(math.isfinite(v) for v in histories[name])
-print("training images:", len(train_set), "from", train_folder or "skimage.data (offline fallback)")
+print("training images:", len(train_set), "from", train_source)
 for name, losses in histories.items():
     print(f"{name:>12}: loss every 10 iterations", [round(v, 4) for v in losses])
     assert sum(losses[-3:]) < sum(losses[:3])
@@ -972,11 +967,7 @@ if RUN_FULL:
 # deterministic.
 
 # %% tags=["nbval-ignore-output"]
-if "Set5" in sdata.available_benchmarks(scale=2):
-    eval_set, eval_name = sdata.BenchmarkDataset("Set5", 2), "Set5 x2"
-else:
-    eval_set = sdata.SampleImagesDataset(2, names=("chelsea", "coffee", "astronaut"))
-    eval_name = "sample photographs x2"
+eval_set, eval_name = sdata.default_eval_set(2, "Set5")  # or three bundled photographs offline
 results = {"bicubic": evaluate(lambda lr: sdata.imresize(lr, 2), eval_set, 2)}
 results.update({name: evaluate(model, eval_set, 2) for name, model in models.items()})
 print(f"{eval_name}: " + "  ".join(f"{name} {r['psnr']:.2f} dB / {r['ssim']:.4f}" for name, r in results.items()))

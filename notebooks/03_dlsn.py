@@ -49,7 +49,6 @@ import os
 import shlex
 import subprocess
 import tempfile
-from functools import partial
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -93,6 +92,7 @@ from srlib.viz.hashing import (
     srp_angle_variance,
     topk_attended_locations,
 )
+from srlib.viz.plots import plot_loss_history
 
 torch.set_num_threads(2)
 _ = torch.manual_seed(0)
@@ -706,7 +706,7 @@ assert abs(float(kern.sum()) - 1) < 1e-12
 # `DLSNConfig()` (10 GLAFFMs of 4 blocks, 256 channels, `l = 128`, 3 rounds).
 #
 # On CPU we train for 200 iterations on 48x48 HR patches (24x24 LR: 576 positions, 12 buckets per GLA) from
-# 8 of the shared SunHays80 photographs (`HRFolderDataset(folder, 2, ...)` would take all 30), LR made on the fly with MATLAB-compatible bicubic (or from the bundled
+# 8 of the shared SunHays80 photographs (`max_images=None` would take all 30), LR made on the fly with MATLAB-compatible bicubic (or from the bundled
 # scikit-image photographs when the data is absent), learning rate 5e-4 instead of 1e-4 so that something
 # happens in a minute. **This is not the paper's model**: it shows that the pipeline runs and gives the
 # attention something to look at. (The shipped small trained DLSN is in section 4; full-size weights are
@@ -722,14 +722,9 @@ print(f"trainable parameters: {n_params:,}; GLA modules:", [nm for nm, _ in mode
 assert n_params == 152_980
 
 # %% tags=["nbval-ignore-output"]
-train_folder = sdata.default_train_folder()
-gen_data = torch.Generator().manual_seed(0)
-if train_folder is not None:  # the first 8 photographs, decoded once and kept in memory
-    sources = [(p_.stem, partial(sdata.load_image, p_)) for p_ in sdata.list_images(train_folder)[:8]]
-    train_set = sdata.HRImagesDataset(sources, 2, patch_size=48, augment=True, generator=gen_data, cache=True)
-else:
-    train_set = sdata.SampleImagesDataset(2, patch_size=48, augment=True, generator=gen_data)
-print("training images:", len(train_set), "from", train_folder or "skimage.data (offline fallback)")
+# the first 8 shared photographs (decoded once, kept in memory), or bundled photographs offline
+train_set, train_source = sdata.default_train_set(2, 48, generator=torch.Generator().manual_seed(0), max_images=8)
+print("training images:", len(train_set), "from", train_source)
 
 cfg = TrainConfig.small(iterations=200, batch_size=4, patch_size=48, lr=5e-4, milestones=(150,),
                         val_every=0, ckpt_every=0, log_every=10, seed=0)
@@ -741,11 +736,7 @@ assert result["iteration"] == 200 and all(math.isfinite(v_) for v_ in losses)
 assert sum(losses[-3:]) < sum(losses[:3])  # it learns something
 
 # %%
-fig, ax = plt.subplots(figsize=(5, 3))
-ax.plot([hh["iteration"] for hh in result["history"]["train"]], losses, "o-", ms=3)
-ax.set_xlabel("iteration")
-ax.set_ylabel("L1 loss (RGB in [0, 1])")
-ax.set_title("tiny DLSN, CPU")
+_ = plot_loss_history(result["history"], "tiny DLSN, CPU")
 plt.show()
 
 # %% [markdown]
@@ -951,10 +942,7 @@ del det_on, det_off, emb_c, sf_all
 # photographs. The paper's DLSN reaches 38.43 dB / 0.9622 (Table 3).
 
 # %% tags=["nbval-ignore-output"]
-if "Set5" in sdata.available_benchmarks(scale=2):
-    eval_set, eval_name = sdata.BenchmarkDataset("Set5", 2), "Set5 x2"
-else:
-    eval_set, eval_name = sdata.SampleImagesDataset(2, names=("chelsea", "coffee", "astronaut")), "sample photographs x2"
+eval_set, eval_name = sdata.default_eval_set(2, "Set5")  # or three bundled photographs offline
 
 
 def tiled(net):

@@ -71,6 +71,7 @@ from srlib.reference import expected_outputs, load_case, run_case
 from srlib.train import TrainConfig, paper_command, train
 from srlib.viz import HSPAN_FIG1_NS, patch_descriptors, softmax_flattening
 from srlib.viz.explorer import AttentionExplorer, collect_attention_layers
+from srlib.viz.plots import plot_loss_history
 from srlib.viz.sparsity import (
     attention_rows,
     capture_inputs,
@@ -597,20 +598,15 @@ assert n_params == 107_722  # reference case hspan_case1: the official code give
 assert all(torch.equal(a_, b_) for a_, b_ in zip(models["HSPAN"].parameters(), models["NLA twin"].parameters()))
 
 # %% tags=["nbval-ignore-output"]
-train_folder = sdata.default_train_folder()
-gen = torch.Generator().manual_seed(0)
-if train_folder is not None:
-    train_set = sdata.HRFolderDataset(train_folder, 2, patch_size=32, augment=True, generator=gen, cache=True)
-else:
-    train_set = sdata.SampleImagesDataset(2, names=("astronaut", "coffee", "rocket", "motorcycle"),
-                                          patch_size=32, augment=True, generator=gen)
+train_set, train_source = sdata.default_train_set(
+    2, 32, generator=torch.Generator().manual_seed(0), fallback_names=("astronaut", "coffee", "rocket", "motorcycle"))
 cfg = TrainConfig.small(iterations=200, batch_size=8, patch_size=32, lr=5e-4, milestones=(150,),
                         val_every=0, ckpt_every=0, log_every=10, seed=0)
 results = {}
 for name, model in models.items():  # same seed, same batches (each sample's crop is seeded by its position)
     run_dir = tempfile.mkdtemp(prefix=f"hspan_tiny_{name.split()[0]}_")
     results[name] = train(model, train_set, None, cfg, run_dir, resume=False, device="cpu")
-print("training images:", len(train_set), "from", train_folder or "skimage.data (offline fallback)")
+print("training images:", len(train_set), "from", train_source)
 for name, res in results.items():
     losses = [h_["loss"] for h_ in res["history"]["train"]]
     print(f"{name:8s} L1 loss every 10 iterations:", [round(x_, 4) for x_ in losses])
@@ -618,14 +614,7 @@ for name, res in results.items():
     assert sum(losses[-3:]) < sum(losses[:3])  # it learns something
 
 # %%
-fig, ax = plt.subplots(figsize=(5, 3))
-for name, res in results.items():
-    hist = res["history"]["train"]
-    ax.plot([h_["iteration"] for h_ in hist], [h_["loss"] for h_ in hist], "o-", ms=3, label=name)
-ax.set_xlabel("iteration")
-ax.set_ylabel("L1 loss (RGB in [0, 1])")
-ax.set_title("tiny HSPAN vs NLA twin, CPU")
-ax.legend()
+_ = plot_loss_history({name: res["history"] for name, res in results.items()}, "tiny HSPAN vs NLA twin, CPU")
 plt.show()
 
 # %% [markdown]
@@ -824,10 +813,7 @@ explorer_tr
 # compares each output with the full-sort output and reports PSNR.
 
 # %% tags=["nbval-ignore-output"]
-if "Set5" in sdata.available_benchmarks(scale=2):
-    eval_set, eval_name = sdata.BenchmarkDataset("Set5", 2), "Set5 x2"
-else:
-    eval_set, eval_name = sdata.SampleImagesDataset(2, names=("chelsea",)), "chelsea x2 (offline fallback)"
+eval_set, eval_name = sdata.default_eval_set(2, "Set5", fallback_names=("chelsea",))
 item = eval_set[0]
 cy_, cx_ = item["lr"].shape[1] // 2 - 24, item["lr"].shape[2] // 2 - 24
 lr_crop = item["lr"][None, :, cy_:cy_ + 48, cx_:cx_ + 48]

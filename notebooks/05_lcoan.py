@@ -657,12 +657,8 @@ assert peak["LSP"][1] / peak["NLA"][1] < peak["LSP"][0] / peak["NLA"][0]  # the 
 # update.
 
 # %% tags=["nbval-ignore-output"]
-train_folder = sdata.default_train_folder()
-if train_folder is not None:
-    train_set = sdata.HRFolderDataset(train_folder, 2, patch_size=48, augment=True, cache=True)
-else:
-    train_set = sdata.SampleImagesDataset(2, patch_size=48, augment=True)
-print(f"training data: {train_folder or 'scikit-image samples (fallback)'} ({len(train_set)} images)")
+train_set, train_source = sdata.default_train_set(2, 48)
+print(f"training data: {train_source} ({len(train_set)} images)")
 STEPS, DECAY, N_UNITS = 60, 0.99, 4
 train_cfg = TrainConfig(iterations=STEPS, batch_size=4, patch_size=48, milestones=(), val_every=0, ckpt_every=0,
                         log_every=5, seed=0)

@@ -19,7 +19,9 @@ from srlib.data import (
     SampleImagesDataset,
     available_benchmarks,
     benchmark_scales,
+    default_eval_set,
     default_train_folder,
+    default_train_set,
     dihedral,
     imresize,
     load_image,
@@ -299,6 +301,37 @@ def test_default_train_folder_shared(data_root):
     assert len(ds) == 30
     it = ds[0]
     assert it["lr"].shape == (3, 24, 24) and it["hr"].shape == (3, 96, 96)
+
+
+def test_default_train_set_folder_then_offline_fallback(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRLIB_DATA", str(tmp_path))
+    ds, source = default_train_set(2, 16, generator=torch.Generator().manual_seed(0))
+    assert source == "skimage.data (offline fallback)" and isinstance(ds, SampleImagesDataset)
+    assert ds[0]["hr"].shape == (3, 16, 16) and ds[0]["lr"].shape == (3, 8, 8)
+    ds, _ = default_train_set(2, 16, fallback_names=("coffee",))
+    assert ds.names == ["coffee"]
+    folder = tmp_path / "train" / "photos"
+    for name in ("c", "a", "b"):
+        _save(_img(20, 24), folder / f"{name}.png")
+    ds, source = default_train_set(2, 16, max_images=2, generator=torch.Generator().manual_seed(0))
+    assert source == str(folder) and len(ds) == 2 and ds.names == ["a", "b"]  # the first photos by name
+    # the same patches as the folder dataset built by hand with the same generator seed
+    ref = HRFolderDataset(folder, 2, patch_size=16, augment=True, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ds[1]["hr"], ref[1]["hr"]) and torch.equal(ds[1]["lr"], ref[1]["lr"])
+    with pytest.raises(ValueError, match="max_images"):
+        default_train_set(2, 16, max_images=0)
+
+
+def test_default_eval_set_offline_and_shared(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRLIB_DATA", str(tmp_path))
+    ds, label = default_eval_set(2)
+    assert label == "sample photographs x2 (offline fallback)" and ds.names == ["chelsea", "coffee", "astronaut"]
+    assert ds[0]["lr"].shape[-1] * 2 == ds[0]["hr"].shape[-1]  # whole images, no patches
+
+
+def test_default_eval_set_shared(data_root):
+    ds, label = default_eval_set(2, "Set14")
+    assert label == "Set14 x2" and isinstance(ds, BenchmarkDataset) and len(ds) == 14
 
 
 # ----------------------------------------------------------------------------- sample images

@@ -101,3 +101,23 @@ def test_plot_loglog_cost_returns_fitted_slopes():
     assert slopes["quadratic"] == pytest.approx(2.0) and slopes["linear"] == pytest.approx(1.0)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["16", "64", "256", "1024"]
     plt.close(fig)
+
+
+def test_plot_loss_history_draws_each_run():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from srlib.viz.plots import plot_loss_history
+
+    log = {"train": [{"iteration": 10, "loss": 0.5}, {"iteration": 20, "loss": 0.25}]}
+    fig = plot_loss_history(log, "one run")
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_xdata()) == [10, 20] and list(line.get_ydata()) == [0.5, 0.25]
+    assert fig.axes[0].get_title() == "one run" and fig.axes[0].get_legend() is None
+    fig = plot_loss_history({"a": log, "b": log["train"][:1]})
+    assert [ln.get_label() for ln in fig.axes[0].get_lines()] == ["a", "b"] and fig.axes[0].get_legend() is not None
+    with pytest.raises(ValueError, match="training log"):
+        plot_loss_history({"train": []})
+    plt.close("all")

@@ -17,7 +17,10 @@ from .datasets import (
     PairedImagesDataset,
     available_benchmarks,
     benchmark_scales,
+    FALLBACK_EVAL_NAMES,
+    default_eval_set,
     default_train_folder,
+    default_train_set,
     dihedral,
     list_images,
     seed_worker,
@@ -57,7 +60,8 @@ __all__ = [
     # datasets
     "BenchmarkDataset", "PairedFolderDataset", "PairedImagesDataset", "DIV2KDataset",
     "HRFolderDataset", "HRImagesDataset", "SampleImagesDataset",
-    "available_benchmarks", "benchmark_scales", "default_train_folder", "BENCHMARK_NAMES",
+    "available_benchmarks", "benchmark_scales", "default_train_folder", "default_train_set",
+    "default_eval_set", "FALLBACK_EVAL_NAMES", "BENCHMARK_NAMES",
     "list_images", "dihedral", "seed_worker",
     "load_sample", "SAMPLE_IMAGES", "DEFAULT_SAMPLE_NAMES",
 ]

@@ -1,4 +1,5 @@
-"""Matplotlib figures used by the notebooks: softmax flattening (HSPAN Fig. 1) and cost-vs-size plots.
+"""Matplotlib figures used by the notebooks: softmax flattening (HSPAN Fig. 1), cost-vs-size plots and
+training-loss curves.
 
 Every function returns the ``Figure``; nothing is shown or saved here (call ``plt.show()`` in a notebook).
 """
@@ -11,7 +12,7 @@ from typing import Mapping, Sequence
 
 from srlib.viz.cost import loglog_slope
 
-__all__ = ["plot_softmax_examples", "plot_flattening_curves", "plot_loglog_cost"]
+__all__ = ["plot_softmax_examples", "plot_flattening_curves", "plot_loglog_cost", "plot_loss_history"]
 
 
 def plot_softmax_examples(stats: Mapping, *, ncols: int = 3, panel_size: float = 2.6):
@@ -146,3 +147,40 @@ def plot_loglog_cost(
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig, slopes
+
+
+def plot_loss_history(histories: Mapping | Sequence, title: str = "", *, ax=None):
+    """Training loss against iteration, one line per run (the ``"train"`` log of :func:`srlib.train.train`).
+
+    Args:
+        histories: one run's log (``result["history"]`` or its ``"train"`` list of ``{"iteration", "loss"}``
+            dicts) or ``{label: log}`` for several runs (drawn with a legend).
+        title: axes title; ax: axes to draw on (a new ``5 x 3`` inch figure if ``None``).
+
+    Returns:
+        The ``Figure``.
+
+    Raises:
+        ValueError: a log with no ``"iteration"`` / ``"loss"`` entries.
+    """
+    import matplotlib.pyplot as plt
+
+    def entries(log):
+        log = log.get("train", log) if isinstance(log, Mapping) else log
+        if not log or not all(isinstance(h, Mapping) and "iteration" in h and "loss" in h for h in log):
+            raise ValueError("a training log must be a non-empty list of {'iteration', 'loss'} entries")
+        return [h["iteration"] for h in log], [h["loss"] for h in log]
+
+    single = not isinstance(histories, Mapping) or "train" in histories
+    runs = {"": histories} if single else dict(histories)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    for label, log in runs.items():
+        its, losses = entries(log)
+        ax.plot(its, losses, "o-", ms=3, label=label or None)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("L1 loss (RGB in [0, 1])")
+    ax.set_title(title)
+    if not single:
+        ax.legend()
+    return ax.figure
