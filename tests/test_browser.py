@@ -68,7 +68,7 @@ CELLS = [
 
 #: The project's notebooks: each is run in the browser and its explorers are checked (issue: the explorer
 #: works in every notebook in JupyterLab).
-REAL_NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+REAL_NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 
 
 def _write_stripped_copy(src: Path, dst: Path) -> None:

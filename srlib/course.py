@@ -1,0 +1,155 @@
+"""Settings and tables shared by the course notebooks: one tiny-training recipe, one quality table.
+
+Every paper notebook trains a tiny network on CPU (to show the loop) and then compares it with bicubic, the
+shipped small networks of :mod:`srlib.pretrained` and the same-budget EDSR. Keeping the recipe and the table
+here means the notebooks cannot drift apart: change :data:`TINY_RECIPE` and every notebook follows.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["TINY_RECIPE", "tiny_config", "tiny_train", "shipped", "quality_table", "format_quality_table"]
+
+#: The one tiny-training recipe of the notebooks (CPU, about a minute per network): 200 Adam steps on
+#: batches of 4 random 48x48 HR patches (24x24 LR at x2), learning rate 5e-4 (the papers use 1e-4 over 1M
+#: steps; a larger rate makes something visible in 200), halved at step 150, L1 loss, seed 0, no validation
+#: or checkpoints during the run, the loss logged every 10 steps.
+TINY_RECIPE: dict[str, Any] = dict(
+    iterations=200, batch_size=4, patch_size=48, lr=5e-4, milestones=(150,), log_every=10,
+    val_every=0, ckpt_every=0, seed=0,
+)
+
+
+def tiny_config(**overrides: Any):
+    """The :data:`TINY_RECIPE` as a :class:`srlib.train.TrainConfig`, with optional overrides.
+
+    Raises:
+        TypeError: an override that is not a ``TrainConfig`` field (the message names it).
+        ValueError: what ``TrainConfig`` raises for an impossible value.
+    """
+    from srlib.train import TrainConfig
+
+    fields = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(f"tiny_config: unknown TrainConfig field(s) {unknown}; known: {sorted(fields)}")
+    return TrainConfig(**{**TINY_RECIPE, **overrides})
+
+
+def tiny_train(model: nn.Module, train_set: Any = None, *, scale: int = 2, extra_loss: Any = None,
+               **overrides: Any) -> dict[str, Any]:
+    """Train ``model`` with the tiny recipe on CPU in a throw-away run folder.
+
+    Args:
+        model: the network to train (in place).
+        train_set: items ``{"lr", "hr"}``; ``None`` takes :func:`srlib.data.default_train_set` (the data
+            root's training photos, else the bundled photographs) with 48x48 HR patches, crops seeded with 0.
+        scale: SR factor of the default training set.
+        extra_loss: passed to :func:`srlib.train.train` (ENLCN's contrastive term is added automatically).
+        overrides: :class:`~srlib.train.TrainConfig` fields that differ from :data:`TINY_RECIPE`.
+
+    Returns:
+        ``train``'s result plus ``"losses"`` (the logged L1 losses) and ``"source"`` (where the photos came from).
+    """
+    from srlib import data as sdata
+    from srlib.train import train
+
+    cfg = tiny_config(**overrides)
+    source = "given training set"
+    if train_set is None:
+        train_set, source = sdata.default_train_set(scale, cfg.patch_size,
+                                                    generator=torch.Generator().manual_seed(cfg.seed))
+    run_dir = tempfile.mkdtemp(prefix="srlib_tiny_")
+    kwargs = {} if extra_loss is None else {"extra_loss": extra_loss}
+    result = train(model, train_set, None, cfg, run_dir, resume=False, device="cpu", **kwargs)
+    result["losses"] = [h["loss"] for h in result["history"]["train"]]
+    result["source"] = source
+    return result
+
+
+Entry = nn.Module | Callable[[torch.Tensor], torch.Tensor]
+
+#: LR tile and context (pixels) for networks whose attention holds an L x L matrix (HSPAN): the README's
+#: results table was measured this way (attention within 48 x 48 LR windows).
+DENSE_TILE, DENSE_OVERLAP = 32, 8
+
+
+def shipped(name: str) -> Entry:
+    """A shipped small network (:func:`srlib.pretrained`), ready for :func:`quality_table` as the README's
+    results table evaluated it: whole images, except HSPAN, which runs on ``DENSE_TILE`` LR tiles with
+    ``DENSE_OVERLAP`` pixels of context and starts its exact top-k search at 256 (same output, fewer retries).
+
+    Args:
+        name: e.g. ``"hspan-small-x2"`` (:func:`srlib.list_pretrained`).
+
+    Returns:
+        the network, or a callable LR ``(3, h, w)`` -> SR for HSPAN.
+
+    Raises:
+        KeyError / CheckpointError / FileNotFoundError: what :func:`srlib.pretrained` raises.
+    """
+    from srlib.inference import forward_chop
+    from srlib.pretrained import pretrained
+
+    net = pretrained(name)
+    if not name.startswith("hspan"):
+        return net
+    net.set_topk(256)
+
+    def tiled(lr: torch.Tensor) -> torch.Tensor:
+        return forward_chop(net, lr, 2, tile=DENSE_TILE, overlap=DENSE_OVERLAP, tile_batch=1)
+
+    tiled.network = net  # type: ignore[attr-defined]
+    return tiled
+
+
+def quality_table(entries: Mapping[str, Entry], dataset: Any, scale: int, *, bicubic: bool = True,
+                  seed: int | None = 0) -> list[dict[str, Any]]:
+    """PSNR / SSIM on Y of several super-resolvers on one data set, bicubic first.
+
+    Args:
+        entries: ``{"label": network or callable LR (3, h, w) -> SR (3, s*h, s*w)}``, RGB in ``[0, 1]``.
+        dataset: items ``{"lr", "hr", "name"}`` (e.g. :func:`srlib.data.default_eval_set`).
+        scale: SR factor (border crop).
+        bicubic: put MATLAB-compatible bicubic first, as the baseline every trained network must beat.
+        seed: re-seed the global generator before each entry (NLSA, GLA and ENLCA draw random projections in
+            every forward call), so the table is the same on every run; ``None`` leaves it alone.
+
+    Returns:
+        one row per entry ``{"name", "psnr", "ssim", "gain_db"}`` (``gain_db``: PSNR above bicubic, ``None``
+        without the bicubic row), in the order given.
+    """
+    from srlib import data as sdata
+    from srlib.inference import evaluate
+
+    items: list[tuple[str, Entry]] = []
+    if bicubic:
+        items.append(("bicubic", lambda lr: sdata.imresize(lr, scale)))
+    items.extend(entries.items())
+    rows: list[dict[str, Any]] = []
+    for name, model in items:
+        if seed is not None:
+            torch.manual_seed(seed)
+        r = evaluate(model, dataset, scale)
+        rows.append({"name": name, "psnr": r["psnr"], "ssim": r["ssim"]})
+    base = rows[0]["psnr"] if bicubic else None
+    for row in rows:
+        row["gain_db"] = None if base is None else row["psnr"] - base
+    return rows
+
+
+def format_quality_table(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
+    """The rows of :func:`quality_table` as an aligned text table (PSNR in dB, two decimals; SSIM, four)."""
+    width = max([len(str(r["name"])) for r in rows] + [len("network")])
+    lines = [title] if title else []
+    lines.append(f"{'network':<{width}}  {'PSNR (dB)':>9}  {'SSIM':>6}  {'vs bicubic':>10}")
+    for r in rows:
+        gain = "" if r.get("gain_db") is None else f"{r['gain_db']:+.2f} dB"
+        ssim = "" if r.get("ssim") is None else f"{r['ssim']:.4f}"
+        lines.append(f"{r['name']:<{width}}  {r['psnr']:9.2f}  {ssim:>6}  {gain:>10}")
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""srlib.course (tiny recipe, quality table), srlib.exercises (checks) and srlib.viz.compare."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from srlib import course
+from srlib import exercises as ex
+
+
+def test_tiny_config_is_the_recipe_and_rejects_unknown_fields():
+    cfg = course.tiny_config()
+    for k, v in course.TINY_RECIPE.items():
+        assert getattr(cfg, k) == v
+    assert course.tiny_config(iterations=7).iterations == 7
+    with pytest.raises(TypeError, match="iteratons"):
+        course.tiny_config(iteratons=7)
+
+
+def _pairs(n=2, size=16, scale=2):
+    from srlib.data import imresize
+
+    g = torch.Generator().manual_seed(0)
+    items = []
+    for i in range(n):
+        hr = torch.rand(3, size, size, generator=g)
+        items.append({"hr": hr, "lr": imresize(hr, 1 / scale).clamp(0, 1), "name": f"im{i}"})
+    return items
+
+
+def test_quality_table_puts_bicubic_first_and_measures_gain():
+    data = _pairs()
+    queue = [d["hr"] for d in data]  # evaluate goes through the set in order: an oracle returns the HR image
+
+    def oracle(lr):
+        return queue.pop(0).reshape(lr.shape[:-3] + (3, 2 * lr.shape[-2], 2 * lr.shape[-1]))
+
+    rows = course.quality_table({"oracle": oracle}, data, 2)
+    assert [r["name"] for r in rows] == ["bicubic", "oracle"]
+    assert rows[0]["gain_db"] == 0
+    assert rows[1]["psnr"] == float("inf") or rows[1]["psnr"] > 80
+    text = course.format_quality_table(rows, "toy")
+    assert text.splitlines()[0] == "toy" and "bicubic" in text and "+0.00 dB" in text
+
+
+def test_tiny_train_runs_the_recipe(tmp_path):
+    from srlib.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("edsr", scale=2, preset="small")
+    r = course.tiny_train(net, iterations=3, log_every=1, batch_size=2)
+    assert r["iteration"] == 3 and len(r["losses"]) == 3 and all(l == l for l in r["losses"])
+
+
+def test_check_reports_right_wrong_and_missing(capsys):
+    key = "99.1"
+    if key not in ex._REGISTRY:
+        ex.exercise(key, "toy", ex.DIFFICULTIES[0], hint="think")(lambda a: (a == 42, f"got {a}"))
+    assert ex.check(key, 42) is True
+    assert ex.check(key, 41) is False
+    assert ex.check(key, None) is False
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("exercise 99.1: correct")
+    assert "not yet" in out[1] and "Hint: think" in out[1]
+    assert "not answered yet" in out[2]
+
+
+def test_check_errors_are_named():
+    with pytest.raises(KeyError, match="no exercise '42.9'"):
+        ex.check("42.9", 1)
+    with pytest.raises(ValueError, match="difficulty"):
+        ex.exercise("98.1", "x", "easy")
+    with pytest.raises(ValueError, match="key"):
+        ex.exercise("1.1", "x", ex.DIFFICULTIES[0])
+
+
+def test_a_checker_that_raises_is_a_wrong_answer(capsys):
+    key = "99.2"
+    if key not in ex._REGISTRY:
+        ex.exercise(key, "shape", ex.DIFFICULTIES[1])(lambda a: (a.shape == (2,), ""))
+    assert ex.check(key, 3) is False
+    assert "AttributeError" in capsys.readouterr().out
+
+
+def test_plot_sr_crops_validates():
+    from srlib.viz.compare import plot_sr_crops
+
+    a = torch.rand(3, 32, 32)
+    fig = plot_sr_crops({"a": a, "b": a}, top=0, left=0, size=16, psnr={"a": 30.0})
+    assert len(fig.axes) == 2 and "30.00 dB" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="'b'"):
+        plot_sr_crops({"a": a, "b": torch.rand(3, 16, 16)}, top=0, left=0, size=8)
+    with pytest.raises(ValueError, match="crop"):
+        plot_sr_crops({"a": a}, top=20, left=0, size=16)
