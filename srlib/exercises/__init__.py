@@ -11,12 +11,13 @@ the notebook::
 returns ``True``/``False``. The worked solutions live in ``notebooks/solutions/`` (a teacher can hand out the
 notebooks without that folder); they call ``assert check(...)``.
 
-The exercises of notebook ``NN`` are registered in ``srlib/exercises/nbNN.py`` with :func:`exercise`.
+The exercises of notebook ``NN`` (or ``00a``) are registered in ``srlib/exercises/nbNN.py`` with :func:`exercise`.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -50,8 +51,8 @@ def exercise(key: str, title: str, difficulty: str, *, hint: str = ""):
         ValueError: a malformed key (``"NN.M"``), an unknown difficulty, or a key registered twice.
     """
     nb, _, number = key.partition(".")
-    if not (len(nb) == 2 and nb.isdigit() and number.isdigit()):
-        raise ValueError(f"exercise key must look like '01.3', got {key!r}")
+    if not (re.fullmatch(r"\d\d[a-z]?", nb) and number.isdigit()):
+        raise ValueError(f"exercise key must look like '01.3' or '00a.2', got {key!r}")
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"exercise {key}: difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
 
