@@ -20,7 +20,6 @@ import torch.nn as nn
 
 from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds, n_hash_buckets
 from srlib.attention.hashing import spherical_lsh
-from srlib.reference import load_state_dict_strict, register_case_runner
 
 __all__ = ["NonLocalSparseAttention"]
 
@@ -107,13 +106,3 @@ class NonLocalSparseAttention(nn.Module):
             }
         y = y.transpose(1, 2).reshape(B, C, H, W)
         return self.res_scale * y + x
-
-
-@register_case_runner("NonLocalSparseAttention")
-def _run_nlsa_case(case: dict) -> dict:
-    cfg = case["config"]
-    m = NonLocalSparseAttention(**cfg)
-    load_state_dict_strict(m, case["state_dict"], "NonLocalSparseAttention")
-    m.eval()
-    with torch.no_grad():
-        return {"output": m(case["input"], rotations=case["rotations"])}
