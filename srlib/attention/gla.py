@@ -25,7 +25,7 @@ Pipeline of :class:`GlobalLearnableAttention` (``x: (B, C, H, W)``, ``L = H*W``,
     out = res_scale * y + x
 
 Official behaviour (laoyangui/DLSN ``src/model/attention.py``, class ``GLA``) is the default; it departs from
-the paper in two places, both selectable here (see the reference README §5 "DLSN / GLA"):
+the paper in two places, both selectable here (``docs/official_code.md``, "DLSN / GLA"):
 
 * ``lss_variant="official"``: the MLP ``Linear(C -> c) - ReLU - Linear(c -> c)`` is applied to each **key's**
   ``f_j``, and its ``i``-th output is added to the score of the query in **slot** ``i`` of the chunk:

@@ -14,7 +14,7 @@ LCoAN paper (Zhao et al., "Learnable Collaborative Attention for Single Image Su
   pattern and weights ``A_s = LSP(X_1)``; every later module only transforms its own values and reuses them:
   ``O_m = X_m + beta * A_s W_m(X_m)``.
 
-Centroid bookkeeping (paper vs official code, see the reference README §2.6 and §5):
+Centroid bookkeeping (paper vs official code; ``docs/official_code.md``, "LCoAN / LCoA"):
 
 * *Initialisation* (official ``Kmeans.init``): on the first forward call -- in train **and** eval mode --
   while the ``initted`` buffer is False, ``K`` of the ``B*L`` raw (unnormalised) embeddings of the batch are

@@ -10,7 +10,7 @@ Pipeline (one module):
 4. ``out = res_scale * y + x``.
 
 Official behaviour (``HarukiYqM/Non-Local-Sparse-Attention`` ``src/model/attention.py``) is the default; the
-differences from the paper are listed in the reference README §5 and in notebook ``01_nlsn``.
+differences from the paper are listed in ``docs/official_code.md`` ("NLSN / NLSA") and in notebook ``01_nlsn``.
 """
 
 from __future__ import annotations

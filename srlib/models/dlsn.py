@@ -152,7 +152,7 @@ class DLSN(nn.Module):
     """DLSN network. ``x: (B, n_colors, h, w)`` LR in ``[0, rgb_range]`` -> SR ``(B, n_colors, s*h, s*w)``.
 
     State-dict keys and order equal the official ``DLSN`` (``a``, ``sub_mean.*``, ``add_mean.*``, ``head.*``,
-    ``body.*``, ``tail.*``; ``shared/reference/state_dicts/dlsn_x*.json``), so official checkpoints load with
+    ``body.*``, ``tail.*``; ``tests/reference/state_dicts/dlsn_x*.json``), so official checkpoints load with
     ``load_state_dict(strict=True)`` (with ``lss_variant="official"``).
 
     The GLA modules need ``h*w >= chunk_size`` and draw fresh super-bit projections in every call; see

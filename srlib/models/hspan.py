@@ -188,7 +188,7 @@ class HSPAN(nn.Module):
     """HSPAN network. ``x: (B, n_colors, h, w)`` LR in ``[0, rgb_range]`` -> SR ``(B, n_colors, s·h, s·w)``.
 
     State-dict keys and order equal the official ``HSPAN`` (``a``, ``sub_mean.*``, ``add_mean.*``, ``head.*``,
-    ``body.*``, ``tail.*``; ``shared/reference/state_dicts/hspan_x*.json``), so official checkpoints load with
+    ``body.*``, ``tail.*``; ``tests/reference/state_dicts/hspan_x*.json``), so official checkpoints load with
     ``load_state_dict(strict=True)`` (for ``attention_at="all"``).
 
     Raises:
