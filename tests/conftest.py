@@ -16,6 +16,13 @@ from srlib.config import data_dir
 from srlib.reference import reference_dir as _reference_dir
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that takes the ``data_root`` fixture is marked ``data``, so ``-m "not data"`` deselects it."""
+    for item in items:
+        if "data_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     """Every test starts from the same global RNG state and default dtype."""
