@@ -32,6 +32,7 @@ import torch
 from srlib.config import REPO_ROOT
 
 __all__ = [
+    "BUNDLED_REFERENCE_DIR",
     "CASE_RUNNERS",
     "EXPECTED_KEYS",
     "CaseError",
