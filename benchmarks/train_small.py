@@ -6,6 +6,7 @@ The commands that made the shipped files, on a 2-core CPU shared with other jobs
 networks")::
 
     export SRLIB_DATA=/path/to/data          # holds train/SunHays80 and benchmark/{Set5,Set14,B100,Urban100}
+                                             # (or pass --data /path/to/data to every command below)
     python benchmarks/train_small.py train --stage 1 --out runs/small_x2 --jobs 2 --threads 1
     python benchmarks/train_small.py train --stage 2 --out runs/small_x2 --jobs 2 --threads 1
     python benchmarks/train_small.py export --out runs/small_x2           # -> srlib/weights/*.safetensors
@@ -488,6 +489,8 @@ def main(argv=None) -> int:
     for name in ("train", "train-one", "eval", "export", "table", "commands", "analyse"):
         q = sub.add_parser(name)
         q.add_argument("--out", default=str(REPO / "runs" / "small_x2"), help="runs folder")
+        q.add_argument("--data", default=None,
+                       help="data root with train/SunHays80 and benchmark/ (default: $SRLIB_DATA, else data/)")
         q.add_argument("--models", nargs="*", default=None, help=f"subset of {', '.join(ORDER)}")
         q.add_argument("--threads", type=int, default=1, help="torch threads per process")
         q.add_argument("--iterations", type=int, default=None, help="override the recipe (tests only)")
@@ -510,6 +513,11 @@ def main(argv=None) -> int:
         if name == "export":
             q.add_argument("--dest", default=None, help="default: srlib/weights")
     args = p.parse_args(argv)
+    if args.data is not None:  # one data setting for this process and the train-one processes it starts
+        root = Path(args.data).expanduser().resolve()
+        if not root.is_dir():
+            p.error(f"--data {args.data}: no such folder")
+        os.environ["SRLIB_DATA"] = str(root)
     return {"train": train_all, "train-one": train_one, "eval": eval_all, "export": export, "table": table,
             "commands": commands, "analyse": analyse}[args.cmd](args)
 

@@ -8,7 +8,8 @@ import torch
 from srlib.attention.gla import GlobalLearnableAttention
 from srlib.attention.hashing import with_round_offsets
 from srlib.models import build_model, get_config
-from srlib.models.dlsn import DLSN, GLAFFM, LFFB, DLSNConfig, config_from_official, run_dlsn_case
+from srlib.models.dlsn import DLSN, GLAFFM, LFFB, DLSNConfig, config_from_official
+from srlib.reference.dlsn import run_dlsn_case
 from srlib.reference import load_case
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import re
 import tarfile
 import urllib.error
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -222,3 +225,81 @@ def test_cli_benchmark_end_to_end(tmp_path, monkeypatch):
         assert dl.main(["benchmark", "--source", "selfexsr", "--root", str(root2)]) == 0
     assert _files(root2) == ["benchmark/B100/image_SRF_2/img_001_SRF_2_LR.png",
                              "benchmark/Set5/image_SRF_2/img_001_SRF_2_HR.png"]
+
+
+# ----------------------------------------------------------------------------- offline
+def _unreachable(monkeypatch, tmp_path):
+    """Point the benchmark source at a local port nobody listens on (fails at once, no real network)."""
+    import socket
+
+    with socket.socket() as s:  # a free port, closed again: connecting to it is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/benchmark.tar"
+    monkeypatch.setattr(dl, "BENCHMARK_SOURCES", {"edsr": Archive(url, "benchmark.tar", "")})
+    return url
+
+
+def _assert_one_sentence(err: str, url: str):
+    lines = [line for line in err.splitlines() if not line.startswith("downloading ")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"error: cannot download {url} (") and lines[0].endswith(").")
+    assert "Traceback" not in err and "check the network connection" in lines[0]
+
+
+def test_cli_benchmark_without_network_says_one_sentence(tmp_path, monkeypatch, capsys):
+    url = _unreachable(monkeypatch, tmp_path)
+    root = tmp_path / "data"
+    assert dl.main(["benchmark", "--root", str(root)]) == 1
+    _assert_one_sentence(capsys.readouterr().err, url)
+    assert _files(root) == []  # no partial download left behind
+
+
+def test_cli_benchmark_dns_failure_says_one_sentence(tmp_path, monkeypatch, capsys):
+    """No network at all: name resolution fails inside urlopen (simulated)."""
+    import socket
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(dl.urllib.request, "urlopen", offline)
+    url = dl.BENCHMARK_SOURCES["edsr"].url
+    assert dl.main(["benchmark", "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    _assert_one_sentence(err, url)
+    assert "name resolution" in err
+
+
+def test_cli_other_errors_still_raise(tmp_path, monkeypatch):
+    """Only network failures become the one-line message; a bad checksum keeps its own error."""
+    src = tmp_path / "benchmark.tar"
+    src.write_bytes(b"not the archive")
+    monkeypatch.setattr(dl, "BENCHMARK_SOURCES", {"edsr": Archive(src.as_uri(), "benchmark.tar", "", sha256="0" * 64)})
+    with pytest.raises(ChecksumError):
+        dl.main(["benchmark", "--root", str(tmp_path / "data")])
+
+
+# ----------------------------------------------------------------------------- the data behind the notebooks
+DATA_MANIFEST = Path(__file__).parent / "data" / "data_sha256.json"
+
+
+def test_data_manifest_is_well_formed():
+    files = json.loads(DATA_MANIFEST.read_text())["files"]
+    assert len(files) == 404
+    assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in files.values())
+    sets = {"/".join(k.split("/")[:3]) for k in files if k.startswith("benchmark/")}
+    assert sets == {"benchmark/Set5/image_SRF_2", "benchmark/Set5/image_SRF_3", "benchmark/Set5/image_SRF_4",
+                    "benchmark/Set14/image_SRF_2", "benchmark/Set14/image_SRF_3", "benchmark/Set14/image_SRF_4",
+                    "benchmark/B100/image_SRF_2", "benchmark/Urban100/image_SRF_4"}
+    assert sum(k.startswith("train/SunHays80/") for k in files) == 30
+
+
+def test_data_root_matches_manifest(data_root):
+    """The images under SRLIB_DATA are byte for byte those the notebooks' stored outputs were made with
+    (SelfExSR paired layout + train/SunHays80); a file that is present but differs fails, naming it."""
+    files = json.loads(DATA_MANIFEST.read_text())["files"]
+    present = {k: v for k, v in files.items() if (data_root / k).is_file()}
+    if not present:
+        pytest.skip(f"no image of the manifest under {data_root} (another layout, e.g. the EDSR archive)")
+    wrong = [k for k, v in present.items() if dl.file_digest(data_root / k) != v]
+    assert wrong == []

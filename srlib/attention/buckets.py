@@ -5,7 +5,7 @@ bucket code to each position differs (spherical LSH in NLSN, super-bit LSH in DL
 centroid in LCoAN):
 
 1. **hash** each position ``p`` into a code ``h_r(p)`` for every hash round ``r``;
-2. **sort** positions by code (stable: ties keep ascending position, see the reference README §1.1);
+2. **sort** positions by code (stable: ties keep ascending position; ``docs/official_code.md``, "Sort ties");
 3. **chunk** the sorted sequence into fixed-size chunks of ``chunk_size`` positions (if ``L`` is not a
    multiple, the last sorted rows are *duplicated* to fill the last chunk, as the official code does);
 4. **attend** from each chunk to the keys of its own chunk and its two neighbours
@@ -119,7 +119,7 @@ class BucketLayout:
                 f"cannot pad {length} positions to chunks of {chunk_size}: the padding ({padding}) would "
                 f"duplicate more rows than exist"
             )
-        # Ties (equal codes) keep ascending position: the reproducible order (reference README §1.1).
+        # Ties (equal codes) keep ascending position: the reproducible order (docs/official_code.md, "Sort ties").
         sort_idx = torch.argsort(codes, dim=-1, stable=True)
         undo_idx = torch.argsort(sort_idx, dim=-1)
         return cls(sort_idx=sort_idx, undo_idx=undo_idx, chunk_size=chunk_size, length=length)

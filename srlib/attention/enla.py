@@ -39,8 +39,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srlib.reference import CaseError, load_state_dict_strict, register_case_runner
-
 __all__ = [
     "ENLA",
     "ENLCA",
@@ -510,47 +508,3 @@ def redraw_projections(module: nn.Module, generator: torch.Generator | None = No
             sub.redraw_projection(generator)
             n += 1
     return n
-
-
-# --------------------------------------------------------------------------------------------------------
-# Reference cases
-# --------------------------------------------------------------------------------------------------------
-#: Official ``ENLCA.__init__`` arguments that the official forward never reads.
-_IGNORED_OFFICIAL_ARGS = {"ksize", "scale", "stride", "softmax_scale", "average"}
-
-
-def _enlca_from_config(cfg: dict, where: str) -> ENLCA:
-    unknown = set(cfg) - {"channel", "reduction", "res_scale"} - _IGNORED_OFFICIAL_ARGS
-    if unknown:
-        raise CaseError(f"{where}: unsupported ENLCA constructor arguments {sorted(unknown)}")
-    return ENLCA(
-        channel=cfg.get("channel", 128), reduction=cfg.get("reduction", 2), res_scale=cfg.get("res_scale", 0.1)
-    )
-
-
-@register_case_runner("ENLCA")
-def run_enlca_case(case: dict) -> dict[str, torch.Tensor]:
-    """Runner for ``modules/enlca_case*.pt`` / ``enlca_train_case*.pt`` (see :func:`srlib.reference.run_case`).
-
-    Builds :class:`ENLCA` from the case ``config`` (official defaults ``channel=128, reduction=2,
-    res_scale=0.1`` for missing keys), loads the state dict, uses the stored ``projection_matrix`` and runs
-    in the case's ``mode``.
-
-    Returns:
-        ``{"output": (B, C, H, W)}`` plus ``"contrastive_loss"`` (0-dim) in training mode and
-        ``"returned_loss"`` (0-dim zero, the official eval-mode ``loss = 0``) when the case stores it.
-    """
-    where = f"ENLCA case {case.get('_path', '')}"
-    module = _enlca_from_config(dict(case.get("config", {})), where)
-    load_state_dict_strict(module, case["state_dict"], where)
-    if "projection_matrix" in case:
-        module.attn_fn.set_projection(case["projection_matrix"])
-    module.train(case.get("mode", "eval") == "train")
-    with torch.no_grad():
-        out, loss = module(case["input"], return_loss=True)
-    result = {"output": out}
-    if loss is not None:
-        result["contrastive_loss"] = loss
-    elif "returned_loss" in case:
-        result["returned_loss"] = torch.zeros((), dtype=out.dtype)
-    return result

@@ -25,7 +25,7 @@ Pipeline of :class:`GlobalLearnableAttention` (``x: (B, C, H, W)``, ``L = H*W``,
     out = res_scale * y + x
 
 Official behaviour (laoyangui/DLSN ``src/model/attention.py``, class ``GLA``) is the default; it departs from
-the paper in two places, both selectable here (see the reference README §5 "DLSN / GLA"):
+the paper in two places, both selectable here (``docs/official_code.md``, "DLSN / GLA"):
 
 * ``lss_variant="official"``: the MLP ``Linear(C -> c) - ReLU - Linear(c -> c)`` is applied to each **key's**
   ``f_j``, and its ``i``-th output is added to the score of the query in **slot** ``i`` of the chunk:
@@ -56,7 +56,6 @@ import torch.nn.functional as F
 
 from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds, look_around, n_hash_buckets
 from srlib.attention.hashing import argmax_hash
-from srlib.reference import load_state_dict_strict, register_case_runner
 
 __all__ = [
     "GLA",
@@ -372,13 +371,3 @@ class GlobalLearnableAttention(nn.Module):
 
 #: Official class name.
 GLA = GlobalLearnableAttention
-
-
-@register_case_runner("GLA")
-def run_gla_case(case: dict) -> dict:
-    """Runner for ``modules/gla_case*.pt``: rebuild from ``config``, load strictly, replay ``rotations``."""
-    m = GlobalLearnableAttention(**case["config"])
-    load_state_dict_strict(m, case["state_dict"], "GLA")
-    m.eval()
-    with torch.no_grad():
-        return {"output": m(case["input"], projections=case["rotations"])}

@@ -24,8 +24,7 @@ from typing import Callable
 import torch
 
 from srlib.attention.nla import NonLocalAttention
-from srlib.attention.softthreshold import SoftThreshold, _check_mode, _check_topk, make_normalizer, soft_threshold
-from srlib.reference import load_state_dict_strict, register_case_runner
+from srlib.attention.softthreshold import SoftThreshold, _check_mode, _check_topk, make_normalizer
 
 __all__ = ["HSPA"]
 
@@ -92,43 +91,3 @@ class HSPA(NonLocalAttention):
         """Raw scores ``s_ij = φ_q(x_i)ᵀ φ_k(x_j)`` (Eq. 7), ``x: (B, C, H, W) -> (B, L, L)``."""
         q, k, _ = self.embed(x)
         return torch.bmm(q, k.transpose(1, 2))
-
-
-@register_case_runner("HSPA")
-def run_hspa_case(case: dict) -> dict:
-    """Runner for ``modules/hspa_case*.pt`` (see :func:`srlib.reference.run_case`).
-
-    Rebuilds :class:`HSPA` from ``case["config"]`` (``channel``, ``reduction``, ``res_scale``, ``topk``), loads
-    ``state_dict`` strictly and returns ``output``; with ``grad_output`` also ``grad_input`` and ``grad_params``
-    (a dict keyed like ``state_dict``); with ``st_scores`` also ``st_output`` and, with ``st_grad_output``,
-    ``st_grad_scores`` (official ``softThresholdingOperation(st_scores, dim, topk)``).
-    """
-    cfg = case["config"]
-    m = HSPA(
-        channel=cfg.get("channel", 256),
-        reduction=cfg.get("reduction", 2),
-        res_scale=cfg.get("res_scale", 1.0),
-        topk=cfg.get("topk", 128),
-    )
-    load_state_dict_strict(m, case["state_dict"], "HSPA")
-    m.eval()
-    result: dict = {}
-    x = case["input"].clone().requires_grad_("grad_output" in case)
-    with torch.set_grad_enabled("grad_output" in case):
-        y = m(x)
-    result["output"] = y.detach()
-    if "grad_output" in case:
-        names = [n for n, p in m.named_parameters()]
-        grads = torch.autograd.grad(y, [x, *m.parameters()], case["grad_output"])
-        result["grad_input"] = grads[0]
-        result["grad_params"] = dict(zip(names, grads[1:]))
-    if "st_scores" in case:
-        st_cfg = case.get("st_config", {})
-        dim, topk = st_cfg.get("dim", 2), st_cfg.get("topk", 128)
-        s = case["st_scores"].clone().requires_grad_("st_grad_output" in case)
-        with torch.set_grad_enabled("st_grad_output" in case):
-            p = soft_threshold(s, dim=dim, topk=topk)
-        result["st_output"] = p.detach()
-        if "st_grad_output" in case:
-            (result["st_grad_scores"],) = torch.autograd.grad(p, s, case["st_grad_output"])
-    return result

@@ -14,7 +14,7 @@ LCoAN paper (Zhao et al., "Learnable Collaborative Attention for Single Image Su
   pattern and weights ``A_s = LSP(X_1)``; every later module only transforms its own values and reuses them:
   ``O_m = X_m + beta * A_s W_m(X_m)``.
 
-Centroid bookkeeping (paper vs official code, see the reference README §2.6 and §5):
+Centroid bookkeeping (paper vs official code; ``docs/official_code.md``, "LCoAN / LCoA"):
 
 * *Initialisation* (official ``Kmeans.init``): on the first forward call -- in train **and** eval mode --
   while the ``initted`` buffer is False, ``K`` of the ``B*L`` raw (unnormalised) embeddings of the batch are
@@ -44,7 +44,6 @@ import torch.nn.functional as F
 
 from srlib.attention.buckets import BucketLayout, apply_shared_attention, bucketed_attention, combine_rounds
 from srlib.attention.hashing import argmax_hash, with_round_offsets
-from srlib.reference import CaseError, load_state_dict_strict, register_case_runner
 
 __all__ = [
     "EMA_TARGETS",
@@ -557,35 +556,3 @@ class LearnableCollaborativeAttention(nn.Module):
 #: Short name and the official class name.
 LCoA = LearnableCollaborativeAttention
 RecurrentNonLocalKmeansAttention = LearnableCollaborativeAttention
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Reference cases
-# ----------------------------------------------------------------------------------------------------------
-def _module_from_case(cfg: dict, state_dict: dict) -> LearnableCollaborativeAttention:
-    m = LearnableCollaborativeAttention(**cfg)
-    load_state_dict_strict(m, state_dict, "RecurrentNonLocalKmeansAttention")
-    return m
-
-
-@register_case_runner("RecurrentNonLocalKmeansAttention")
-def _run_lcoa_case(case: dict) -> dict:
-    """Run an ``lcoa_case`` (LSP then CoA: ``output``, ``coa_output``) or an ``lcoa_init_case`` (k-means
-    initialisation with the stored ``randperm``: ``output``, ``means_after_init``); any case of that format."""
-    cfg = dict(case["config"])
-    cfg.pop("conv", None)
-    m = _module_from_case(cfg, case["state_dict"])
-    m.train(case.get("mode", "eval") == "train")
-    init_indices = case.get("randperm", case.get("init_indices"))
-    if not bool(m.kmeans.initted) and init_indices is None:
-        raise CaseError(f"{case.get('_path', 'case')}: k-means not initialised and no 'randperm' stored")
-    out: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        out["output"], shared = m(case["input"], init_indices=init_indices)
-        if "means_after_init" in case:
-            out["means_after_init"] = m.kmeans.means.clone()
-        if "coa_input" in case:
-            coa = _module_from_case(cfg, case["coa_state_dict"])
-            coa.train(m.training)
-            out["coa_output"], _ = coa(case["coa_input"], shared)
-    return out

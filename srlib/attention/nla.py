@@ -22,8 +22,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srlib.reference import load_state_dict_strict, register_case_runner
-
 __all__ = ["NonLocalAttention", "fused_softmax_attention", "non_local_attention", "softmax_last"]
 
 
@@ -144,13 +142,3 @@ class NonLocalAttention(nn.Module):
             y = non_local_attention(q, k, v, self.normalizer)
         y = y.transpose(1, 2).reshape(B, C, H, W)
         return self.res_scale * y + x
-
-
-@register_case_runner("NonLocalAttention")
-def _run_nla_case(case: dict) -> dict:
-    cfg = case["config"]
-    m = NonLocalAttention(channel=cfg["channel"], reduction=cfg["reduction"], res_scale=cfg["res_scale"])
-    load_state_dict_strict(m, case["state_dict"], "NonLocalAttention")
-    m.eval()
-    with torch.no_grad():
-        return {"output": m(case["input"])}

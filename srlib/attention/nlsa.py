@@ -10,7 +10,7 @@ Pipeline (one module):
 4. ``out = res_scale * y + x``.
 
 Official behaviour (``HarukiYqM/Non-Local-Sparse-Attention`` ``src/model/attention.py``) is the default; the
-differences from the paper are listed in the reference README §5 and in notebook ``01_nlsn``.
+differences from the paper are listed in ``docs/official_code.md`` ("NLSN / NLSA") and in notebook ``01_nlsn``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import torch.nn as nn
 
 from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds, n_hash_buckets
 from srlib.attention.hashing import spherical_lsh
-from srlib.reference import load_state_dict_strict, register_case_runner
 
 __all__ = ["NonLocalSparseAttention"]
 
@@ -107,13 +106,3 @@ class NonLocalSparseAttention(nn.Module):
             }
         y = y.transpose(1, 2).reshape(B, C, H, W)
         return self.res_scale * y + x
-
-
-@register_case_runner("NonLocalSparseAttention")
-def _run_nlsa_case(case: dict) -> dict:
-    cfg = case["config"]
-    m = NonLocalSparseAttention(**cfg)
-    load_state_dict_strict(m, case["state_dict"], "NonLocalSparseAttention")
-    m.eval()
-    with torch.no_grad():
-        return {"output": m(case["input"], rotations=case["rotations"])}

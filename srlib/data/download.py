@@ -42,6 +42,7 @@ import stat
 import sys
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 import warnings
 import zipfile
@@ -419,7 +420,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{a.url} -> {target}  (sha256={a.sha256}, md5={a.md5})")
         return 0
     for a in archives:
-        fetch(a, root, keep_archive=args.keep_archives, force=args.force)
+        try:
+            fetch(a, root, keep_archive=args.keep_archives, force=args.force)
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:  # offline, DNS, refused, HTTP error
+            reason = getattr(err, "reason", None) or err
+            print(f"error: cannot download {a.url} ({reason}); check the network connection and try again "
+                  "(nothing was kept, and without the data the notebooks use bundled sample photographs).",
+                  file=sys.stderr)
+            return 1
     if args.dataset == "benchmark" and args.source == "selfexsr":
         _move_selfexsr(root)
     print(f"done: {root}", file=sys.stderr)

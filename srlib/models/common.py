@@ -4,7 +4,7 @@ All five official repositories (NLSN, ENLCN, DLSN, HSPAN, LCoAN) are forks of ED
 ``src/model/common.py``: a padded convolution, a frozen mean-shift layer, a residual block and a sub-pixel
 upsampler. The classes here are written from that behaviour, keeping the official ``state_dict`` key layout
 so that official checkpoints load unchanged (``tail.0.0.weight``, ``body.3.body.2.bias``, ...; see
-``shared/reference/state_dicts/*.json``).
+the listings ``tests/reference/state_dicts/*.json``).
 
 Images are ``(B, 3, H, W)`` RGB in ``[0, rgb_range]``; feature maps are ``(B, F, H, W)``.
 """

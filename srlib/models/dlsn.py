@@ -35,7 +35,6 @@ import torch.nn as nn
 from srlib.attention.gla import LSS_VARIANTS, ROUND_WEIGHTS, GlobalLearnableAttention
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from srlib.models.registry import register_model
-from srlib.reference import load_state_dict_strict, register_case_runner
 
 __all__ = ["DLSN", "DLSNConfig", "GLAFFM", "LFFB", "config_from_official"]
 
@@ -153,7 +152,7 @@ class DLSN(nn.Module):
     """DLSN network. ``x: (B, n_colors, h, w)`` LR in ``[0, rgb_range]`` -> SR ``(B, n_colors, s*h, s*w)``.
 
     State-dict keys and order equal the official ``DLSN`` (``a``, ``sub_mean.*``, ``add_mean.*``, ``head.*``,
-    ``body.*``, ``tail.*``; ``shared/reference/state_dicts/dlsn_x*.json``), so official checkpoints load with
+    ``body.*``, ``tail.*``; ``tests/reference/state_dicts/dlsn_x*.json``), so official checkpoints load with
     ``load_state_dict(strict=True)`` (with ``lss_variant="official"``).
 
     The GLA modules need ``h*w >= chunk_size`` and draw fresh super-bit projections in every call; see
@@ -217,17 +216,3 @@ def config_from_official(cfg: dict) -> DLSNConfig:
         reduction=cfg["reduction"], chunk_size=cfg["chunk_size"], n_hashes=cfg["n_hashes"],
         res_scale=cfg["res_scale"], rgb_range=cfg["rgb_range"], n_colors=cfg["n_colors"],
     )
-
-
-@register_case_runner("dlsn")
-def run_dlsn_case(case: dict) -> dict:
-    """Runner for ``networks/dlsn_case*.pt``: rebuild, load strictly, replay each GLA's stored projections
-    (``rotations[i]`` for module ``hash_modules[i]``), return ``{"output"}``."""
-    net = DLSN(config_from_official(case["config"]))
-    load_state_dict_strict(net, case["state_dict"], "DLSN")
-    modules = dict(net.named_modules())
-    for name, rot in zip(case["hash_modules"], case["rotations"], strict=True):
-        modules[name].projections = rot
-    net.eval()
-    with torch.no_grad():
-        return {"output": net(case["input"])}

@@ -28,7 +28,6 @@ import torch.nn as nn
 from srlib.attention.enla import ENLCA, redraw_projections
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from srlib.models.registry import register_model
-from srlib.reference import CaseError, load_state_dict_strict, register_case_runner
 
 __all__ = ["ENLCN", "ENLCNConfig", "ContrastiveTerm", "build_enlcn"]
 
@@ -234,32 +233,3 @@ class ContrastiveTerm:
 @register_model("enlcn", ENLCNConfig)
 def build_enlcn(cfg: ENLCNConfig) -> ENLCN:
     return ENLCN(cfg)
-
-
-def _config_from_case(cfg: dict, where: str) -> ENLCNConfig:
-    if cfg.get("dilation", False):
-        raise CaseError(f"{where}: dilated convolutions (--dilation) are not supported")
-    scale = cfg["scale"][0] if isinstance(cfg["scale"], (list, tuple)) else cfg["scale"]
-    return ENLCNConfig(
-        scale=int(scale), n_resblocks=cfg["n_resblocks"], n_feats=cfg["n_feats"], res_scale=cfg["res_scale"],
-        rgb_range=cfg["rgb_range"], n_colors=cfg["n_colors"],
-    )
-
-
-@register_case_runner("enlcn")
-def run_enlcn_case(case: dict) -> dict[str, torch.Tensor]:
-    """Runner for ``networks/enlcn_case*.pt`` (see :func:`srlib.reference.run_case`).
-
-    Returns:
-        ``{"output": (B, 3, s*h, s*w)}``; for a training-mode case also ``"contrastive_loss"``, the mean
-        of the modules' losses (what the official trainer weights by 1e-3).
-    """
-    where = f"ENLCN case {case.get('_path', '')}"
-    net = ENLCN(_config_from_case(case["config"], where))
-    load_state_dict_strict(net, case["state_dict"], where)
-    net.train(case.get("mode", "eval") == "train")
-    with torch.no_grad():
-        out = {"output": net(case["input"])}
-    if net.training:
-        out["contrastive_loss"] = net.contrastive_loss()
-    return out

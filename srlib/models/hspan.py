@@ -37,7 +37,6 @@ from srlib.attention.hspa import HSPA
 from srlib.attention.softthreshold import MODES, _check_topk
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from srlib.models.registry import register_model
-from srlib.reference import load_state_dict_strict, register_case_runner
 
 __all__ = ["HSPAM", "HSPAN", "HSPANConfig", "HSPANSConfig", "LEB", "attention_indices"]
 
@@ -189,7 +188,7 @@ class HSPAN(nn.Module):
     """HSPAN network. ``x: (B, n_colors, h, w)`` LR in ``[0, rgb_range]`` -> SR ``(B, n_colors, s·h, s·w)``.
 
     State-dict keys and order equal the official ``HSPAN`` (``a``, ``sub_mean.*``, ``add_mean.*``, ``head.*``,
-    ``body.*``, ``tail.*``; ``shared/reference/state_dicts/hspan_x*.json``), so official checkpoints load with
+    ``body.*``, ``tail.*``; ``tests/reference/state_dicts/hspan_x*.json``), so official checkpoints load with
     ``load_state_dict(strict=True)`` (for ``attention_at="all"``).
 
     Raises:
@@ -260,13 +259,3 @@ def config_from_official(cfg: dict) -> HSPANConfig:
         reduction=cfg["reduction"], topk=cfg["topk"], res_scale=cfg["res_scale"], rgb_range=cfg["rgb_range"],
         n_colors=cfg["n_colors"],
     )
-
-
-@register_case_runner("hspan")
-def run_hspan_case(case: dict) -> dict:
-    """Runner for ``networks/hspan_case*.pt``: rebuild, load ``state_dict`` strictly, return ``{"output"}``."""
-    net = HSPAN(config_from_official(case["config"]))
-    load_state_dict_strict(net, case["state_dict"], "HSPAN")
-    net.eval()
-    with torch.no_grad():
-        return {"output": net(case["input"])}

@@ -35,7 +35,6 @@ import torch.nn as nn
 from srlib.attention.lcoa import LearnableCollaborativeAttention, SharedAttention
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from srlib.models.registry import register_model
-from srlib.reference import load_state_dict_strict, register_case_runner
 
 __all__ = ["FAU", "LCoAN", "LCoANConfig", "RCABNoCA", "config_from_official"]
 
@@ -190,12 +189,3 @@ def config_from_official(cfg: dict) -> LCoANConfig:
         n_rounds=cfg.get("n_hashes", 1), ema_decay=cfg["ema_decay"], res_scale=cfg["res_scale"],
         rgb_range=cfg["rgb_range"], n_colors=cfg["n_colors"],
     )
-
-
-@register_case_runner("lcoan")
-def _run_lcoan_case(case: dict) -> dict:
-    net = LCoAN(config_from_official(case["config"]))
-    load_state_dict_strict(net, case["state_dict"], "LCoAN")
-    net.train(case.get("mode", "eval") == "train")
-    with torch.no_grad():
-        return {"output": net(case["input"])}

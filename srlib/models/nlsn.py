@@ -20,7 +20,6 @@ import torch.nn as nn
 from srlib.attention.nlsa import NonLocalSparseAttention
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from srlib.models.registry import register_model
-from srlib.reference import load_state_dict_strict, register_case_runner
 
 __all__ = ["NLSN", "NLSNConfig"]
 
@@ -102,24 +101,3 @@ class NLSN(nn.Module):
 @register_model("nlsn", NLSNConfig)
 def build_nlsn(cfg: NLSNConfig) -> NLSN:
     return NLSN(cfg)
-
-
-def _config_from_case(cfg: dict) -> NLSNConfig:
-    scale = cfg["scale"][0] if isinstance(cfg["scale"], (list, tuple)) else cfg["scale"]
-    return NLSNConfig(
-        scale=scale, n_resblocks=cfg["n_resblocks"], n_feats=cfg["n_feats"], res_scale=cfg["res_scale"],
-        chunk_size=cfg["chunk_size"], n_hashes=cfg["n_hashes"], rgb_range=cfg["rgb_range"],
-        n_colors=cfg["n_colors"],
-    )
-
-
-@register_case_runner("nlsn")
-def _run_nlsn_case(case: dict) -> dict:
-    net = NLSN(_config_from_case(case["config"]))
-    load_state_dict_strict(net, case["state_dict"], "NLSN")
-    modules = dict(net.named_modules())
-    for name, rot in zip(case["hash_modules"], case["rotations"]):
-        modules[name].projections = rot
-    net.eval()
-    with torch.no_grad():
-        return {"output": net(case["input"])}

@@ -196,7 +196,7 @@ def dense_attention_map(emb: Tensor, *, key_eps: float = 5e-5) -> Tensor:
     """The dense attention map the LCoA/NLSA similarity would give over *all* positions.
 
     ``A_ij = softmax_j(x_i . x_j / max(|x_j|, key_eps))`` with one shared embedding for queries and keys
-    (keys normalised, queries not), the score of the official NLSA and LCoA (reference README §1.3). The
+    (keys normalised, queries not), the score of the official NLSA and LCoA (``docs/official_code.md``). The
     LSP of LCoAN (Eq. 7) keeps only part of each row; this is the full row it approximates (Eq. 2-3).
 
     Args:

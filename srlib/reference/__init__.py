@@ -1,9 +1,10 @@
 """Run the official-implementation reference cases.
 
-A *case file* (``../shared/reference/modules/*.pt`` or ``networks/*.pt`` in the project's reference data)
-records one run of the authors' code: constructor ``config``, ``state_dict``, ``input``, the random tensors the
-forward pass drew (hash ``rotations``, ENLA ``projection_matrix``, LCoA ``randperm``, ...) and the expected
-values (``output`` and, where present, ``contrastive_loss``, ``grad_input``, ``st_output``, ``st_grad_scores``,
+A *case file* (``modules/*.pt`` or ``networks/*.pt`` under :func:`reference_dir`, by default the
+``tests/reference`` folder of this repository; ``tests/reference/README.md`` describes every case) records one
+run of the authors' code: constructor ``config``, ``state_dict``, ``input``, the random tensors the forward pass
+drew (hash ``rotations``, ENLA ``projection_matrix``, LCoA ``randperm``, ...) and the expected values
+(``output`` and, where present, ``contrastive_loss``, ``grad_input``, ``st_output``, ``st_grad_scores``,
 ``coa_output``, ``means_after_init``).
 
 :func:`run_case` rebuilds the described srlib module or network for *any* case in that format (any size,
@@ -11,23 +12,34 @@ seed, batch or configuration), loads the stored weights, replays the stored rand
 tensors keyed like the file's expected values, so that tests can compare them with
 ``torch.testing.assert_close``.
 
-Each mechanism registers its own runner with :func:`register_case_runner`, next to its implementation.
+The runners live in this package, one file per paper (each registers itself with
+:func:`register_case_runner`): :mod:`srlib.reference.nlsn` (NLSA, NLSN), :mod:`srlib.reference.enlcn`
+(ENLCA, ENLCN), :mod:`srlib.reference.dlsn` (GLA, DLSN), :mod:`srlib.reference.hspan` (the dense
+``NonLocalAttention`` of the HSPAN repository, HSPA, HSPAN) and :mod:`srlib.reference.lcoan` (LCoA, LCoAN).
+The attention and model modules themselves do not depend on this package. How the official code departs
+from the papers is summarised in ``docs/official_code.md``.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from srlib.config import REPO_ROOT
+
 __all__ = [
+    "BUNDLED_REFERENCE_DIR",
     "CASE_RUNNERS",
     "EXPECTED_KEYS",
     "CaseError",
     "expected_outputs",
     "load_case",
+    "load_state_dict_strict",
+    "reference_dir",
     "register_case_runner",
     "run_case",
 ]
@@ -46,21 +58,28 @@ EXPECTED_KEYS = (
 #: ``module`` class name or ``model`` name of a case -> runner ``fn(case) -> dict[str, Tensor]``.
 CASE_RUNNERS: dict[str, Callable[[dict[str, Any]], dict[str, torch.Tensor]]] = {}
 
-# Modules that define runners; imported on first use so that ``import srlib.reference`` stays cheap and
-# so that a paper whose implementation is not written yet does not break the others.
+# Modules that define runners, one per paper; imported on first use so that ``import srlib.reference`` stays
+# cheap (it does not build any network).
 _RUNNER_MODULES = (
-    "srlib.attention.nla",
-    "srlib.attention.nlsa",
-    "srlib.models.nlsn",
-    "srlib.attention.enla",
-    "srlib.models.enlcn",
-    "srlib.attention.gla",
-    "srlib.models.dlsn",
-    "srlib.attention.hspa",
-    "srlib.models.hspan",
-    "srlib.attention.lcoa",
-    "srlib.models.lcoan",
+    "srlib.reference.nlsn",
+    "srlib.reference.enlcn",
+    "srlib.reference.dlsn",
+    "srlib.reference.hspan",
+    "srlib.reference.lcoan",
 )
+
+#: The reference cases shipped with the repository (``modules/``, ``networks/``, ``state_dicts/``).
+BUNDLED_REFERENCE_DIR = REPO_ROOT / "tests" / "reference"
+
+
+def reference_dir() -> Path:
+    """Folder holding the reference cases: ``$SRLIB_REFERENCE`` if set, else the bundled ``tests/reference``.
+
+    ``SRLIB_REFERENCE`` is an override for cases made elsewhere (e.g. a new configuration or seed of the
+    same generator); the folder need not exist, callers that read it raise ``FileNotFoundError`` naming it.
+    """
+    env = os.environ.get("SRLIB_REFERENCE")
+    return Path(env).expanduser().resolve() if env else BUNDLED_REFERENCE_DIR
 
 
 class CaseError(ValueError):
@@ -80,11 +99,7 @@ def register_case_runner(*names: str) -> Callable:
 
 def _load_runners() -> None:
     for mod in _RUNNER_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as err:  # that paper's implementation is not in this checkout
-            if err.name != mod:
-                raise
+        importlib.import_module(mod)
 
 
 def load_case(path: str | Path) -> dict[str, Any]:
@@ -154,7 +169,12 @@ def run_case(case: str | Path | dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def load_state_dict_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], where: str = "") -> None:
-    """``load_state_dict(strict=True)`` with an error that names the case and the offending keys."""
+    """``load_state_dict(strict=True)`` with an error that names the case and the offending keys.
+
+    Raises:
+        CaseError: keys missing from or unexpected in ``state_dict``, or tensors of another shape (the first
+            five of each are listed, with ``where`` naming the case).
+    """
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
