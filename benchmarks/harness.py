@@ -7,7 +7,7 @@ Usage::
     python benchmarks/harness.py --sizes 50 100 --cases NLA-map NLA-sdpa NLSA-r4 --modes forward
     python benchmarks/harness.py --list                        # the cases and their settings
 
-Each (case, mode) runs in its own child process (``srlib.bench.run_isolated``) over increasing sizes; peak
+Each (case, mode) runs in its own child process (``srlib.analysis.bench.run_isolated``) over increasing sizes; peak
 memory is the resident-set peak of that process above its level before the timed calls (CPU) or
 ``torch.cuda.max_memory_allocated`` above the allocated level (CUDA). Times are the median of ``--repeats``
 calls after ``--warmup`` calls. A size whose time or memory, extrapolated from the previous size, would exceed
@@ -15,7 +15,7 @@ calls after ``--warmup`` calls. A size whose time or memory, extrapolated from t
 
 Output (``--out``, default ``benchmarks/results``): ``<machine>.csv`` (one row per case, mode and size),
 ``<machine>.md`` (machine header, the tables with fitted log-log slopes, the papers' FLOP tables next to ours)
-and ``<machine>.png`` (log-log time and memory against ``L``). ``<machine>`` is ``srlib.bench.machine_label``
+and ``<machine>.png`` (log-log time and memory against ``L``). ``<machine>`` is ``srlib.analysis.bench.machine_label``
 (e.g. ``cpu-amd-epyc-2t``) unless ``--label`` is given. Numbers depend on the machine and its load: compare
 ratios and slopes within one file.
 """
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 
-from srlib.attention.cost import paper_flops_comparison
-from srlib.bench import MODES, bench_cases, machine_info, machine_label, run_isolated, write_results
+from srlib.analysis.flops import paper_flops_comparison
+from srlib.analysis.bench import MODES, bench_cases, machine_info, machine_label, run_isolated, write_results
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,7 +44,7 @@ def _paper_section() -> str:
                      f"{r['setting']} |")
     lines += ["", "NLSN counts queries/keys with C/4 = 16 channels, ENLCN with 64: hence NLA 16.0 vs 25.6 GFLOPs "
               "(2 L² (16 + 64) vs 2 L² (64 + 64)). NLSN's NLSA rows are not reproduced by any accounting of what "
-              "the official code computes (see srlib/attention/cost.py).", ""]
+              "the official code computes (see srlib/analysis/flops.py).", ""]
     return "\n".join(lines)
 
 

@@ -11,9 +11,9 @@ What is measured, for each *case* (a mechanism with its settings, :func:`bench_c
   measure several sizes; it sees everything, including the buffers that fused kernels allocate internally;
   meaningful only in a process that runs nothing else, hence :func:`run_isolated`),
   ``"cuda"`` (``torch.cuda.max_memory_allocated`` above the allocated level before the calls) or
-  ``"tensor"`` (:func:`srlib.viz.cost.peak_tensor_bytes`: exact and deterministic, but only the tensors that
+  ``"tensor"`` (:func:`srlib.analysis.measure.peak_tensor_bytes`: exact and deterministic, but only the tensors that
   Python code holds during a forward pass; used by notebook 06).
-* **FLOPs**: analytic, from :mod:`srlib.attention.cost` with the module's own settings; ``gflops`` in the
+* **FLOPs**: analytic, from :mod:`srlib.analysis.flops` with the module's own settings; ``gflops`` in the
   papers' convention (attention only, embeddings excluded), ``gflops_module`` with the embedding
   convolutions (what :class:`torch.utils.flop_counter.FlopCounterMode` counts on the module).
 * **modes**: ``"forward"`` (``torch.no_grad``) and ``"forward+backward"`` (gradient of ``<y, g>`` for a fixed
@@ -23,11 +23,12 @@ Every case uses the same embedding width ``d = C // 4`` for queries/keys (NLSN T
 official reduction of NLSA, GLA, LCoA and ENLCA; official HSPA uses ``C // 2``) and ``C`` value channels,
 so the cases differ in which pairs they score and how, not in widths.
 
-:func:`run_isolated` runs one case over increasing sizes in a child process (``python -m srlib.bench``), skips
-a size whose time or memory, extrapolated from the previous size, would exceed the budget (and every larger
-one), and survives a child that dies (out of memory) or hangs (timeout). :func:`write_results` writes the CSV,
-the markdown table and log-log plots with fitted slopes. The command-line front end is
-``benchmarks/harness.py``.
+:func:`run_isolated` runs one case over increasing sizes in a child process
+(``python -m srlib.analysis.bench``), skips a size whose time or memory, extrapolated from the previous size,
+would exceed the budget (and every larger one), and survives a child that dies (out of memory) or hangs
+(timeout). :func:`write_results` writes the CSV and the markdown table with fitted slopes (and saves a figure
+it is given: the log-log plots are drawn by :func:`srlib.viz.plots.plot_benchmark`). The command-line front
+end is ``benchmarks/harness.py``.
 
 Timings depend on the machine and its load: never assert on them in tests.
 """
@@ -38,7 +39,6 @@ import argparse
 import csv
 import gc
 import json
-import math
 import os
 import platform
 import resource
@@ -53,7 +53,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 
-from srlib.attention.cost import FlopCount, enla_flops, gla_flops, hspa_flops, lcoa_flops, nla_flops, nlsa_flops
+from srlib.analysis.flops import FlopCount, enla_flops, gla_flops, hspa_flops, lcoa_flops, nla_flops, nlsa_flops
 
 __all__ = [
     "MODES",
@@ -72,7 +72,6 @@ __all__ = [
     "markdown_table",
     "read_csv",
     "write_csv",
-    "plot_scaling",
     "write_results",
 ]
 
@@ -448,7 +447,7 @@ def measure(
     times = time_calls(step, repeats=repeats, warmup=warmup, device=device)
     peak = None  # memory: one more call, on its own
     if memory == "tensor":
-        from srlib.viz.cost import peak_tensor_bytes
+        from srlib.analysis.measure import peak_tensor_bytes
 
         peak = peak_tensor_bytes(step)
     elif memory == "cuda":
@@ -545,7 +544,7 @@ def run_isolated(
     """Run one case over ``sizes`` (ascending), for each of ``modes``, in a fresh child process; one row per
     mode and size.
 
-    The child (``python -m srlib.bench --child ...``) measures with :func:`measure` (peak memory: ``"rss"`` on
+    The child (``python -m srlib.analysis.bench --child ...``) measures with :func:`measure` (peak memory: ``"rss"`` on
     CPU, reset before each size; ``"cuda"`` on CUDA) and prints one JSON row per size as soon as it has it. A
     size is skipped, with the reason in ``note``, when the time of ``warmup + repeats + 1`` calls or the peak
     memory extrapolated from the previous size (:func:`predict_next`) exceeds ``max_seconds`` /
@@ -568,7 +567,7 @@ def run_isolated(
     sizes = sorted(int(s) for s in sizes)
     if not sizes:
         raise ValueError("sizes must not be empty")
-    cmd = [sys.executable, "-m", "srlib.bench", "--child", case, ",".join(modes), ",".join(map(str, sizes)),
+    cmd = [sys.executable, "-m", "srlib.analysis.bench", "--child", case, ",".join(modes), ",".join(map(str, sizes)),
            "--channels", str(channels), "--repeats", str(repeats), "--warmup", str(warmup), "--device", device,
            "--max-mem-gib", str(max_mem_gib), "--max-seconds", str(max_seconds)]
     if threads is not None:
@@ -601,7 +600,7 @@ def run_isolated(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Results: slopes, tables, files, plots
+# Results: slopes, tables, files
 # ----------------------------------------------------------------------------------------------------------
 def fit_slopes(rows: Iterable[dict[str, Any]], metric: str = "time_median_s") -> dict[tuple[str, str], float]:
     """Log-log slope of ``metric`` against ``L`` per ``(case, mode)``, over its ``"ok"`` rows with a positive
@@ -609,7 +608,7 @@ def fit_slopes(rows: Iterable[dict[str, Any]], metric: str = "time_median_s") ->
 
     ``metric`` is a numeric column, e.g. ``"time_median_s"``, ``"peak_mib"`` or ``"gflops"``.
     """
-    from srlib.viz.cost import loglog_slope
+    from srlib.analysis.measure import loglog_slope
 
     groups: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for r in rows:
@@ -716,57 +715,21 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def plot_scaling(rows: Sequence[dict[str, Any]], metric: str = "time_median_s", mode: str = "forward", *,
-                 cases: Sequence[str] | None = None, ax=None, title: str | None = None):
-    """Log-log plot of ``metric`` against ``L`` for each case (``"ok"`` rows of ``mode``), the fitted slope in
-    the legend, with dashed reference lines of slope 1 and 2.
-
-    Returns:
-        the matplotlib ``Axes``.
-    """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4.5))
-    slopes = fit_slopes(rows, metric)
-    names = list(dict.fromkeys(r["case"] for r in rows)) if cases is None else list(cases)
-    styles = ["o-", "s-", "^-", "D-", "v-", "P-", "X-", "*-"]
-    lo = hi = None
-    for i, name in enumerate(names):
-        pts = sorted((r["L"], r[metric]) for r in rows if r["case"] == name and r["mode"] == mode
-                     and r["status"] == "ok" and r.get(metric) not in (None, "") and float(r[metric]) > 0)
-        if not pts:
-            continue
-        xs, ys = zip(*pts)
-        s = slopes.get((name, mode))
-        label = f"{name} ({s:.2f})" if s is not None else name
-        ax.loglog(xs, ys, styles[i % len(styles)], label=label, ms=4, color=plt.cm.tab20(i % 20))
-        lo = min(xs[0], lo or xs[0])
-        hi = max(xs[-1], hi or xs[-1])
-        if i == 0:
-            y_ref = ys[0]
-    if lo is not None and hi > lo:
-        for p, st in ((1, "--"), (2, ":")):
-            ax.loglog([lo, hi], [y_ref, y_ref * (hi / lo) ** p], "k" + st, lw=0.8, label=f"slope {p}")
-    ax.set_xlabel("L = H·W")
-    ax.set_ylabel({"time_median_s": "median time (s)", "time_min_s": "fastest call (s)",
-                   "peak_mib": "peak memory (MiB)", "gflops": "GFLOPs"}.get(metric, metric))
-    ax.set_title(title or f"{mode}")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2, title="case (fitted slope)", title_fontsize=7)
-    return ax
-
-
 def write_results(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, info: dict[str, str],
-                  label: str | None = None) -> dict[str, Path]:
-    """Write ``<label>.csv``, ``<label>.md`` (machine header + :func:`markdown_table`) and ``<label>.png``
-    (fastest-call time and peak memory vs ``L``, one row of panels per mode) into ``out_dir``; ``label`` defaults to
-    :func:`machine_label`. Returns the paths by kind."""
-    import matplotlib
+                  label: str | None = None, figure: Any = None) -> dict[str, Path]:
+    """Write ``<label>.csv`` and ``<label>.md`` (machine header + :func:`markdown_table`) into ``out_dir``, and
+    ``<label>.png`` when a ``figure`` is given; ``label`` defaults to :func:`machine_label`.
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Every file is written to a temporary name in ``out_dir`` first and then renamed, so a crash never leaves a
+    half-written result.
 
+    Args:
+        rows: result rows (columns :data:`CSV_FIELDS`); out_dir: created if missing; info: :func:`machine_info`.
+        label: file stem; figure: anything with a matplotlib-style ``savefig(path, dpi=...)``, e.g.
+            :func:`srlib.viz.plots.plot_benchmark` (this module draws nothing itself).
+    Returns:
+        the paths by kind (``"csv"``, ``"md"`` and, with a figure, ``"png"``).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     label = label or machine_label(info)
@@ -776,20 +739,12 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, in
     tmp.write_text(f"# Attention benchmark: {label}\n\n" + markdown_table(rows, info))
     os.replace(tmp, md)
     paths["md"] = md
-    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
-    fig, axes = plt.subplots(len(modes), 2, figsize=(13, 5 * len(modes)), squeeze=False)
-    for i, m in enumerate(modes):
-        plot_scaling(rows, "time_min_s", m, ax=axes[i][0], title=f"{m}: time (fastest timed call)")
-        plot_scaling(rows, "peak_mib", m, ax=axes[i][1], title=f"{m}: peak memory")
-    fig.suptitle(f"{label}: {info.get('cpu', '')} {info.get('gpu', '')}, torch {info.get('torch')}, "
-                 f"{info.get('threads')} threads", fontsize=9)
-    fig.tight_layout()
-    png = out / f"{label}.png"
-    tmp_png = png.with_name(f".{png.stem}.tmp.png")
-    fig.savefig(tmp_png, dpi=90)
-    plt.close(fig)
-    os.replace(tmp_png, png)
-    paths["png"] = png
+    if figure is not None:
+        png = out / f"{label}.png"
+        tmp_png = png.with_name(f".{png.stem}.tmp.png")
+        figure.savefig(tmp_png, dpi=90)
+        os.replace(tmp_png, png)
+        paths["png"] = png
     return paths
 
 
@@ -797,7 +752,7 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, in
 # Child process entry point (used by run_isolated)
 # ----------------------------------------------------------------------------------------------------------
 def _child(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m srlib.bench", description="one case over sizes (internal)")
+    ap = argparse.ArgumentParser(prog="python -m srlib.analysis.bench", description="one case over sizes (internal)")
     ap.add_argument("--child", nargs=3, metavar=("CASE", "MODES", "SIZES"), required=True)
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)

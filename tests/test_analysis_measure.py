@@ -1,11 +1,11 @@
-"""srlib.viz.cost: exact tensor-memory tracking, the log-log slope fit, and the structure of a cost
+"""srlib.analysis.measure: exact tensor-memory tracking, the log-log slope fit, and the structure of a cost
 measurement (never its timings)."""
 
 import pytest
 import torch
 
 from srlib.attention.nla import NonLocalAttention, non_local_attention, softmax_last
-from srlib.viz import loglog_slope, measure_attention_cost, peak_tensor_bytes
+from srlib.analysis.measure import loglog_slope, measure_attention_cost, peak_tensor_bytes
 
 
 def test_peak_tensor_bytes_counts_live_intermediates():
