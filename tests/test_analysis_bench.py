@@ -88,7 +88,7 @@ def test_coa_stack_shares_the_first_layers_attention():
 
 def test_measure_row_structure():
     row = measure("ENLA-m16", 12, "forward", channels=C, repeats=2, warmup=1, memory="tensor")
-    assert set(CSV_FIELDS) <= set(row) and len(row["times"]) == 2
+    assert set(CSV_FIELDS) <= set(row) and len(row["times"]) >= 1  # blocks of torch.utils.benchmark
     assert row["status"] == "ok" and row["L"] == 144 and row["memory_kind"] == "tensor"
     assert row["time_min_s"] <= row["time_median_s"]
     assert row["peak_mib"] > 0 and row["gflops"] < row["gflops_module"]

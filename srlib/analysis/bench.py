@@ -3,8 +3,10 @@
 What is measured, for each *case* (a mechanism with its settings, :func:`bench_cases`) on a random
 ``(1, C, s, s)`` feature map (``L = s²`` positions):
 
-* **time**: ``warmup`` untimed calls, then ``repeats`` timed ones; the median (and minimum) is reported. On CUDA
-  every call is bracketed by CUDA events and synchronised (:func:`time_calls`); on CPU ``time.perf_counter``.
+* **time**: ``warmup`` untimed calls, then about ``repeats`` timed blocks of ``torch.utils.benchmark``'s
+  ``Timer.blocked_autorange`` at the process's thread count (:func:`srlib.analysis.measure.time_calls`, also
+  used by notebooks 00 and 05); the median (and the fastest block) per call is reported. On CUDA the clock
+  synchronises the device at every reading.
 * **peak memory** of one more call after the timed ones, above the level before it, in one of three ways
   (``memory=``): ``"rss"`` (CPU; the peak resident set size of the process, after handing freed heap pages
   back with ``malloc_trim`` and resetting the peak through ``/proc/self/clear_refs``, so that one process can
@@ -42,10 +44,8 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -54,6 +54,7 @@ import torch
 import torch.nn as nn
 
 from srlib.analysis.flops import FlopCount, enla_flops, gla_flops, hspa_flops, lcoa_flops, nla_flops, nlsa_flops
+from srlib.analysis.measure import cuda_peak_bytes, loglog_slope, peak_tensor_bytes, time_calls
 
 __all__ = [
     "MODES",
@@ -64,7 +65,6 @@ __all__ = [
     "bench_cases",
     "machine_info",
     "machine_label",
-    "time_calls",
     "measure",
     "run_isolated",
     "predict_next",
@@ -303,40 +303,6 @@ def machine_label(info: dict[str, str]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # Measuring
 # ----------------------------------------------------------------------------------------------------------
-def time_calls(fn: Callable[[], Any], *, repeats: int = 3, warmup: int = 1,
-               device: torch.device | str = "cpu") -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones.
-
-    CUDA: each call is timed with a pair of CUDA events recorded around it, after a synchronisation, and read
-    after synchronising (GPU time of the call, excluding Python overhead that overlaps it). CPU:
-    ``time.perf_counter`` around the call.
-
-    Raises:
-        ValueError: ``repeats < 1`` or ``warmup < 0``.
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    device = torch.device(device)
-    for _ in range(warmup):
-        fn()
-    times = []
-    if device.type == "cuda":
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(device)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end) / 1e3)
-    else:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return times
-
-
 def _proc_status_kib(key: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -402,7 +368,7 @@ def measure(
         side: map side ``s`` (``L = s²``).
         mode: ``"forward"`` or ``"forward+backward"`` (:data:`MODES`).
         channels: ``C``.
-        repeats, warmup: see :func:`time_calls`.
+        repeats, warmup: see :func:`srlib.analysis.measure.time_calls`.
         device: where to run.
         memory: ``"rss"``, ``"cuda"``, ``"tensor"`` (forward only), ``None`` (not measured) or ``"auto"``
             (``"cuda"`` on CUDA, ``"rss"`` otherwise).
@@ -444,26 +410,20 @@ def measure(
             torch.autograd.grad(y, [x, *params], g, allow_unused=True)  # CoA layers leave conv_match unused
 
     # warm-up calls (also one-off work such as LCoA's k-means initialisation), then the timed calls
-    times = time_calls(step, repeats=repeats, warmup=warmup, device=device)
+    timing = time_calls(step, repeats=repeats, warmup=warmup, device=device, label=case.name)
+    times = list(timing.times)
     peak = None  # memory: one more call, on its own
     if memory == "tensor":
-        from srlib.analysis.measure import peak_tensor_bytes
-
         peak = peak_tensor_bytes(step)
     elif memory == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
+        peak = cuda_peak_bytes(step, device)
     elif memory == "rss":
         rss = _RssPeak()
         step()
         peak = rss.peak_bytes()
     return {
         "case": case.name, "mechanism": case.mechanism, "mode": mode, "side": side, "L": side * side,
-        "status": "ok", "time_median_s": statistics.median(times), "time_min_s": min(times),
+        "status": "ok", "time_median_s": timing.median, "time_min_s": min(times),
         "peak_mib": None if peak is None else peak / 2**20, "memory_kind": memory or "",
         "gflops": case.flops(side, channels).gflops,
         "gflops_module": case.flops(side, channels, include_embeddings=True).gflops,
@@ -513,11 +473,12 @@ def _run_sizes(case: BenchCase, sizes: Sequence[int], mode: str, *, channels: in
             sec, mem = predict_next(case, prev, side, channels)
         else:
             sec, mem = 0.0, _first_guess_bytes(case, side, mode)
-        total = sec * (warmup + repeats + 1)  # + 1: the memory call
+        calls = warmup + repeats + 2  # + 2: blocked_autorange's block-size call and the memory call
+        total = sec * calls
         if mem > max_bytes:
             stop = f"skipped: predicted peak {mem / 2**30:.1f} GiB > budget {max_bytes / 2**30:.1f} GiB"
         elif total > max_seconds:
-            stop = f"skipped: predicted {total:.0f} s for {warmup + repeats + 1} calls > budget {max_seconds:.0f} s"
+            stop = f"skipped: predicted {total:.0f} s for {calls} calls > budget {max_seconds:.0f} s"
         if stop:
             emit(_skip_row(case, side, mode, channels, device, stop))
             continue
@@ -546,7 +507,7 @@ def run_isolated(
 
     The child (``python -m srlib.analysis.bench --child ...``) measures with :func:`measure` (peak memory: ``"rss"`` on
     CPU, reset before each size; ``"cuda"`` on CUDA) and prints one JSON row per size as soon as it has it. A
-    size is skipped, with the reason in ``note``, when the time of ``warmup + repeats + 1`` calls or the peak
+    size is skipped, with the reason in ``note``, when the time of ``warmup + repeats + 2`` calls or the peak
     memory extrapolated from the previous size (:func:`predict_next`) exceeds ``max_seconds`` /
     ``max_mem_gib``; larger sizes of that mode are then skipped too. If the child dies (killed for memory) or
     exceeds ``timeout`` seconds, the sizes it did not report get ``status = "error"`` with the reason.
@@ -608,8 +569,6 @@ def fit_slopes(rows: Iterable[dict[str, Any]], metric: str = "time_median_s") ->
 
     ``metric`` is a numeric column, e.g. ``"time_median_s"``, ``"peak_mib"`` or ``"gflops"``.
     """
-    from srlib.analysis.measure import loglog_slope
-
     groups: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for r in rows:
         v = r.get(metric)
