@@ -7,18 +7,19 @@ Usage::
     python benchmarks/harness.py --sizes 50 100 --cases NLA-map NLA-sdpa NLSA-r4 --modes forward
     python benchmarks/harness.py --list                        # the cases and their settings
 
-Each (case, mode) runs in its own child process (``srlib.analysis.bench.run_isolated``) over increasing sizes; peak
-memory is the resident-set peak of that process above its level before the timed calls (CPU) or
+Each (case, mode) runs in its own child process (``srlib.analysis.bench.run_isolated``) over increasing
+sizes; peak memory is the resident-set peak of that process above its level before the timed calls (CPU) or
 ``torch.cuda.max_memory_allocated`` above the allocated level (CUDA). Times come from ``torch.utils.benchmark``
 (``srlib.analysis.measure.time_calls``): ``--warmup`` untimed calls, then about ``--repeats`` blocks of
-``Timer.blocked_autorange``; the median per call is reported. A size whose time or memory, extrapolated from the previous size, would exceed
-``--max-seconds`` / ``--max-mem-gib`` is skipped (with every larger one) and the table says so.
+``Timer.blocked_autorange``; the median per call is reported. A size whose time or memory, extrapolated from
+the previous size, would exceed ``--max-seconds`` / ``--max-mem-gib`` is skipped (with every larger one) and
+the table says so.
 
 Output (``--out``, default ``benchmarks/results``): ``<machine>.csv`` (one row per case, mode and size),
 ``<machine>.md`` (machine header, the tables with fitted log-log slopes, the papers' FLOP tables next to ours)
-and ``<machine>.png`` (log-log time and memory against ``L``). ``<machine>`` is ``srlib.analysis.bench.machine_label``
-(e.g. ``cpu-amd-epyc-2t``) unless ``--label`` is given. Numbers depend on the machine and its load: compare
-ratios and slopes within one file.
+and ``<machine>.png`` (log-log time and memory against ``L``, drawn by ``srlib.viz.plots.plot_benchmark``).
+``<machine>`` is ``srlib.analysis.bench.machine_label`` (e.g. ``cpu-amd-epyc-2t``) unless ``--label`` is given.
+Numbers depend on the machine and its load: compare ratios and slopes within one file.
 """
 
 from __future__ import annotations

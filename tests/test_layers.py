@@ -9,7 +9,8 @@ also the lazy ones inside functions. From them:
   ``srlib/viz`` draws;
 * no module outside ``srlib/viz`` imports matplotlib;
 * a lower layer never imports a higher one (:data:`LAYERS`);
-* the module graph has no cycle.
+* the module graph has no cycle;
+* nothing speaks HTTP by hand (``urllib.request``, ``http.client``, raw sockets): downloads go through pooch.
 
 The helpers are tested on hand-made sources first, so that a checker that sees nothing cannot pass.
 """
@@ -205,6 +206,13 @@ def test_only_viz_imports_matplotlib():
 def test_no_import_from_a_lower_layer_to_a_higher_one():
     bad = [v for v in violations(srlib_graph()) if "from a higher layer" in v]
     assert bad == []
+
+
+def test_no_hand_written_http():
+    hand = ("urllib.request", "http.client", "socket", "ftplib")
+    bad = sorted(f"{m} imports {i}" for m, imps in srlib_graph().items() for i in imps if i in hand)
+    assert bad == []
+    assert "pooch" in srlib_graph()["srlib.data.download"]
 
 
 def test_no_import_cycle():
