@@ -240,7 +240,8 @@ def plot_map_grid(
 
     Args:
         image: ``(3, H, W)`` or ``(1, 3, H, W)`` RGB in ``[0, 1]``.
-        maps: ``(R, Q, H, W)`` non-negative maps (e.g. stacked :func:`srlib.viz.query_attention_map` outputs).
+        maps: ``(R, Q, H, W)`` non-negative maps (e.g. stacked
+            :func:`srlib.analysis.maps.query_attention_map` outputs).
         queries: ``Q`` pixel positions ``(y, x)``.
         row_labels: ``R`` labels (written in the first column).
         col_titles: optional ``Q`` titles (default ``"query k"``).
