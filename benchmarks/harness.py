@@ -3,21 +3,23 @@
 Usage::
 
     python benchmarks/harness.py                               # CPU, 64 channels, 50² ... 200², both modes
-    python benchmarks/harness.py --device cuda --repeats 10    # GPU (CUDA events, synchronised)
+    python benchmarks/harness.py --device cuda --repeats 10    # GPU (clock synchronised with the device)
     python benchmarks/harness.py --sizes 50 100 --cases NLA-map NLA-sdpa NLSA-r4 --modes forward
     python benchmarks/harness.py --list                        # the cases and their settings
 
-Each (case, mode) runs in its own child process (``srlib.bench.run_isolated``) over increasing sizes; peak
-memory is the resident-set peak of that process above its level before the timed calls (CPU) or
-``torch.cuda.max_memory_allocated`` above the allocated level (CUDA). Times are the median of ``--repeats``
-calls after ``--warmup`` calls. A size whose time or memory, extrapolated from the previous size, would exceed
-``--max-seconds`` / ``--max-mem-gib`` is skipped (with every larger one) and the table says so.
+Each (case, mode) runs in its own child process (``srlib.analysis.bench.run_isolated``) over increasing
+sizes; peak memory is the resident-set peak of that process above its level before the timed calls (CPU) or
+``torch.cuda.max_memory_allocated`` above the allocated level (CUDA). Times come from ``torch.utils.benchmark``
+(``srlib.analysis.measure.time_calls``): ``--warmup`` untimed calls, then about ``--repeats`` blocks of
+``Timer.blocked_autorange``; the median per call is reported. A size whose time or memory, extrapolated from
+the previous size, would exceed ``--max-seconds`` / ``--max-mem-gib`` is skipped (with every larger one) and
+the table says so.
 
 Output (``--out``, default ``benchmarks/results``): ``<machine>.csv`` (one row per case, mode and size),
 ``<machine>.md`` (machine header, the tables with fitted log-log slopes, the papers' FLOP tables next to ours)
-and ``<machine>.png`` (log-log time and memory against ``L``). ``<machine>`` is ``srlib.bench.machine_label``
-(e.g. ``cpu-amd-epyc-2t``) unless ``--label`` is given. Numbers depend on the machine and its load: compare
-ratios and slopes within one file.
+and ``<machine>.png`` (log-log time and memory against ``L``, drawn by ``srlib.viz.plots.plot_benchmark``).
+``<machine>`` is ``srlib.analysis.bench.machine_label`` (e.g. ``cpu-amd-epyc-2t``) unless ``--label`` is given.
+Numbers depend on the machine and its load: compare ratios and slopes within one file.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from pathlib import Path
 
 import torch
 
-from srlib.attention.cost import paper_flops_comparison
-from srlib.bench import MODES, bench_cases, machine_info, machine_label, run_isolated, write_results
+from srlib.analysis.bench import MODES, bench_cases, machine_info, machine_label, run_isolated, write_results
+from srlib.analysis.flops import paper_flops_comparison
+from srlib.viz.plots import plot_benchmark
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,7 +47,7 @@ def _paper_section() -> str:
                      f"{r['setting']} |")
     lines += ["", "NLSN counts queries/keys with C/4 = 16 channels, ENLCN with 64: hence NLA 16.0 vs 25.6 GFLOPs "
               "(2 L² (16 + 64) vs 2 L² (64 + 64)). NLSN's NLSA rows are not reproduced by any accounting of what "
-              "the official code computes (see srlib/attention/cost.py).", ""]
+              "the official code computes (see srlib/analysis/flops.py).", ""]
     return "\n".join(lines)
 
 
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", nargs="+", default=list(cases), choices=list(cases), metavar="CASE")
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    ap.add_argument("--repeats", type=int, default=3, help="timed calls per size (median reported)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed blocks per size (about; median reported)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="torch threads in each child (default: torch's)")
     ap.add_argument("--max-mem-gib", type=float, default=6.0, help="skip sizes predicted above this peak")
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {mode:17s} " + " | ".join(cells), flush=True)
     rows.sort(key=lambda r: (MODES.index(r["mode"]), args.cases.index(r["case"]), r["side"]))
     info["wall_time_s"] = f"{time.time() - t_start:.0f}"
-    paths = write_results(rows, args.out, info, label)
+    paths = write_results(rows, args.out, info, label, figure=plot_benchmark(rows, info, label))
     md = paths["md"]
     text = md.read_text()
     tmp = md.with_name(f".{md.name}.tmp")

@@ -369,8 +369,8 @@ def analyse(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     from srlib.attention.softthreshold import soft_threshold
     from srlib.pretrained import build_small, pretrained
-    from srlib.viz.overlap import feature_attention_map, layer_overlaps, module_inputs
-    from srlib.viz.sparsity import capture_inputs, mass_coverage, support_sizes
+    from srlib.analysis.overlap import feature_attention_map, layer_overlaps, module_inputs
+    from srlib.analysis.sparsity import capture_inputs, mass_coverage, support_sizes
 
     crops = _probe_crops()
     report: dict = {"probe": {"crops": list(crops), "lr_size": 48}}

@@ -45,25 +45,21 @@ import skimage.data
 import torch
 import torch.nn.functional as F
 
-from srlib.attention.cost import conv_flops, nla_flops
+from srlib.analysis.flops import conv_flops, nla_flops
 from srlib.attention.nla import NonLocalAttention, non_local_attention, softmax_last
 from srlib.config import data_dir
 from srlib.data import BenchmarkDataset, available_benchmarks, imresize, load_image
-from srlib.viz import (
+from srlib.analysis.maps import (
     HSPAN_FIG1_NS,
     attention_statistics,
     features_for_attention,
-    loglog_slope,
-    measure_attention_cost,
     nonlocal_mass,
     patch_descriptors,
-    plot_attention_maps,
-    plot_flattening_curves,
-    plot_loglog_cost,
-    plot_softmax_examples,
     query_attention_map,
     softmax_flattening,
 )
+from srlib.analysis.measure import loglog_slope, measure_attention_cost
+from srlib.viz import plot_attention_maps, plot_flattening_curves, plot_loglog_cost, plot_softmax_examples
 
 torch.set_num_threads(2)
 _ = torch.manual_seed(0)

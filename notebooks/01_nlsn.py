@@ -51,13 +51,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from srlib import data as sdata
 from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds, look_around, n_hash_buckets
-from srlib.attention.cost import (
-    ENLCN_TABLE4_GFLOPS,
-    NLSN_TABLE5_GFLOPS,
-    conv_flops,
-    nla_flops,
-    nlsa_flops,
-)
+from srlib.analysis.flops import ENLCN_TABLE4_GFLOPS, NLSN_TABLE5_GFLOPS, conv_flops, nla_flops, nlsa_flops
 from srlib.attention.hashing import spherical_lsh
 from srlib.attention.nla import non_local_attention
 from srlib.attention.nlsa import NonLocalSparseAttention
@@ -65,15 +59,9 @@ from srlib.inference import evaluate, super_resolve
 from srlib.models import build_model
 from srlib.models.nlsn import NLSN, NLSNConfig
 from srlib.train import TrainConfig, paper_command, train
-from srlib.viz import features_for_attention, patch_descriptors
-from srlib.viz.buckets import (
-    attended_mask,
-    lsh_collision_rate,
-    plot_attended,
-    plot_bucket_map,
-    plot_chunks,
-    plot_hash_sectors,
-)
+from srlib.analysis.maps import features_for_attention, patch_descriptors
+from srlib.analysis.buckets import attended_mask, lsh_collision_rate
+from srlib.viz.buckets import plot_attended, plot_bucket_map, plot_chunks, plot_hash_sectors
 from srlib.viz.plots import plot_loss_history
 
 torch.set_num_threads(2)

@@ -58,7 +58,7 @@ from torch.testing import assert_close
 from torch.utils.flop_counter import FlopCounterMode
 
 from srlib import data as sdata
-from srlib.attention.cost import (
+from srlib.analysis.flops import (
     ENLCN_TABLE4_ENLCA_GFLOPS,
     ENLCN_TABLE4_GFLOPS,
     NLSN_TABLE5_GFLOPS,
@@ -78,7 +78,7 @@ from srlib.attention.enla import (
     linear_attention,
     positive_random_features,
 )
-from srlib.attention.enla_analysis import (
+from srlib.analysis.enla import (
     amplification_sweep,
     amplified_pair,
     attention_rows,
@@ -96,7 +96,8 @@ from srlib.models import build_model
 from srlib.models.enlcn import ENLCN, ENLCNConfig
 from srlib.pretrained import build_small, pretrained, training_info
 from srlib.train import TrainConfig, paper_command, train
-from srlib.viz import attention_statistics, patch_descriptors, plot_attention_maps
+from srlib.analysis.maps import attention_statistics, patch_descriptors
+from srlib.viz import plot_attention_maps
 from srlib.viz.explorer import collect_attention_layers
 
 torch.set_num_threads(2)

@@ -74,10 +74,12 @@ from srlib.models.dlsn import DLSN, DLSNConfig
 from srlib.pretrained import build_small, pretrained, training_info
 from srlib.reference import load_case, run_case
 from srlib.train import TrainConfig, paper_command, train
-from srlib.viz import features_for_attention, plot_attention_maps
-from srlib.viz.buckets import bucket_balance, plot_bucket_map, plot_bucket_maps, plot_bucket_sizes
+from srlib.analysis.maps import features_for_attention
+from srlib.viz import plot_attention_maps
+from srlib.analysis.buckets import bucket_balance
+from srlib.viz.buckets import plot_bucket_map, plot_bucket_maps, plot_bucket_sizes
 from srlib.viz.explorer import collect_attention_layers, keys_carrying, prepare_attention
-from srlib.viz.hashing import (
+from srlib.analysis.hashing import (
     HASH_METHODS,
     attention_on_positions,
     bucket_neighbour_recall,
@@ -86,12 +88,12 @@ from srlib.viz.hashing import (
     hash_codes,
     learnable_score_disabled,
     missing_detail,
-    plot_attended_locations,
     sign_bit_angle_estimates,
     similarity_and_detail_match,
     srp_angle_variance,
     topk_attended_locations,
 )
+from srlib.viz.maps import plot_attended_locations
 from srlib.viz.plots import plot_loss_history
 
 torch.set_num_threads(2)

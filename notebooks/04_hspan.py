@@ -69,24 +69,23 @@ from srlib.models.hspan import HSPAN, HSPANConfig
 from srlib.pretrained import build_small, pretrained
 from srlib.reference import expected_outputs, load_case, run_case
 from srlib.train import TrainConfig, paper_command, train
-from srlib.viz import HSPAN_FIG1_NS, patch_descriptors, softmax_flattening
+from srlib.analysis.maps import HSPAN_FIG1_NS, patch_descriptors, softmax_flattening
 from srlib.viz.explorer import AttentionExplorer, collect_attention_layers
 from srlib.viz.plots import plot_loss_history
-from srlib.viz.sparsity import (
+from srlib.analysis.sparsity import (
     attention_rows,
     capture_inputs,
     chunked_support_statistics,
     compare_normalizers,
     eq14_probabilities,
     nla_twin,
-    plot_map_grid,
-    plot_weight_rows,
     same_scores_statistics,
     support_sizes,
     support_vs_length,
     topk_sweep,
     truncation_error,
 )
+from srlib.viz.maps import plot_map_grid, plot_weight_rows
 
 torch.set_num_threads(2)
 _ = torch.manual_seed(0)

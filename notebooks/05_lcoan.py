@@ -74,16 +74,12 @@ from srlib.models import build_model
 from srlib.models.lcoan import LCoAN, LCoANConfig
 from srlib.pretrained import build_small, pretrained
 from srlib.train import TrainConfig, paper_command, train
-from srlib.viz.attention_maps import (
-    features_for_attention,
-    patch_descriptors,
-    plot_attention_maps,
-    query_attention_map,
-)
+from srlib.analysis.maps import features_for_attention, patch_descriptors, query_attention_map
+from srlib.viz.maps import plot_attention_maps
 from srlib.viz.buckets import bucket_colormap, plot_attended
-from srlib.viz.cost import measure_attention_cost
+from srlib.analysis.measure import measure_attention_cost
 from srlib.viz.explorer import AttentionExplorer
-from srlib.viz.overlap import (
+from srlib.analysis.overlap import (
     bucket_recall,
     bucket_share,
     bucketed_to_dense,

@@ -45,11 +45,13 @@ import skimage.data
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from srlib.attention.cost import attention_flops_table, format_flops_table, paper_flops_comparison
-from srlib.bench import bench_cases, fit_slopes, markdown_table, measure, plot_scaling, read_csv
+from srlib.analysis.flops import attention_flops_table, format_flops_table, paper_flops_comparison
+from srlib.analysis.bench import bench_cases, fit_slopes, markdown_table, measure, read_csv
+from srlib.viz.plots import plot_scaling
 from srlib.config import REPO_ROOT, data_dir
 from srlib.data import BenchmarkDataset, available_benchmarks, imresize, load_image
-from srlib.viz import patch_descriptors, plot_attention_maps
+from srlib.analysis.maps import patch_descriptors
+from srlib.viz import plot_attention_maps
 from srlib.viz.explorer import MECHANISMS, default_knobs, prepare_attention
 
 torch.set_num_threads(2)

@@ -9,6 +9,8 @@ Reproduces five papers (NLSN, ENLCN, DLSN, HSPAN, LCoAN). Subpackages:
 * :mod:`srlib.train`     -- training loop and CLI (``python -m srlib.train``)
 * :mod:`srlib.inference` -- tiled inference and x8 self-ensemble
 * :mod:`srlib.reference` -- runner for the official-code reference cases
+* :mod:`srlib.analysis`  -- numbers about attention: FLOPs, measured time / memory, sparsity, overlap, hashing
+* :mod:`srlib.viz`       -- pictures of those numbers and the interactive attention explorer (only it draws)
 """
 
 __version__ = "0.1.0"

@@ -78,6 +78,10 @@ class TrainConfig:
         grad_clip: max global gradient norm, or ``None``.
         scale: upscaling factor for validation; ``None`` takes ``model.config.scale`` or the data's ratio.
         val_chop: tiled validation (:func:`srlib.inference.forward_chop`) for memory-hungry networks.
+        tensorboard: also log to TensorBoard (``torch.utils.tensorboard.SummaryWriter`` in
+            ``out_dir/tensorboard``, rank 0): ``train/loss`` and ``train/lr`` at every log point, ``val/psnr`` and
+            ``val/sr`` (the SR of a central crop of the first validation image) at every validation. Needs the
+            ``tensorboard`` package (``pip install 'srlib[tensorboard]'``); does not change the training.
 
     Raises:
         ValueError: a non-positive size/period, unknown ``loss`` / ``amp``, or unsorted milestones.
@@ -102,6 +106,7 @@ class TrainConfig:
     grad_clip: float | None = None
     scale: int | None = None
     val_chop: bool = False
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -373,7 +378,7 @@ def _check_resume_config(saved: Mapping[str, Any], cfg: TrainConfig, path: Path)
                if k in saved and _plain(saved[k]) != _plain(getattr(cfg, k))]
     if changed:
         warnings.warn(f"resuming {path} with a changed config ({'; '.join(changed)}); "
-                      "the run will not reproduce an uninterrupted one", stacklevel=3)
+                      "the run will not reproduce an uninterrupted one", stacklevel=5)
 
 
 def _plain(v: Any) -> Any:
@@ -394,6 +399,11 @@ def train(
 ) -> dict[str, Any]:
     """Train ``model`` for ``cfg.iterations`` steps, validating and checkpointing into ``out_dir``.
 
+    The loop (:func:`_train`) is made of named pieces, each tested on its own: :func:`_build_run` (model on
+    the device, DDP, optimiser, scheduler, AMP scaler), :func:`_resume` (everything back from ``last.pt``),
+    :func:`_optimisation_step` (one step), :func:`_log` (mean loss, learning rate, progress bar, TensorBoard),
+    :func:`_validation` (PSNR, best model) and :func:`_save_checkpoint`.
+
     Args:
         model: network mapping LR ``(B, 3, h, w)`` in ``[0, 1]`` to SR ``(B, 3, s*h, s*w)``. In train mode it
             may return a tuple ``(sr, aux, ...)``: the first element is the SR image (used for the L1 loss),
@@ -406,7 +416,8 @@ def train(
             (:mod:`srlib.metrics`), or ``None``.
         cfg: :class:`TrainConfig`.
         out_dir: receives ``last.pt`` (every ``ckpt_every`` steps and at the end), ``best.pt`` (best validation
-            PSNR) and ``history.json``. All written atomically, by rank 0 only.
+            PSNR) and ``history.json``, and with ``cfg.tensorboard`` the TensorBoard event files in
+            ``out_dir/tensorboard``. All written by rank 0 only (the checkpoints atomically).
         resume: continue from ``out_dir/last.pt`` if it exists (model, optimizer, scheduler, scaler, RNG states,
             iteration; ``cfg.iterations`` may be raised to train longer). If False an existing run is
             overwritten.
@@ -425,7 +436,8 @@ def train(
         (on ranks other than 0 the same structure, without files).
 
     Raises:
-        ImportError: ``val_set`` given but :mod:`srlib.metrics` cannot be imported.
+        ImportError: ``val_set`` given but :mod:`srlib.metrics` cannot be imported; ``cfg.tensorboard`` set but
+            the ``tensorboard`` package is not installed.
         CheckpointError: ``last.pt`` does not fit the model.
         FloatingPointError: the loss became NaN/inf (checked at every log point; names the iteration).
         ValueError: the model's output size differs from the HR patch size.
@@ -435,6 +447,8 @@ def train(
     out_dir = Path(out_dir)
     if val_set is not None:
         _metrics_available()
+    if cfg.tensorboard:
+        _tensorboard_available()
     d, device = _setup_distributed(model, device)
     try:
         return _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, progress, d, tqdm)
@@ -443,7 +457,56 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, progress, d, tqdm) -> dict:
+def _tensorboard_available() -> None:
+    """Raise a clear ImportError when ``tensorboard`` (needed by ``torch.utils.tensorboard``) is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ImportError("TrainConfig(tensorboard=True) / --tensorboard needs the tensorboard package, which is "
+                          "not installed: pip install 'srlib[tensorboard]' (or pip install tensorboard)")
+
+
+@dataclass
+class _Run:
+    """What the pieces of one training run share (one per rank): the modules, the optimiser state and the
+    running record (history, best PSNR, where it started)."""
+
+    cfg: TrainConfig
+    out_dir: Path
+    device: torch.device
+    d: _Dist
+    raw: nn.Module  # the model itself (saved, validated)
+    net: nn.Module  # what the step calls: ``raw``, or its DistributedDataParallel wrapper
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    use_amp: bool
+    amp_dtype: torch.dtype
+    history: dict[str, list] = dataclasses.field(default_factory=lambda: {"train": [], "val": []})
+    best_psnr: float = -math.inf
+    best_iter: int | None = None
+    start: int = 0
+    resumed_from: int | None = None
+    sampler: InfiniteSampler | None = None
+    writer: Any = None  # torch.utils.tensorboard.SummaryWriter on rank 0 with cfg.tensorboard, else None
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / "best.pt"
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+def _build_run(model: nn.Module, cfg: TrainConfig, out_dir: Path, device: torch.device, d: _Dist) -> _Run:
+    """Model on ``device`` (wrapped in DDP when ``d.world_size > 1``), Adam, step decay, AMP scaler and loss."""
     raw = model.to(device)
     net: nn.Module = raw
     if d.world_size > 1:
@@ -455,147 +518,244 @@ def _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, 
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
     use_amp = cfg.amp is not None and device.type == "cuda"
     if cfg.amp is not None and not use_amp:
-        warnings.warn(f"amp={cfg.amp!r} needs CUDA; training in float32 on {device}", stacklevel=3)
+        warnings.warn(f"amp={cfg.amp!r} needs CUDA; training in float32 on {device}", stacklevel=4)
     amp_dtype = torch.float16 if cfg.amp == "fp16" else torch.bfloat16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and cfg.amp == "fp16")
     loss_fn = nn.L1Loss() if cfg.loss == "l1" else nn.MSELoss()
+    return _Run(cfg, out_dir, device, d, raw, net, params, optimizer, scheduler, scaler, loss_fn, use_amp, amp_dtype)
 
-    history: dict[str, list] = {"train": [], "val": []}
-    best_psnr, best_iter, start, resumed_from = -math.inf, None, 0, None
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    if resume and last_path.is_file():
-        ckpt = load_checkpoint(last_path)
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{last_path} is not an srlib training checkpoint (format {ckpt.get('format')!r})")
-        saved_name = ckpt.get("model_name")
-        try:
-            load_weights(raw, ckpt["model"], source=f"checkpoint {last_path} (model {saved_name!r})")
-        except CheckpointError as err:
-            raise CheckpointError(f"{err} To start a new run, use another out_dir or resume=False.") from None
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler.is_enabled() and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        _check_resume_config(ckpt.get("config", {}), cfg, last_path)
-        rng = ckpt["rng"]
-        if len(rng) == d.world_size:
-            _set_rng_state(rng[d.rank], device)
-        else:
-            warnings.warn(f"{last_path} was written by {len(rng)} rank(s), now {d.world_size}: RNG states reseeded",
-                          stacklevel=3)
-            _seed_everything(_mix(cfg.seed, 2, ckpt["iteration"], d.rank))
-        start = resumed_from = int(ckpt["iteration"])
-        history = {"train": list(ckpt["history"]["train"]), "val": list(ckpt["history"]["val"])}
-        best = ckpt.get("best", {})
-        best_psnr = best.get("psnr") if best.get("psnr") is not None else -math.inf
-        best_iter = best.get("iteration")
+
+def _resume(run: _Run) -> None:
+    """Restore ``run`` from ``run.last_path``: weights, optimiser, scheduler, scaler, this rank's RNG states,
+    iteration, history and best PSNR.
+
+    Raises:
+        CheckpointError: not an srlib training checkpoint, or weights that do not fit the model.
+    """
+    last_path, d, cfg = run.last_path, run.d, run.cfg
+    ckpt = load_checkpoint(last_path)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{last_path} is not an srlib training checkpoint (format {ckpt.get('format')!r})")
+    saved_name = ckpt.get("model_name")
+    try:
+        load_weights(run.raw, ckpt["model"], source=f"checkpoint {last_path} (model {saved_name!r})")
+    except CheckpointError as err:
+        raise CheckpointError(f"{err} To start a new run, use another out_dir or resume=False.") from None
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if run.scaler.is_enabled() and ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    _check_resume_config(ckpt.get("config", {}), cfg, last_path)
+    rng = ckpt["rng"]
+    if len(rng) == d.world_size:
+        _set_rng_state(rng[d.rank], run.device)
     else:
-        _seed_everything(cfg.seed + d.rank)
-    scale = _infer_scale(raw, cfg, val_set) if val_set is not None else cfg.scale
+        warnings.warn(f"{last_path} was written by {len(rng)} rank(s), now {d.world_size}: RNG states reseeded",
+                      stacklevel=4)
+        _seed_everything(_mix(cfg.seed, 2, ckpt["iteration"], d.rank))
+    run.start = run.resumed_from = int(ckpt["iteration"])
+    run.history = {"train": list(ckpt["history"]["train"]), "val": list(ckpt["history"]["val"])}
+    best = ckpt.get("best", {})
+    run.best_psnr = best.get("psnr") if best.get("psnr") is not None else -math.inf
+    run.best_iter = best.get("iteration")
 
-    sampler = InfiniteSampler(len(train_set), cfg.batch_size, seed=cfg.seed, rank=d.rank,
-                              world_size=d.world_size, start_iteration=start)
+
+def _batches(run: _Run, train_set: Dataset) -> Iterator[dict]:
+    """Endless collated batches from ``run.start`` on (:class:`InfiniteSampler` + :class:`SeededDataset`)."""
+    cfg, d = run.cfg, run.d
+    run.sampler = InfiniteSampler(len(train_set), cfg.batch_size, seed=cfg.seed, rank=d.rank,
+                                  world_size=d.world_size, start_iteration=run.start)
     # The loader's own generator (worker base seeds) keeps iter(loader) from drawing on the global RNG, which
     # networks such as NLSN use in their forward pass: a resumed run must see the same global stream.
-    loader = DataLoader(SeededDataset(train_set), batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(_mix(cfg.seed, 3, start, d.rank)))
-    batches = iter(loader)
+    loader = DataLoader(SeededDataset(train_set), batch_size=cfg.batch_size, sampler=run.sampler, drop_last=True,
+                        num_workers=cfg.num_workers, pin_memory=run.device.type == "cuda",
+                        generator=torch.Generator().manual_seed(_mix(cfg.seed, 3, run.start, d.rank)))
+    return iter(loader)
 
-    def checkpoint(done: int, paths: Sequence[Path]) -> None:
-        rngs = _gather(_rng_state(device), d)  # collective: every rank takes part
-        if not d.main:
-            return
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "iteration": done,
-            "model": raw.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": rngs,
-            "sampler": sampler.state_dict(),
-            "config": dataclasses.asdict(cfg),
-            "history": history,
-            "best": {"psnr": None if best_psnr == -math.inf else best_psnr, "iteration": best_iter},
-            "model_name": getattr(raw, "model_name", type(raw).__name__),
-            "model_config": (dataclasses.asdict(raw.config)
-                             if dataclasses.is_dataclass(getattr(raw, "config", None)) else None),
-        }
-        for p in paths:
-            save_checkpoint(p, state)
-        summary = {"history": history, "best_psnr": state["best"]["psnr"], "best_iteration": best_iter}
-        _atomic_write(out_dir / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
 
+def _optimisation_step(run: _Run, batch: Mapping[str, Any], it: int, extra_loss: ExtraLoss | None) -> torch.Tensor:
+    """One step on ``batch``: forward (autocast with AMP), loss (+ ``extra_loss``), backward, optional gradient
+    clipping, optimiser and scheduler step. ``it`` is the 0-based step being taken.
+
+    Returns:
+        the step's loss, detached, float32, 0-dim on the device.
+    Raises:
+        ValueError: the model's output size differs from the HR batch.
+    """
+    device = run.device
+    lr_img = batch["lr"].to(device, non_blocking=True)
+    hr_img = batch["hr"].to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.use_amp):
+        output = run.net(lr_img)
+        sr = output[0] if isinstance(output, (tuple, list)) else output
+        if sr.shape != hr_img.shape:
+            raise ValueError(f"model output {tuple(sr.shape)} does not match the HR batch {tuple(hr_img.shape)}"
+                             " (wrong scale, or LR/HR patches not aligned?)")
+        loss = run.loss_fn(sr.float(), hr_img)
+        if extra_loss is not None:
+            loss = loss + extra_loss(output, {**batch, "lr": lr_img, "hr": hr_img, "iteration": it})
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if run.cfg.grad_clip is not None:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.params, run.cfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return loss.detach().float()
+
+
+def _log(run: _Run, done: int, running: torch.Tensor, n_running: int, bar: Any = None) -> float:
+    """Record the mean loss of the last ``n_running`` steps (averaged over ranks) and the learning rate at
+    iteration ``done``: history, progress bar and TensorBoard (``train/loss``, ``train/lr``).
+
+    Returns:
+        the mean loss.
+    Raises:
+        FloatingPointError: the mean loss is NaN or infinite (names the iteration and the last checkpoint).
+    """
+    mean = running / n_running
+    if run.d.world_size > 1:
+        dist.all_reduce(mean)
+        mean /= run.d.world_size
+    mean_loss = float(mean)
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"non-finite training loss {mean_loss} at iteration {done}; "
+                                 f"last checkpoint: {run.last_path if run.last_path.exists() else 'none'}")
+    run.history["train"].append({"iteration": done, "loss": mean_loss, "lr": run.lr})
+    if bar is not None:
+        bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{run.lr:.1e}")
+    if run.writer is not None:
+        run.writer.add_scalar("train/loss", mean_loss, done)
+        run.writer.add_scalar("train/lr", run.lr, done)
+        run.writer.flush()
+    return mean_loss
+
+
+def _sr_crop(model: nn.Module, val_set: Any, seed: int, device: torch.device, size: int = 64) -> torch.Tensor:
+    """SR of the central ``size x size`` LR crop of the first validation image, ``(3, s*size, s*size)`` RGB in
+    ``[0, 1]`` on the CPU (for TensorBoard). RNG-neutral, like :func:`_validate`."""
+    lr = val_set[0]["lr"]
+    h, w = lr.shape[-2:]
+    top, left = max((h - size) // 2, 0), max((w - size) // 2, 0)
+    lr = lr[:, top:top + size, left:left + size]
+    devices = [device] if device.type == "cuda" else []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(seed)
+            out = model(lr[None].to(device))
+    finally:
+        model.train(was_training)
+    sr = out[0] if isinstance(out, (tuple, list)) else out
+    return sr[0].float().clamp(0, 1).cpu()
+
+
+def _validation(run: _Run, val_set: Any, scale: int, done: int, bar: Any = None, progress: bool = False) -> bool:
+    """Validate at iteration ``done`` on rank 0 (PSNR into the history and TensorBoard, ``val/psnr`` and an SR
+    crop ``val/sr``), update the best PSNR, put the network back in train mode.
+
+    Returns:
+        whether this is a new best (rank 0 decides; every rank takes part in the exchange).
+    """
+    new_best = False
+    if run.d.main:
+        psnr = _validate(run.raw, val_set, scale, run.cfg, run.device)
+        run.history["val"].append({"iteration": done, "psnr": psnr})
+        if psnr > run.best_psnr:
+            run.best_psnr, run.best_iter, new_best = psnr, done, True
+        if progress and bar is not None:
+            bar.write(f"[{done}] val PSNR {psnr:.3f} dB (best {run.best_psnr:.3f} dB @ {run.best_iter})")
+        if run.writer is not None:
+            run.writer.add_scalar("val/psnr", psnr, done)
+            run.writer.add_image("val/sr", _sr_crop(run.raw, val_set, run.cfg.seed, run.device), done)
+            run.writer.flush()
+    run.net.train()
+    return bool(_gather(new_best, run.d)[0])
+
+
+def _save_checkpoint(run: _Run, done: int, paths: Sequence[Path]) -> None:
+    """Write the full training state after ``done`` iterations to each of ``paths`` (rank 0; every rank's RNG
+    state is gathered first, so every rank must call this) and ``history.json`` beside them."""
+    rngs = _gather(_rng_state(run.device), run.d)  # collective: every rank takes part
+    if not run.d.main:
+        return
+    raw, cfg = run.raw, run.cfg
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "iteration": done,
+        "model": raw.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "rng": rngs,
+        "sampler": run.sampler.state_dict() if run.sampler is not None else None,
+        "config": dataclasses.asdict(cfg),
+        "history": run.history,
+        "best": {"psnr": None if run.best_psnr == -math.inf else run.best_psnr, "iteration": run.best_iter},
+        "model_name": getattr(raw, "model_name", type(raw).__name__),
+        "model_config": (dataclasses.asdict(raw.config)
+                         if dataclasses.is_dataclass(getattr(raw, "config", None)) else None),
+    }
+    for p in paths:
+        save_checkpoint(p, state)
+    summary = {"history": run.history, "best_psnr": state["best"]["psnr"], "best_iteration": run.best_iter}
+    _atomic_write(run.out_dir / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+
+
+def _due(every: int, done: int, total: int) -> bool:
+    """A periodic event (log, validation, checkpoint) at iteration ``done``: every ``every`` steps (0: never)
+    and always at the last one."""
+    return bool(every and done % every == 0) or done == total
+
+
+def _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, progress, d, tqdm) -> dict:
+    run = _build_run(model, cfg, out_dir, device, d)
+    if resume and run.last_path.is_file():
+        _resume(run)
+    else:
+        _seed_everything(cfg.seed + d.rank)
+    scale = _infer_scale(run.raw, cfg, val_set) if val_set is not None else cfg.scale
+    batches = _batches(run, train_set)
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=cfg.iterations, initial=start, disable=not (progress and d.main), desc="train",
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            run.writer = SummaryWriter(log_dir=str(out_dir / "tensorboard"), purge_step=run.start + 1)
+    bar = tqdm(total=cfg.iterations, initial=run.start, disable=not (progress and d.main), desc="train",
                dynamic_ncols=True)
-    net.train()
-    running, n_running = torch.zeros((), device=device), 0
-    for it in range(start, cfg.iterations):
-        batch = next(batches)
-        lr_img = batch["lr"].to(device, non_blocking=True)
-        hr_img = batch["hr"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-            output = net(lr_img)
-            sr = output[0] if isinstance(output, (tuple, list)) else output
-            if sr.shape != hr_img.shape:
-                raise ValueError(f"model output {tuple(sr.shape)} does not match the HR batch {tuple(hr_img.shape)}"
-                                 " (wrong scale, or LR/HR patches not aligned?)")
-            loss = loss_fn(sr.float(), hr_img)
-            if extra_loss is not None:
-                loss = loss + extra_loss(output, {**batch, "lr": lr_img, "hr": hr_img, "iteration": it})
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        done = it + 1
-        running += loss.detach().float()
-        n_running += 1
-        bar.update(1)
-
-        if (cfg.log_every and done % cfg.log_every == 0) or done == cfg.iterations:
-            mean = running / n_running
-            if d.world_size > 1:
-                dist.all_reduce(mean)
-                mean /= d.world_size
-            mean_loss = float(mean)
-            if not math.isfinite(mean_loss):
-                raise FloatingPointError(f"non-finite training loss {mean_loss} at iteration {done}; "
-                                         f"last checkpoint: {last_path if last_path.exists() else 'none'}")
-            history["train"].append({"iteration": done, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"]})
-            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
-            running, n_running = torch.zeros((), device=device), 0
-
-        new_best = False
-        if val_set is not None and ((cfg.val_every and done % cfg.val_every == 0) or done == cfg.iterations):
-            if d.main:
-                psnr = _validate(raw, val_set, scale, cfg, device)
-                history["val"].append({"iteration": done, "psnr": psnr})
-                if psnr > best_psnr:
-                    best_psnr, best_iter, new_best = psnr, done, True
-                if progress:
-                    bar.write(f"[{done}] val PSNR {psnr:.3f} dB (best {best_psnr:.3f} dB @ {best_iter})")
-            net.train()
-            new_best = bool(_gather(new_best, d)[0])  # rank 0 decides; every rank joins the checkpoint gather
-        save_last = (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.iterations
-        if save_last or new_best:
-            checkpoint(done, [p for p, want in ((last_path, save_last), (best_path, new_best)) if want])
-    bar.close()
+    try:
+        run.net.train()
+        running, n_running = torch.zeros((), device=device), 0
+        for it in range(run.start, cfg.iterations):
+            running += _optimisation_step(run, next(batches), it, extra_loss)
+            n_running += 1
+            done = it + 1
+            bar.update(1)
+            if _due(cfg.log_every, done, cfg.iterations):
+                _log(run, done, running, n_running, bar)
+                running, n_running = torch.zeros((), device=device), 0
+            new_best = val_set is not None and _due(cfg.val_every, done, cfg.iterations) and _validation(
+                run, val_set, scale, done, bar, progress)
+            save_last = _due(cfg.ckpt_every, done, cfg.iterations)
+            if save_last or new_best:
+                _save_checkpoint(run, done, [p for p, want in ((run.last_path, save_last), (run.best_path, new_best))
+                                             if want])
+    finally:
+        bar.close()
+        if run.writer is not None:
+            run.writer.close()
     d.barrier()
     return {
-        "history": history,
-        "iteration": max(start, cfg.iterations),
-        "best_psnr": None if best_psnr == -math.inf else best_psnr,
-        "best_iteration": best_iter,
-        "checkpoint": str(last_path) if d.main and last_path.exists() else None,
-        "best_checkpoint": str(best_path) if d.main and best_path.exists() else None,
-        "resumed_from": resumed_from,
+        "history": run.history,
+        "iteration": max(run.start, cfg.iterations),
+        "best_psnr": None if run.best_psnr == -math.inf else run.best_psnr,
+        "best_iteration": run.best_iter,
+        "checkpoint": str(run.last_path) if d.main and run.last_path.exists() else None,
+        "best_checkpoint": str(run.best_path) if d.main and run.best_path.exists() else None,
+        "resumed_from": run.resumed_from,
     }
 
 
@@ -692,6 +852,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", nargs="?", const="bf16", default=None, choices=("bf16", "fp16"),
                    help="mixed precision on CUDA (bare --amp = bf16)")
     p.add_argument("--val-chop", action="store_true", help="tiled validation")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="log loss, PSNR, learning rate and an SR crop to OUT/tensorboard (needs tensorboard)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -768,7 +930,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       betas=betas, eps=args.eps, weight_decay=args.weight_decay, milestones=milestones, gamma=args.gamma, loss=args.loss, val_every=args.val_every,
                       ckpt_every=args.ckpt_every, log_every=args.log_every, amp=args.amp, seed=args.seed,
                       num_workers=args.num_workers, grad_clip=args.grad_clip, scale=args.scale,
-                      val_chop=args.val_chop)
+                      val_chop=args.val_chop, tensorboard=args.tensorboard)
     train_set, val_set = _build_datasets(args, log)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"{args.model} x{args.scale} ({args.preset}): {n_params:,} trainable parameters -> {out}")

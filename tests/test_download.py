@@ -1,14 +1,18 @@
-"""Download tool, offline: checksums, atomic download over file:// URLs, safe extraction of zip
-and tar archives built here (including a bad checksum and path-traversal members), and the CLI."""
+"""Download tool, offline: checksums, atomic pooch downloads from a local HTTP server on 127.0.0.1, safe
+extraction of zip and tar archives built here (including a bad checksum, a bad CRC and path-traversal
+members), and the CLI."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import io
 import json
 import re
+import socket
 import tarfile
-import urllib.error
+import threading
 import zipfile
 from pathlib import Path
 
@@ -47,6 +51,32 @@ def _files(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def served(tmp_path):
+    """``(folder, url_of)``: files written into ``folder`` are served at ``url_of(name)`` by a local HTTP server."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, lambda name: f"http://127.0.0.1:{server.server_address[1]}/{name}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
 # ----------------------------------------------------------------------------- checksums
 def test_verify_checksum(tmp_path):
     f = tmp_path / "data.bin"
@@ -64,44 +94,64 @@ def test_verify_checksum(tmp_path):
 
 
 # ----------------------------------------------------------------------------- download
-def test_download_file_url_atomic(tmp_path):
-    src = tmp_path / "src.bin"
+def test_download_file_is_atomic(tmp_path, served):
+    folder, url = served
     payload = bytes(range(256)) * 5000
-    src.write_bytes(payload)
+    (folder / "src.bin").write_bytes(payload)
     sha = hashlib.sha256(payload).hexdigest()
     dest = tmp_path / "out" / "copy.bin"
-    assert download_file(src.as_uri(), dest, sha256=sha, progress=False) == dest
+    assert download_file(url("src.bin"), dest, sha256=sha, progress=False) == dest
     assert dest.read_bytes() == payload
     assert _files(tmp_path / "out") == ["copy.bin"]  # no temporary file left
+    (folder / "src.bin").write_bytes(b"changed")  # a file that already has the known hash is not fetched again
+    assert download_file(url("src.bin"), dest, sha256=sha, progress=False).read_bytes() == payload
 
 
-def test_download_bad_checksum_keeps_nothing(tmp_path):
-    src = tmp_path / "src.bin"
-    src.write_bytes(b"abc")
+def test_download_bad_checksum_keeps_nothing(tmp_path, served):
+    folder, url = served
+    (folder / "src.bin").write_bytes(b"abc")
     out = tmp_path / "out"
-    with pytest.raises(ChecksumError, match="sha256 mismatch"):
-        download_file(src.as_uri(), out / "a.bin", sha256="1" * 64, progress=False)
+    with pytest.raises(ChecksumError, match=f"a.bin: sha256 mismatch, expected {'1' * 64}"):
+        download_file(url("src.bin"), out / "a.bin", sha256="1" * 64, progress=False)
     assert _files(out) == []
     # an existing file is left untouched by a failed download
     (out / "a.bin").write_bytes(b"old")
-    with pytest.raises(ChecksumError):
-        download_file(src.as_uri(), out / "a.bin", md5="2" * 32, progress=False)
+    with pytest.raises(ChecksumError, match="md5 mismatch"):
+        download_file(url("src.bin"), out / "a.bin", md5="2" * 32, progress=False)
     assert (out / "a.bin").read_bytes() == b"old" and _files(out) == ["a.bin"]
 
 
-def test_download_failure_removes_partial_file(tmp_path):
+def test_download_failure_removes_partial_file(tmp_path, served):
+    _, url = served
     out = tmp_path / "out"
-    with pytest.raises(urllib.error.URLError):
-        download_file((tmp_path / "missing.zip").as_uri(), out / "x.zip", progress=False)
+    with pytest.raises(OSError, match=r"missing.zip: the server answered HTTP 404"):
+        download_file(url("missing.zip"), out / "x.zip", progress=False)
     assert _files(out) == []
 
 
-def test_download_without_checksum_warns_with_digest(tmp_path):
+def test_download_without_network_is_one_clear_sentence(tmp_path):
+    url = f"http://127.0.0.1:{_closed_port()}/benchmark.tar"
+    with pytest.raises(ConnectionError) as err:
+        download_file(url, tmp_path / "out" / "benchmark.tar", progress=False, timeout=5)
+    message = str(err.value)
+    assert message.startswith(f"cannot download {url}: there is no network connection or the server cannot be reached")
+    assert "\n" not in message and message.count(". ") == 0
+    assert _files(tmp_path / "out") == []
+
+
+def test_download_refuses_schemes_pooch_cannot_read(tmp_path):
     src = tmp_path / "src.bin"
-    src.write_bytes(b"xyz")
+    src.write_bytes(b"x")
+    with pytest.raises(ValueError, match="cannot download 'file://"):
+        download_file(src.as_uri(), tmp_path / "d.bin", progress=False)
+
+
+def test_download_without_checksum_warns_with_digest(tmp_path, served):
+    folder, url = served
+    (folder / "src.bin").write_bytes(b"xyz")
     sha = hashlib.sha256(b"xyz").hexdigest()
     with pytest.warns(UserWarning, match=f"no published checksum.*sha256={sha}"):
-        download_file(src.as_uri(), tmp_path / "d.bin", progress=False)
+        download_file(url("src.bin"), tmp_path / "d.bin", progress=False)
     assert (tmp_path / "d.bin").read_bytes() == b"xyz"
 
 
@@ -159,16 +209,28 @@ def test_safe_extract_errors(tmp_path):
         safe_extract(tmp_path / "none.zip", tmp_path / "d")
 
 
+def test_safe_extract_rejects_a_bad_crc(tmp_path):
+    arc = _zip(tmp_path / "crc.zip", {"a/first.txt": b"fine", "a/second.txt": b"payload-payload"})
+    raw = bytearray(arc.read_bytes())
+    at = raw.index(b"payload-payload")  # stored uncompressed: flip one data byte, the CRC no longer matches
+    raw[at] ^= 0xFF
+    arc.write_bytes(bytes(raw))
+    with pytest.raises(zipfile.BadZipFile, match="CRC"):
+        safe_extract(arc, tmp_path / "dest")
+    assert _files(tmp_path / "dest") == []  # not even the good member
+
+
 # ----------------------------------------------------------------------------- fetch + CLI
-def test_fetch_verifies_before_extracting(tmp_path):
-    arc = _zip(tmp_path / "DIV2K_valid_HR.zip", {"DIV2K_valid_HR/0801.png": b"img"})
+def test_fetch_verifies_before_extracting(tmp_path, served):
+    folder, url = served
+    arc = _zip(folder / "DIV2K_valid_HR.zip", {"DIV2K_valid_HR/0801.png": b"img"})
     sha = hashlib.sha256(arc.read_bytes()).hexdigest()
     root = tmp_path / "root"
-    bad = Archive(arc.as_uri(), "DIV2K_valid_HR.zip", "DIV2K", sha256="3" * 64)
+    bad = Archive(url(arc.name), "DIV2K_valid_HR.zip", "DIV2K", sha256="3" * 64)
     with pytest.raises(ChecksumError):
         fetch(bad, root, progress=False)
     assert _files(root) == []  # nothing downloaded, nothing extracted
-    good = Archive(arc.as_uri(), "DIV2K_valid_HR.zip", "DIV2K", sha256=sha)
+    good = Archive(url(arc.name), "DIV2K_valid_HR.zip", "DIV2K", sha256=sha)
     assert fetch(good, root, progress=False) == root / "DIV2K"
     assert _files(root) == ["DIV2K/DIV2K_valid_HR/0801.png"]  # archive removed after extraction
     fetch(good, root, keep_archive=True, progress=False)
@@ -203,17 +265,18 @@ def test_cli_dry_run(tmp_path, capsys):
         dl.main(["imagenet"])
 
 
-def test_cli_benchmark_end_to_end(tmp_path, monkeypatch):
+def test_cli_benchmark_end_to_end(tmp_path, monkeypatch, served):
     """``benchmark`` with both sources, served from local archives in the published layouts."""
-    edsr = _tar(tmp_path / "benchmark.tar", {"benchmark/Set5/HR/baby.png": b"hr", "benchmark/Set5/LR_bicubic/X2/babyx2.png": b"lr"})
-    selfexsr = _zip(tmp_path / "SelfExSR-master.zip", {
+    folder, url = served
+    edsr = _tar(folder / "benchmark.tar", {"benchmark/Set5/HR/baby.png": b"hr", "benchmark/Set5/LR_bicubic/X2/babyx2.png": b"lr"})
+    selfexsr = _zip(folder / "SelfExSR-master.zip", {
         "SelfExSR-master/README.md": b"readme",
         "SelfExSR-master/data/Set5/image_SRF_2/img_001_SRF_2_HR.png": b"hr",
         "SelfExSR-master/data/BSD100/image_SRF_2/img_001_SRF_2_LR.png": b"lr",
     })
     sources = {
-        "edsr": Archive(edsr.as_uri(), "benchmark.tar", ""),
-        "selfexsr": Archive(selfexsr.as_uri(), "SelfExSR-master.zip", ""),
+        "edsr": Archive(url(edsr.name), "benchmark.tar", ""),
+        "selfexsr": Archive(url(selfexsr.name), "SelfExSR-master.zip", ""),
     }
     monkeypatch.setattr(dl, "BENCHMARK_SOURCES", sources)
     root = tmp_path / "data"
@@ -256,25 +319,28 @@ def test_cli_benchmark_without_network_says_one_sentence(tmp_path, monkeypatch, 
 
 
 def test_cli_benchmark_dns_failure_says_one_sentence(tmp_path, monkeypatch, capsys):
-    """No network at all: name resolution fails inside urlopen (simulated)."""
+    """No network at all: name resolution fails inside the HTTP request pooch makes (simulated)."""
     import socket
 
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+    import requests
 
-    monkeypatch.setattr(dl.urllib.request, "urlopen", offline)
+    def offline(*args, **kwargs):
+        raise requests.exceptions.ConnectionError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(requests, "get", offline)
+    monkeypatch.setattr(requests.Session, "get", offline)
     url = dl.BENCHMARK_SOURCES["edsr"].url
     assert dl.main(["benchmark", "--root", str(tmp_path)]) == 1
-    err = capsys.readouterr().err
-    _assert_one_sentence(err, url)
-    assert "name resolution" in err
+    _assert_one_sentence(capsys.readouterr().err, url)
+    assert _files(tmp_path) == []
 
 
-def test_cli_other_errors_still_raise(tmp_path, monkeypatch):
+def test_cli_other_errors_still_raise(tmp_path, monkeypatch, served):
     """Only network failures become the one-line message; a bad checksum keeps its own error."""
-    src = tmp_path / "benchmark.tar"
-    src.write_bytes(b"not the archive")
-    monkeypatch.setattr(dl, "BENCHMARK_SOURCES", {"edsr": Archive(src.as_uri(), "benchmark.tar", "", sha256="0" * 64)})
+    folder, url = served
+    (folder / "benchmark.tar").write_bytes(b"not the archive")
+    monkeypatch.setattr(dl, "BENCHMARK_SOURCES",
+                        {"edsr": Archive(url("benchmark.tar"), "benchmark.tar", "", sha256="0" * 64)})
     with pytest.raises(ChecksumError):
         dl.main(["benchmark", "--root", str(tmp_path / "data")])
 

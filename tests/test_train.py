@@ -312,6 +312,154 @@ def test_amp_on_cpu_warns_and_trains_in_float32(tmp_path):
     _assert_same_weights(a, b)
 
 
+# ------------------------------------------------------------------------------------------------ the pieces
+def _run(tmp_path, model=None, **cfg_kw):
+    from srlib.train import _build_run, _Dist
+
+    return _build_run(model if model is not None else _net(noise=0.0), _cfg(**cfg_kw), tmp_path,
+                      torch.device("cpu"), _Dist())
+
+
+def _batch(seed=0, n=2):
+    g = torch.Generator().manual_seed(seed)
+    hr = torch.rand(n, 3, 8, 8, generator=g)
+    return {"lr": F.avg_pool2d(hr, 2), "hr": hr, "name": ["a"] * n}
+
+
+def test_build_run_sets_up_adam_step_decay_and_the_loss(tmp_path):
+    run = _run(tmp_path, lr=3e-4, betas=(0.8, 0.9), eps=1e-6, milestones=(2, 5), gamma=0.1, loss="mse")
+    group = run.optimizer.param_groups[0]
+    assert isinstance(run.optimizer, torch.optim.Adam) and run.net is run.raw
+    assert (group["lr"], group["betas"], group["eps"]) == (3e-4, (0.8, 0.9), 1e-6)
+    assert run.scheduler.milestones == {2: 1, 5: 1} and run.scheduler.gamma == 0.1
+    assert isinstance(run.loss_fn, nn.MSELoss) and not run.use_amp and not run.scaler.is_enabled()
+    assert run.params == list(run.raw.parameters()) and run.history == {"train": [], "val": []}
+    assert (run.start, run.resumed_from, run.best_iter, run.best_psnr) == (0, None, None, -float("inf"))
+
+
+def test_optimisation_step_is_one_adam_step_on_the_l1_loss(tmp_path):
+    from srlib.train import _optimisation_step
+
+    run = _run(tmp_path, milestones=(1,))
+    twin = _net(noise=0.0)
+    twin.load_state_dict(run.raw.state_dict())
+    opt = torch.optim.Adam(twin.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
+    batch = _batch()
+    loss = _optimisation_step(run, batch, 0, None)
+    ref = F.l1_loss(twin(batch["lr"]), batch["hr"])
+    ref.backward()
+    opt.step()
+    assert loss.dtype == torch.float32 and loss.dim() == 0 and not loss.requires_grad
+    assert torch.equal(loss, ref.detach())
+    _assert_same_weights(run.raw, twin)
+    assert run.lr == pytest.approx(0.5e-4)  # the scheduler stepped past the milestone at 1
+    seen = []
+    _optimisation_step(run, batch, 7, lambda out, b: seen.append(b["iteration"]) or 0.0)
+    assert seen == [7]
+    with pytest.raises(ValueError, match=r"model output \(2, 3, 8, 8\) does not match the HR batch \(2, 3, 4, 4\)"):
+        _optimisation_step(run, {"lr": batch["lr"], "hr": batch["lr"]}, 0, None)
+
+
+def test_optimisation_step_clips_the_gradient(tmp_path):
+    from srlib.train import _optimisation_step
+
+    clipped, free = _run(tmp_path, grad_clip=1e-6), _run(tmp_path)
+    _optimisation_step(clipped, _batch(), 0, None)
+    _optimisation_step(free, _batch(), 0, None)
+    assert float(torch.nn.utils.get_total_norm([p.grad for p in free.params])) > 1e-3
+    assert float(torch.nn.utils.get_total_norm([p.grad for p in clipped.params])) <= 1e-6 * 1.0001
+
+
+def test_log_records_the_mean_loss_and_the_learning_rate(tmp_path):
+    from srlib.train import _log
+
+    class Bar:
+        def set_postfix(self, **kw):
+            self.kw = kw
+
+    run, bar = _run(tmp_path), Bar()
+    assert _log(run, 4, torch.tensor(3.0), 2, bar) == 1.5
+    assert run.history["train"] == [{"iteration": 4, "loss": 1.5, "lr": 1e-4}]
+    assert bar.kw == {"loss": "1.5000", "lr": "1.0e-04"}
+    with pytest.raises(FloatingPointError, match="non-finite training loss nan at iteration 6; last checkpoint: none"):
+        _log(run, 6, torch.tensor(float("nan")), 1)
+
+
+def test_validation_records_psnr_and_the_best(tmp_path):
+    from srlib.train import _validate, _validation
+
+    run = _run(tmp_path)
+    run.raw.eval()
+    val = FullImages()
+    psnr = _validate(run.raw, val, 2, run.cfg, run.device)
+    assert _validation(run, val, 2, 3) is True and run.raw.training
+    assert run.history["val"] == [{"iteration": 3, "psnr": psnr}] and (run.best_psnr, run.best_iter) == (psnr, 3)
+    assert _validation(run, val, 2, 6) is False  # same weights, same PSNR: not a new best
+    assert run.best_iter == 3 and [v["iteration"] for v in run.history["val"]] == [3, 6]
+
+
+def test_save_checkpoint_then_resume_restores_the_run(tmp_path):
+    from srlib.train import _batches, _optimisation_step, _resume, _save_checkpoint
+
+    run = _run(tmp_path, milestones=(1,))
+    _batches(run, RandomPatches())
+    _optimisation_step(run, _batch(), 0, None)
+    run.history["train"].append({"iteration": 1, "loss": 0.5, "lr": run.lr})
+    run.best_psnr, run.best_iter = 20.0, 1
+    torch.manual_seed(99)
+    _save_checkpoint(run, 1, [tmp_path / "last.pt"])
+    expected_draw = torch.rand(3)
+    assert (tmp_path / "history.json").is_file()
+
+    other = _run(tmp_path, model=_net(seed=5, noise=0.0), milestones=(1,))
+    torch.manual_seed(0)
+    _resume(other)
+    assert torch.equal(torch.rand(3), expected_draw)  # the RNG state continues where the checkpoint was taken
+    _assert_same_weights(other.raw, run.raw)
+    assert other.optimizer.state_dict()["state"][0]["step"] == 1 and other.lr == run.lr
+    assert (other.start, other.resumed_from, other.best_psnr, other.best_iter) == (1, 1, 20.0, 1)
+    assert other.history == run.history
+
+
+def test_due_marks_periods_and_the_last_iteration():
+    from srlib.train import _due
+
+    assert [n for n in range(1, 11) if _due(3, n, 10)] == [3, 6, 9, 10]
+    assert [n for n in range(1, 11) if _due(0, n, 10)] == [10]
+
+
+# ------------------------------------------------------------------------------------------------ TensorBoard
+def test_tensorboard_logs_loss_psnr_lr_and_an_sr_crop(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    plain, logged = _net(), _net()
+    train(plain, RandomPatches(), FullImages(), _cfg(val_every=4), tmp_path / "a", progress=False)
+    r = train(logged, RandomPatches(), FullImages(), _cfg(val_every=4, tensorboard=True), tmp_path / "b",
+              progress=False)
+    _assert_same_weights(plain, logged)  # logging does not change the training
+    events = EventAccumulator(str(tmp_path / "b" / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"train/loss", "train/lr", "val/psnr"}
+    loss = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert loss == [(h["iteration"], pytest.approx(h["loss"], rel=1e-6)) for h in r["history"]["train"]]
+    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([h["lr"] for h in r["history"]["train"]])
+    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in events.Scalars("val/psnr")] == [
+        (v["iteration"], v["psnr"]) for v in r["history"]["val"]]
+    images = events.Images("val/sr")
+    assert [e.step for e in images] == [4, 8] and (images[0].height, images[0].width) == (24, 24)
+
+
+def test_tensorboard_missing_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(ImportError, match=r"needs the tensorboard package, which is not installed: pip install"):
+        train(_net(), RandomPatches(), None, _cfg(tensorboard=True), tmp_path, progress=False)
+    assert not tmp_path.joinpath("last.pt").exists()
+
+
 # ------------------------------------------------------------------------------------------------ DDP (gloo)
 def _free_port() -> int:
     with socket.socket() as s:

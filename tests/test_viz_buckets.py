@@ -13,17 +13,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from srlib.attention.buckets import BucketLayout, bucketed_attention, look_around  # noqa: E402
-from srlib.viz.buckets import (  # noqa: E402
-    attended_keys,
-    attended_mask,
-    bucket_colormap,
-    bucket_map,
-    lsh_collision_rate,
-    plot_attended,
-    plot_bucket_map,
-    plot_chunks,
-    plot_hash_sectors,
-)
+from srlib.analysis.buckets import attended_keys, attended_mask, bucket_map, lsh_collision_rate  # noqa: E402
+from srlib.viz.buckets import bucket_colormap, plot_attended, plot_bucket_map, plot_chunks, plot_hash_sectors  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

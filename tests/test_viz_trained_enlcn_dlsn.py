@@ -1,6 +1,6 @@
 """Helpers for looking at trained ENLCN / DLSN attention (notebooks 02 and 03, section "trained small ..."):
-srlib.attention.enla_analysis (unit embeddings, attention rows, amplification sweep), srlib.viz.buckets
-(bucket balance, bucket-size and bucket-map plots) and srlib.viz.hashing (neighbour recall of buckets)."""
+srlib.analysis.enla (unit embeddings, attention rows, amplification sweep), srlib.viz.buckets
+(bucket balance, bucket-size and bucket-map plots) and srlib.analysis.hashing (neighbour recall of buckets)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from torch.testing import assert_close  # noqa: E402
 
 from srlib.attention.buckets import BucketLayout  # noqa: E402
 from srlib.attention.enla import ENLCA, enla, gaussian_orthogonal_matrix  # noqa: E402
-from srlib.attention.enla_analysis import (  # noqa: E402
+from srlib.analysis.enla import (  # noqa: E402
     amplification_sweep,
     attention_rows,
     enla_attention_row,
@@ -26,8 +26,9 @@ from srlib.attention.enla_analysis import (  # noqa: E402
     exact_attention_row,
 )
 from srlib.attention.gla import GlobalLearnableAttention  # noqa: E402
-from srlib.viz.buckets import attended_mask, bucket_balance, plot_bucket_maps, plot_bucket_sizes  # noqa: E402
-from srlib.viz.hashing import bucket_neighbour_recall  # noqa: E402
+from srlib.analysis.buckets import attended_mask, bucket_balance  # noqa: E402
+from srlib.viz.buckets import plot_bucket_maps, plot_bucket_sizes  # noqa: E402
+from srlib.analysis.hashing import bucket_neighbour_recall  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

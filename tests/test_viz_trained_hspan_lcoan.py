@@ -1,6 +1,6 @@
 """Tests for the helpers behind the trained-network sections of notebooks 04 (HSPAN) and 05 (LCoAN).
 
-``srlib.viz.sparsity``: :func:`nla_twin`, :func:`same_scores_statistics`; ``srlib.viz.overlap``:
+``srlib.analysis.sparsity``: :func:`nla_twin`, :func:`same_scores_statistics`; ``srlib.analysis.overlap``:
 :func:`depth_overlap_curve`, :func:`pattern_agreement`. Small hand-made cases with exact values, plus the shipped
 trained networks (``srlib.pretrained``, no data needed).
 """
@@ -17,14 +17,14 @@ from srlib.attention.nla import NonLocalAttention
 from srlib.attention.softthreshold import soft_threshold
 from srlib.pretrained import build_small, pretrained
 from srlib.viz.explorer import collect_attention_layers
-from srlib.viz.overlap import (
+from srlib.analysis.overlap import (
     depth_overlap_curve,
     feature_attention_map,
     layer_overlaps,
     module_inputs,
     pattern_agreement,
 )
-from srlib.viz.sparsity import attention_rows, nla_twin, same_scores_statistics, support_statistics
+from srlib.analysis.sparsity import attention_rows, nla_twin, same_scores_statistics, support_statistics
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -17,10 +17,7 @@ from .datasets import (
     PairedImagesDataset,
     available_benchmarks,
     benchmark_scales,
-    FALLBACK_EVAL_NAMES,
-    default_eval_set,
     default_train_folder,
-    default_train_set,
     dihedral,
     list_images,
     seed_worker,
@@ -48,7 +45,15 @@ from .io import (
     save_image,
     to_uint8,
 )
-from .samples import DEFAULT_SAMPLE_NAMES, SAMPLE_IMAGES, SampleImagesDataset, load_sample
+from .samples import (
+    DEFAULT_SAMPLE_NAMES,
+    FALLBACK_EVAL_NAMES,
+    SAMPLE_IMAGES,
+    SampleImagesDataset,
+    default_eval_set,
+    default_train_set,
+    load_sample,
+)
 
 __all__ = [
     # io

@@ -13,18 +13,23 @@ Result (what :mod:`srlib.data.datasets` reads)::
     <root>/benchmark/Set5/HR/baby.png ...         <root>/benchmark/Set5/LR_bicubic/X2/babyx2.png ...  (edsr)
     <root>/benchmark/Set5/image_SRF_2/img_001_SRF_2_HR.png ...                                       (selfexsr)
 
+Downloads go through `pooch <https://www.fatiando.org/pooch/>`_ (``pooch.retrieve``: HTTP(S) with a tqdm
+progress bar, hash check, atomic move); the unpacking is this module's own :func:`safe_extract`, because
+pooch's ``Unzip`` / ``Untar`` processors do not refuse members that escape the target folder.
+
 Safety:
 
-* downloads go to a temporary file next to the destination and are renamed into place
-  only when complete and verified; on any failure (network, interrupt, bad checksum) the
-  partial file is deleted;
+* downloads go to a temporary file next to the destination and are moved into place
+  only when complete and verified (pooch); on any failure (network, interrupt, bad checksum) the
+  partial file is deleted; no network raises one clear :class:`ConnectionError`;
 * checksums (SHA-256 and/or MD5) are verified *before* extraction. Where no published
   checksum is known to us it is ``None``; the computed digests are then printed with a
   warning so that you can record them (we never guess a checksum);
 * extraction validates every member first: absolute paths, ``..`` components, links and
   device files are refused (:class:`UnsafeArchiveError`), so nothing is written outside
   the target folder. Files are unpacked to a temporary folder inside the target and moved
-  into place one complete file at a time.
+  into place one complete file at a time; a zip member whose CRC does not match fails the whole
+  extraction before anything is moved.
 
 Sources: DIV2K (Agustsson & Timofte, CVPRW 2017), https://data.vision.ee.ethz.ch/cvl/DIV2K/;
 EDSR benchmark archive (Lim et al. 2017, EDSR-PyTorch README), https://cv.snu.ac.kr/research/EDSR/benchmark.tar;
@@ -34,7 +39,6 @@ SelfExSR data (Huang et al. 2015), https://github.com/jbhuang0604/SelfExSR.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
@@ -42,8 +46,6 @@ import stat
 import sys
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -146,12 +148,10 @@ BENCHMARK_SOURCES = {
 
 # ----------------------------------------------------------------------------- checksums
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in 1 MiB chunks. ``algorithm``: any ``hashlib`` name."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex digest of a file (``pooch.file_hash``). ``algorithm``: any ``hashlib`` name (``"sha256"``, ``"md5"``)."""
+    import pooch
+
+    return pooch.file_hash(str(path), alg=algorithm)
 
 
 def verify_checksum(path: str | os.PathLike, *, sha256: str | None = None, md5: str | None = None) -> dict:
@@ -166,12 +166,7 @@ def verify_checksum(path: str | os.PathLike, *, sha256: str | None = None, md5: 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"file to verify not found: {path}")
-    sha, md = hashlib.sha256(), hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            sha.update(chunk)
-            md.update(chunk)
-    got = {"sha256": sha.hexdigest(), "md5": md.hexdigest()}
+    got = {"sha256": file_digest(path, "sha256"), "md5": file_digest(path, "md5")}
     for algo, expected in (("sha256", sha256), ("md5", md5)):
         if expected is not None and got[algo] != expected.lower():
             raise ChecksumError(f"{path}: {algo} mismatch, expected {expected.lower()}, got {got[algo]}")
@@ -188,58 +183,71 @@ def download_file(
     progress: bool = True,
     timeout: float = 60.0,
 ) -> Path:
-    """Download ``url`` to ``dest`` atomically and verify it.
+    """Download ``url`` to ``dest`` with ``pooch.retrieve`` (hash-checked, atomic) and verify it.
 
-    The data is written to a temporary file in ``dest``'s folder, verified, then renamed to
-    ``dest``. On any failure the temporary file is removed and ``dest`` is left as it was.
-    Without a known checksum, a warning prints the computed SHA-256 and MD5.
+    pooch streams the data to a temporary file in ``dest``'s folder, checks the known hash (SHA-256 if given,
+    else MD5) and only then moves it to ``dest``; on any failure the temporary file is removed and ``dest`` is
+    left as it was. An existing ``dest`` that already has the known hash is kept without downloading (and
+    one that has not is downloaded again); with no known hash an existing ``dest`` is kept as it is. After a
+    download without a known checksum, a warning prints the computed SHA-256 and MD5.
 
     Args:
-        url: ``http(s)://`` (or ``file://``) address.
+        url: ``http(s)://`` address (pooch also accepts ``ftp://``, ``sftp://`` and ``doi:``).
         dest: final file path (parent folders are created).
-        sha256, md5: expected digests or ``None``.
-        progress: show a tqdm progress bar.
-        timeout: socket timeout in seconds.
+        sha256, md5: expected digests or ``None`` (with both, MD5 is checked after the SHA-256 retrieval).
+        progress: show pooch's tqdm progress bar.
+        timeout: seconds to wait for the server (HTTP).
 
     Returns:
         ``dest``.
 
     Raises:
-        ChecksumError: digest mismatch (nothing is kept).
-        OSError / urllib.error.URLError: network or disk errors (nothing is kept).
+        ChecksumError: digest mismatch (nothing new is kept).
+        ConnectionError: no network, or the server cannot be reached (one sentence naming the URL).
+        OSError: the server refused the file (HTTP error status), or a disk error.
+        ValueError: a URL scheme pooch cannot download (e.g. ``file://``).
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            total = resp.headers.get("Content-Length")
-            total = int(total) if total and total.isdigit() else None
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
+    import pooch
+    import requests
 
-                bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, file=sys.stderr)
-            try:
-                for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                    out.write(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-            finally:
-                if bar is not None:
-                    bar.close()
-        got = verify_checksum(tmp, sha256=sha256, md5=md5)
-        if sha256 is None and md5 is None:
-            warnings.warn(
-                f"no published checksum known for {url}; downloaded file has "
-                f"sha256={got['sha256']} md5={got['md5']} (record these to verify later downloads)",
-                stacklevel=2,
-            )
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    dest = Path(dest)
+    # HTTP(S) with our timeout; any other scheme: pooch picks its downloader (or refuses the scheme)
+    downloader = None
+    if url.startswith(("http://", "https://")):
+        downloader = pooch.HTTPDownloader(progressbar=progress, timeout=timeout)
+    known = f"sha256:{sha256.lower()}" if sha256 else (f"md5:{md5.lower()}" if md5 else None)
+    existed = dest.is_file()
+    try:
+        pooch.retrieve(url, known_hash=known, fname=dest.name, path=dest.parent, downloader=downloader,
+                       progressbar=progress)
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
+        raise ConnectionError(f"cannot download {url}: there is no network connection or the server cannot be "
+                              f"reached ({type(err).__name__}); download it elsewhere and put it at {dest}") from None
+    except requests.exceptions.HTTPError as err:
+        status = err.response.status_code if err.response is not None else "an error"
+        raise OSError(f"cannot download {url}: the server answered HTTP {status}") from None
+    except ValueError as err:
+        if "protocol" in str(err).lower():
+            raise ValueError(f"cannot download {url!r}: pooch reads http(s)://, ftp://, sftp:// and doi: "
+                             "addresses") from None
+        if "hash" not in str(err).lower():
+            raise
+        algo = "sha256" if sha256 else "md5"
+        raise ChecksumError(f"{dest}: {algo} mismatch, expected {known.split(':', 1)[1]} "
+                            f"(pooch: {err})") from None
+    if sha256 and md5:
+        try:
+            verify_checksum(dest, md5=md5)
+        except ChecksumError:
+            dest.unlink()
+            raise
+    if known is None and not existed:
+        got = verify_checksum(dest)
+        warnings.warn(
+            f"no published checksum known for {url}; downloaded file has "
+            f"sha256={got['sha256']} md5={got['md5']} (record these to verify later downloads)",
+            stacklevel=2,
+        )
     return dest
 
 
@@ -422,11 +430,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for a in archives:
         try:
             fetch(a, root, keep_archive=args.keep_archives, force=args.force)
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:  # offline, DNS, refused, HTTP error
-            reason = getattr(err, "reason", None) or err
-            print(f"error: cannot download {a.url} ({reason}); check the network connection and try again "
-                  "(nothing was kept, and without the data the notebooks use bundled sample photographs).",
-                  file=sys.stderr)
+        except (TimeoutError, ConnectionError):  # offline, DNS, refused: download_file removed the partial file
+            print(f"error: cannot download {a.url} (no network connection, or the server cannot be reached); "
+                  "check the network connection and try again (nothing was kept, and without the data the "
+                  "notebooks use bundled sample photographs).", file=sys.stderr)
             return 1
     if args.dataset == "benchmark" and args.source == "selfexsr":
         _move_selfexsr(root)

@@ -6,20 +6,34 @@
 non-photographic colour images (``hubble_deep_field``, ``immunohistochemistry``,
 ``retina``). Grayscale ones (``camera``, ``moon``, ...) and images whose files are only
 downloaded on demand are left out.
+
+:func:`default_train_set` and :func:`default_eval_set` choose the data to train and evaluate on: the data
+root's photographs or benchmark when present, else these bundled photographs (so that notebooks run offline).
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
-from .datasets import HRImagesDataset
+from .datasets import (
+    BenchmarkDataset,
+    HRImagesDataset,
+    _FileLoader,
+    available_benchmarks,
+    default_train_folder,
+    list_images,
+)
 from .degradations import Degradation
 from .io import from_uint8
 
-__all__ = ["SAMPLE_IMAGES", "DEFAULT_SAMPLE_NAMES", "load_sample", "SampleImagesDataset"]
+__all__ = [
+    "SAMPLE_IMAGES", "DEFAULT_SAMPLE_NAMES", "load_sample", "SampleImagesDataset",
+    "FALLBACK_EVAL_NAMES", "default_train_set", "default_eval_set",
+]
 
 
 class _SkimageLoader:
@@ -102,3 +116,73 @@ class SampleImagesDataset(HRImagesDataset):
             [(n, SAMPLE_IMAGES[n]) for n in names], scale, degradation, patch_size, augment, repeat,
             generator, quantize_lr=quantize_lr, cache=True,
         )
+
+
+#: Offline evaluation photographs (scikit-image) used when a benchmark is not downloaded.
+FALLBACK_EVAL_NAMES = ("chelsea", "coffee", "astronaut")
+
+
+def default_train_set(
+    scale: int,
+    patch_size: int,
+    *,
+    generator: torch.Generator | None = None,
+    max_images: int | None = None,
+    fallback_names: Sequence[str] | None = None,
+    augment: bool = True,
+    cache: bool = True,
+) -> tuple[Dataset, str]:
+    """Random HR training patches with LR made on the fly: the data root's training photos, else offline samples.
+
+    The images come from :func:`default_train_folder` (e.g. the shared ``train/SunHays80``), the first
+    ``max_images`` of them in name order, read as :class:`HRImagesDataset` (MATLAB-compatible bicubic LR,
+    quantised to 8 bits). Without a training folder, the bundled scikit-image photographs
+    (:class:`srlib.data.SampleImagesDataset`) take their place, so notebooks and tests run offline.
+
+    Args:
+        scale: SR factor (2, 3 or 4); patch_size: HR patch side (multiple of ``scale``).
+        generator: seeds the random crops and flips (reproducible runs).
+        max_images: use only the first ``max_images`` photos of the folder (``None``: all).
+        fallback_names: sample images for the offline fallback (default: the samples' default set).
+        augment: random flips / rotations; cache: keep decoded folder images in memory.
+
+    Returns:
+        ``(dataset, source)``: items ``{"lr": (3, P/s, P/s), "hr": (3, P, P), "name", "gray"}``; ``source`` is
+        the folder path, or ``"skimage.data (offline fallback)"``.
+
+    Raises:
+        ValueError: unsupported scale, bad patch size or ``max_images < 1`` (and what the datasets raise).
+    """
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
+    folder = default_train_folder()
+    if folder is None:
+        names = tuple(fallback_names) if fallback_names is not None else None
+        return (SampleImagesDataset(scale, names=names, patch_size=patch_size, augment=augment, generator=generator),
+                "skimage.data (offline fallback)")
+    files = list_images(folder)[:max_images]
+    sources = [(p.stem, _FileLoader(p, False)) for p in files]
+    dataset = HRImagesDataset(sources, scale, patch_size=patch_size, augment=augment, generator=generator, cache=cache)
+    return dataset, str(folder)
+
+
+def default_eval_set(scale: int, name: str = "Set5", fallback_names: Sequence[str] = FALLBACK_EVAL_NAMES
+                     ) -> tuple[Dataset, str]:
+    """A benchmark for evaluation when it is in the data root, else whole offline sample photographs.
+
+    Args:
+        scale: SR factor; name: benchmark (``"Set5"``, ``"Set14"``, ``"B100"``, ``"Urban100"``).
+        fallback_names: scikit-image photographs used when the benchmark at this scale is absent.
+
+    Returns:
+        ``(dataset, label)``: whole LR/HR pairs (:class:`BenchmarkDataset` or
+        :class:`srlib.data.SampleImagesDataset`); ``label`` is e.g. ``"Set5 x2"`` or
+        ``"sample photographs x2 (offline fallback)"``.
+
+    Raises:
+        ValueError: unsupported scale or an unknown sample name.
+    """
+    if name in available_benchmarks(scale=scale):
+        return BenchmarkDataset(name, scale), f"{name} x{scale}"
+    return (SampleImagesDataset(scale, names=tuple(fallback_names)),
+            f"sample photographs x{scale} (offline fallback)")

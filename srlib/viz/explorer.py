@@ -58,10 +58,10 @@ from srlib.attention.lcoa import LearnableCollaborativeAttention
 from srlib.attention.nla import NonLocalAttention, softmax_last
 from srlib.attention.nlsa import NonLocalSparseAttention
 from srlib.attention.softthreshold import SoftThreshold
-from srlib.viz.attention_maps import patch_descriptors
-from srlib.viz.buckets import attended_mask
-from srlib.viz.hashing import attention_on_positions
-from srlib.viz.sparsity import mass_coverage
+from srlib.analysis.maps import patch_descriptors
+from srlib.analysis.buckets import attended_mask
+from srlib.analysis.hashing import attention_on_positions
+from srlib.analysis.sparsity import mass_coverage
 
 __all__ = [
     "MECHANISMS",

@@ -1,25 +1,31 @@
-"""Matplotlib figures used by the notebooks: softmax flattening (HSPAN Fig. 1), cost-vs-size plots and
-training-loss curves.
+"""Matplotlib figures used by the notebooks and benchmarks: softmax flattening (HSPAN Fig. 1), cost-vs-size
+plots (live measurements and the benchmark harness's results) and training-loss curves.
 
-Every function returns the ``Figure``; nothing is shown or saved here (call ``plt.show()`` in a notebook).
+The numbers come from :mod:`srlib.analysis` (:mod:`srlib.analysis.measure`, :mod:`srlib.analysis.bench`).
+Every function returns the ``Figure`` (or ``Axes``); nothing is shown or saved here (call ``plt.show()`` in a
+notebook; :func:`srlib.analysis.bench.write_results` saves a :func:`plot_benchmark` figure).
 """
 
 from __future__ import annotations
 
 import math
 from statistics import NormalDist
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from srlib.viz.cost import loglog_slope
+from srlib.analysis.bench import MODES, fit_slopes
+from srlib.analysis.measure import loglog_slope
 
-__all__ = ["plot_softmax_examples", "plot_flattening_curves", "plot_loglog_cost", "plot_loss_history"]
+__all__ = [
+    "plot_softmax_examples", "plot_flattening_curves", "plot_loglog_cost", "plot_loss_history", "plot_scaling",
+    "plot_benchmark",
+]
 
 
 def plot_softmax_examples(stats: Mapping, *, ncols: int = 3, panel_size: float = 2.6):
     """Bar plots of one softmax distribution per sequence length, on a shared y-axis (HSPAN Fig. 1).
 
     Args:
-        stats: output of :func:`srlib.viz.attention_maps.softmax_flattening` (uses ``"n"`` and ``"example"``).
+        stats: output of :func:`srlib.analysis.maps.softmax_flattening` (uses ``"n"`` and ``"example"``).
         ncols: panels per row.
         panel_size: inches per panel.
 
@@ -64,11 +70,11 @@ def plot_flattening_curves(stats: Mapping):
     """Three panels against ``n``: mean max weight, mean entropy (with ``ln n`` and ``ln n - 1/2``), top-k mass.
 
     The dashed reference curves are the large-``n`` approximations of
-    :func:`srlib.viz.attention_maps.softmax_flattening`: largest weight ``exp(m_n - 1/2) / n`` with ``m_n`` the
+    :func:`srlib.analysis.maps.softmax_flattening`: largest weight ``exp(m_n - 1/2) / n`` with ``m_n`` the
     expected maximum of ``n`` standard normals (Blom's approximation), entropy ``ln n - 1/2``.
 
     Args:
-        stats: output of :func:`srlib.viz.attention_maps.softmax_flattening`.
+        stats: output of :func:`srlib.analysis.maps.softmax_flattening`.
 
     Returns:
         The ``Figure``.
@@ -184,3 +190,68 @@ def plot_loss_history(histories: Mapping | Sequence, title: str = "", *, ax=None
     if not single:
         ax.legend()
     return ax.figure
+
+
+def plot_scaling(rows: Sequence[dict[str, Any]], metric: str = "time_median_s", mode: str = "forward", *,
+                 cases: Sequence[str] | None = None, ax=None, title: str | None = None):
+    """Log-log plot of ``metric`` against ``L`` for each case (``"ok"`` rows of ``mode``), the fitted slope in
+    the legend, with dashed reference lines of slope 1 and 2.
+
+    Returns:
+        the matplotlib ``Axes``.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4.5))
+    slopes = fit_slopes(rows, metric)
+    names = list(dict.fromkeys(r["case"] for r in rows)) if cases is None else list(cases)
+    styles = ["o-", "s-", "^-", "D-", "v-", "P-", "X-", "*-"]
+    lo = hi = None
+    for i, name in enumerate(names):
+        pts = sorted((r["L"], r[metric]) for r in rows if r["case"] == name and r["mode"] == mode
+                     and r["status"] == "ok" and r.get(metric) not in (None, "") and float(r[metric]) > 0)
+        if not pts:
+            continue
+        xs, ys = zip(*pts)
+        s = slopes.get((name, mode))
+        label = f"{name} ({s:.2f})" if s is not None else name
+        ax.loglog(xs, ys, styles[i % len(styles)], label=label, ms=4, color=plt.cm.tab20(i % 20))
+        lo = min(xs[0], lo or xs[0])
+        hi = max(xs[-1], hi or xs[-1])
+        if i == 0:
+            y_ref = ys[0]
+    if lo is not None and hi > lo:
+        for p, st in ((1, "--"), (2, ":")):
+            ax.loglog([lo, hi], [y_ref, y_ref * (hi / lo) ** p], "k" + st, lw=0.8, label=f"slope {p}")
+    ax.set_xlabel("L = H·W")
+    ax.set_ylabel({"time_median_s": "median time (s)", "time_min_s": "fastest call (s)",
+                   "peak_mib": "peak memory (MiB)", "gflops": "GFLOPs"}.get(metric, metric))
+    ax.set_title(title or f"{mode}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2, title="case (fitted slope)", title_fontsize=7)
+    return ax
+
+
+def plot_benchmark(rows: Sequence[dict[str, Any]], info: Mapping[str, str], label: str):
+    """The harness's summary figure: fastest-call time and peak memory against ``L``, one row of panels per mode.
+
+    Args:
+        rows: result rows of :func:`srlib.analysis.bench.run_isolated` / ``read_csv``; info: the machine
+            (:func:`srlib.analysis.bench.machine_info`), written in the title; label: the file stem.
+    Returns:
+        a ``matplotlib.figure.Figure`` not registered with pyplot (nothing to close), for
+        :func:`srlib.analysis.bench.write_results`.
+    """
+    from matplotlib.figure import Figure
+
+    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
+    fig = Figure(figsize=(13, 5 * max(len(modes), 1)))
+    axes = fig.subplots(max(len(modes), 1), 2, squeeze=False)
+    for i, m in enumerate(modes):
+        plot_scaling(rows, "time_min_s", m, ax=axes[i][0], title=f"{m}: time (fastest timed call)")
+        plot_scaling(rows, "peak_mib", m, ax=axes[i][1], title=f"{m}: peak memory")
+    fig.suptitle(f"{label}: {info.get('cpu', '')} {info.get('gpu', '')}, torch {info.get('torch')}, "
+                 f"{info.get('threads')} threads", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -137,7 +137,7 @@ def draw_projections(
         return torch.randn(n_trials, m, d, generator=generator, dtype=dtype)
     # gaussian_orthogonal_matrix's construction (scaling="norms"), batched over the trials: one batched QR
     # instead of n_trials * ceil(m/d) small ones. For n_trials = 1 and d divisible by 4 the draws come in
-    # the same order as the library function's, so the matrix is bit-identical (tests/test_enla_analysis.py).
+    # the same order as the library function's, so the matrix is bit-identical (tests/test_analysis_enla.py).
     n_blocks = -(-m // d)
     blocks = torch.randn(n_trials, n_blocks, d, d, generator=generator, dtype=dtype)
     q, _ = torch.linalg.qr(blocks, mode="reduced")  # no sign correction, as the official code
@@ -596,7 +596,7 @@ def amplification_sweep(
     With ``Q = sqrt(a) q_unit``, ``K = sqrt(a) k_unit`` (Eq. 3) the exact scores are ``a cos(q_i, k_j)``: a
     larger ``a`` concentrates each row (the number of keys carrying ``mass`` of a softmax row never grows
     with ``a``), while the variance of ENLA's estimate grows like ``exp(2a(1 + cos))`` (Eq. 7). Key counts
-    use :func:`srlib.viz.sparsity.mass_coverage`.
+    use :func:`srlib.analysis.sparsity.mass_coverage`.
 
     Args:
         q_unit: ``(L, d)`` or ``(1, L, d)`` unit queries (e.g. :func:`enlca_unit_embeddings`); k_unit:
@@ -614,7 +614,7 @@ def amplification_sweep(
     Raises:
         ValueError: empty or non-positive ``amplifications``, bad shapes, or ``mass`` outside ``(0, 1]``.
     """
-    from srlib.viz.sparsity import mass_coverage  # the one implementation of "keys carrying a mass"
+    from srlib.analysis.sparsity import mass_coverage  # the one implementation of "keys carrying a mass"
 
     amps = [float(a) for a in amplifications]
     if not amps or min(amps) <= 0:

@@ -1,4 +1,4 @@
-"""srlib.viz.hashing: hash statistics, attention collected per position, Fig. 4 helpers, Fig. 1 study."""
+"""srlib.analysis.hashing: hash statistics, attention collected per position, Fig. 4 helpers, Fig. 1 study."""
 
 import math
 
@@ -14,8 +14,8 @@ import torch.nn.functional as F  # noqa: E402
 from srlib.attention.gla import GlobalLearnableAttention  # noqa: E402
 from srlib.attention.nlsa import NonLocalSparseAttention  # noqa: E402
 from srlib.models.dlsn import DLSN, DLSNConfig  # noqa: E402
-from srlib.viz.buckets import lsh_collision_rate  # noqa: E402
-from srlib.viz.hashing import (  # noqa: E402
+from srlib.analysis.buckets import lsh_collision_rate  # noqa: E402
+from srlib.analysis.hashing import (  # noqa: E402
     HASH_METHODS,
     attention_on_positions,
     bucket_sizes,
@@ -23,12 +23,12 @@ from srlib.viz.hashing import (  # noqa: E402
     hash_codes,
     learnable_score_disabled,
     missing_detail,
-    plot_attended_locations,
     sign_bit_angle_estimates,
     similarity_and_detail_match,
     srp_angle_variance,
     topk_attended_locations,
 )
+from srlib.viz.maps import plot_attended_locations  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- hashing
 

@@ -1,7 +1,7 @@
-"""FLOP counts of all six mechanisms (srlib.attention.cost): the papers' tables, and the counts against
+"""FLOP counts of all six mechanisms (srlib.analysis.flops): the papers' tables, and the counts against
 ``torch.utils.flop_counter.FlopCounterMode`` on the real modules.
 
-Counting conventions (module docstring of srlib.attention.cost): 1 multiply-add = 2 FLOPs; only matrix
+Counting conventions (module docstring of srlib.analysis.flops): 1 multiply-add = 2 FLOPs; only matrix
 products and convolutions are counted (softmax, exp, normalisation, sorting, top-k and gathers are not).
 NLSN Table 5 and ENLCN Table 4 (100 x 100 input, 64 channels) are the only FLOP tables in the five papers;
 DLSN (Fig. 8), HSPAN (none) and LCoAN (Table I: time and memory) print no FLOPs.
@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from srlib.attention.cost import (
+from srlib.analysis.flops import (
     ENLCN_TABLE4_ENLCA_GFLOPS,
     ENLCN_TABLE4_GFLOPS,
     NLSN_TABLE5_GFLOPS,

@@ -1,4 +1,4 @@
-"""ENLA FLOPs (srlib.attention.cost.enla_flops) against ENLCN Table 4 and against FlopCounterMode."""
+"""ENLA FLOPs (srlib.analysis.flops.enla_flops) against ENLCN Table 4 and against FlopCounterMode."""
 
 from __future__ import annotations
 
@@ -6,13 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from srlib.attention.cost import (
-    ENLCN_TABLE4_ENLCA_GFLOPS,
-    ENLCN_TABLE4_GFLOPS,
-    conv_flops,
-    enla_flops,
-    nla_flops,
-)
+from srlib.analysis.flops import ENLCN_TABLE4_ENLCA_GFLOPS, ENLCN_TABLE4_GFLOPS, conv_flops, enla_flops, nla_flops
 from srlib.attention.enla import ENLCA, enla, gaussian_orthogonal_matrix
 
 H = W = 100

@@ -1,4 +1,4 @@
-"""Tests for srlib.viz.sparsity (support sizes, mass coverage, HSPAN Fig. 1 / Eq. 14 / top-k experiments)."""
+"""Tests for srlib.analysis.sparsity (support sizes, mass coverage, HSPAN Fig. 1 / Eq. 14 / top-k experiments)."""
 
 import math
 
@@ -10,12 +10,10 @@ import pytest
 import torch
 
 from srlib.attention.softthreshold import soft_threshold
-from srlib.viz.sparsity import (
+from srlib.analysis.sparsity import (
     compare_normalizers,
     eq14_probabilities,
     mass_coverage,
-    plot_map_grid,
-    plot_weight_rows,
     support_sizes,
     support_statistics,
     support_vs_length,
@@ -25,6 +23,7 @@ from srlib.viz.sparsity import (
     chunked_support_statistics,
     topk_sweep,
 )
+from srlib.viz.maps import plot_map_grid, plot_weight_rows
 
 
 def test_support_sizes_known_rows():

@@ -3,17 +3,19 @@
 What is measured, for each *case* (a mechanism with its settings, :func:`bench_cases`) on a random
 ``(1, C, s, s)`` feature map (``L = s²`` positions):
 
-* **time**: ``warmup`` untimed calls, then ``repeats`` timed ones; the median (and minimum) is reported. On CUDA
-  every call is bracketed by CUDA events and synchronised (:func:`time_calls`); on CPU ``time.perf_counter``.
+* **time**: ``warmup`` untimed calls, then about ``repeats`` timed blocks of ``torch.utils.benchmark``'s
+  ``Timer.blocked_autorange`` at the process's thread count (:func:`srlib.analysis.measure.time_calls`, also
+  used by notebooks 00 and 05); the median (and the fastest block) per call is reported. On CUDA the clock
+  synchronises the device at every reading.
 * **peak memory** of one more call after the timed ones, above the level before it, in one of three ways
   (``memory=``): ``"rss"`` (CPU; the peak resident set size of the process, after handing freed heap pages
   back with ``malloc_trim`` and resetting the peak through ``/proc/self/clear_refs``, so that one process can
   measure several sizes; it sees everything, including the buffers that fused kernels allocate internally;
   meaningful only in a process that runs nothing else, hence :func:`run_isolated`),
   ``"cuda"`` (``torch.cuda.max_memory_allocated`` above the allocated level before the calls) or
-  ``"tensor"`` (:func:`srlib.viz.cost.peak_tensor_bytes`: exact and deterministic, but only the tensors that
+  ``"tensor"`` (:func:`srlib.analysis.measure.peak_tensor_bytes`: exact and deterministic, but only the tensors that
   Python code holds during a forward pass; used by notebook 06).
-* **FLOPs**: analytic, from :mod:`srlib.attention.cost` with the module's own settings; ``gflops`` in the
+* **FLOPs**: analytic, from :mod:`srlib.analysis.flops` with the module's own settings; ``gflops`` in the
   papers' convention (attention only, embeddings excluded), ``gflops_module`` with the embedding
   convolutions (what :class:`torch.utils.flop_counter.FlopCounterMode` counts on the module).
 * **modes**: ``"forward"`` (``torch.no_grad``) and ``"forward+backward"`` (gradient of ``<y, g>`` for a fixed
@@ -23,11 +25,12 @@ Every case uses the same embedding width ``d = C // 4`` for queries/keys (NLSN T
 official reduction of NLSA, GLA, LCoA and ENLCA; official HSPA uses ``C // 2``) and ``C`` value channels,
 so the cases differ in which pairs they score and how, not in widths.
 
-:func:`run_isolated` runs one case over increasing sizes in a child process (``python -m srlib.bench``), skips
-a size whose time or memory, extrapolated from the previous size, would exceed the budget (and every larger
-one), and survives a child that dies (out of memory) or hangs (timeout). :func:`write_results` writes the CSV,
-the markdown table and log-log plots with fitted slopes. The command-line front end is
-``benchmarks/harness.py``.
+:func:`run_isolated` runs one case over increasing sizes in a child process
+(``python -m srlib.analysis.bench``), skips a size whose time or memory, extrapolated from the previous size,
+would exceed the budget (and every larger one), and survives a child that dies (out of memory) or hangs
+(timeout). :func:`write_results` writes the CSV and the markdown table with fitted slopes (and saves a figure
+it is given: the log-log plots are drawn by :func:`srlib.viz.plots.plot_benchmark`). The command-line front
+end is ``benchmarks/harness.py``.
 
 Timings depend on the machine and its load: never assert on them in tests.
 """
@@ -38,14 +41,11 @@ import argparse
 import csv
 import gc
 import json
-import math
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -53,7 +53,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 
-from srlib.attention.cost import FlopCount, enla_flops, gla_flops, hspa_flops, lcoa_flops, nla_flops, nlsa_flops
+from srlib.analysis.flops import FlopCount, enla_flops, gla_flops, hspa_flops, lcoa_flops, nla_flops, nlsa_flops
+from srlib.analysis.measure import cuda_peak_bytes, loglog_slope, peak_tensor_bytes, time_calls
 
 __all__ = [
     "MODES",
@@ -64,7 +65,6 @@ __all__ = [
     "bench_cases",
     "machine_info",
     "machine_label",
-    "time_calls",
     "measure",
     "run_isolated",
     "predict_next",
@@ -72,7 +72,6 @@ __all__ = [
     "markdown_table",
     "read_csv",
     "write_csv",
-    "plot_scaling",
     "write_results",
 ]
 
@@ -304,40 +303,6 @@ def machine_label(info: dict[str, str]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # Measuring
 # ----------------------------------------------------------------------------------------------------------
-def time_calls(fn: Callable[[], Any], *, repeats: int = 3, warmup: int = 1,
-               device: torch.device | str = "cpu") -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones.
-
-    CUDA: each call is timed with a pair of CUDA events recorded around it, after a synchronisation, and read
-    after synchronising (GPU time of the call, excluding Python overhead that overlaps it). CPU:
-    ``time.perf_counter`` around the call.
-
-    Raises:
-        ValueError: ``repeats < 1`` or ``warmup < 0``.
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    device = torch.device(device)
-    for _ in range(warmup):
-        fn()
-    times = []
-    if device.type == "cuda":
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(device)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end) / 1e3)
-    else:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return times
-
-
 def _proc_status_kib(key: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -403,7 +368,7 @@ def measure(
         side: map side ``s`` (``L = s²``).
         mode: ``"forward"`` or ``"forward+backward"`` (:data:`MODES`).
         channels: ``C``.
-        repeats, warmup: see :func:`time_calls`.
+        repeats, warmup: see :func:`srlib.analysis.measure.time_calls`.
         device: where to run.
         memory: ``"rss"``, ``"cuda"``, ``"tensor"`` (forward only), ``None`` (not measured) or ``"auto"``
             (``"cuda"`` on CUDA, ``"rss"`` otherwise).
@@ -445,26 +410,20 @@ def measure(
             torch.autograd.grad(y, [x, *params], g, allow_unused=True)  # CoA layers leave conv_match unused
 
     # warm-up calls (also one-off work such as LCoA's k-means initialisation), then the timed calls
-    times = time_calls(step, repeats=repeats, warmup=warmup, device=device)
+    timing = time_calls(step, repeats=repeats, warmup=warmup, device=device, label=case.name)
+    times = list(timing.times)
     peak = None  # memory: one more call, on its own
     if memory == "tensor":
-        from srlib.viz.cost import peak_tensor_bytes
-
         peak = peak_tensor_bytes(step)
     elif memory == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
+        peak = cuda_peak_bytes(step, device)
     elif memory == "rss":
         rss = _RssPeak()
         step()
         peak = rss.peak_bytes()
     return {
         "case": case.name, "mechanism": case.mechanism, "mode": mode, "side": side, "L": side * side,
-        "status": "ok", "time_median_s": statistics.median(times), "time_min_s": min(times),
+        "status": "ok", "time_median_s": timing.median, "time_min_s": min(times),
         "peak_mib": None if peak is None else peak / 2**20, "memory_kind": memory or "",
         "gflops": case.flops(side, channels).gflops,
         "gflops_module": case.flops(side, channels, include_embeddings=True).gflops,
@@ -514,11 +473,12 @@ def _run_sizes(case: BenchCase, sizes: Sequence[int], mode: str, *, channels: in
             sec, mem = predict_next(case, prev, side, channels)
         else:
             sec, mem = 0.0, _first_guess_bytes(case, side, mode)
-        total = sec * (warmup + repeats + 1)  # + 1: the memory call
+        calls = warmup + repeats + 2  # + 2: blocked_autorange's block-size call and the memory call
+        total = sec * calls
         if mem > max_bytes:
             stop = f"skipped: predicted peak {mem / 2**30:.1f} GiB > budget {max_bytes / 2**30:.1f} GiB"
         elif total > max_seconds:
-            stop = f"skipped: predicted {total:.0f} s for {warmup + repeats + 1} calls > budget {max_seconds:.0f} s"
+            stop = f"skipped: predicted {total:.0f} s for {calls} calls > budget {max_seconds:.0f} s"
         if stop:
             emit(_skip_row(case, side, mode, channels, device, stop))
             continue
@@ -545,9 +505,9 @@ def run_isolated(
     """Run one case over ``sizes`` (ascending), for each of ``modes``, in a fresh child process; one row per
     mode and size.
 
-    The child (``python -m srlib.bench --child ...``) measures with :func:`measure` (peak memory: ``"rss"`` on
+    The child (``python -m srlib.analysis.bench --child ...``) measures with :func:`measure` (peak memory: ``"rss"`` on
     CPU, reset before each size; ``"cuda"`` on CUDA) and prints one JSON row per size as soon as it has it. A
-    size is skipped, with the reason in ``note``, when the time of ``warmup + repeats + 1`` calls or the peak
+    size is skipped, with the reason in ``note``, when the time of ``warmup + repeats + 2`` calls or the peak
     memory extrapolated from the previous size (:func:`predict_next`) exceeds ``max_seconds`` /
     ``max_mem_gib``; larger sizes of that mode are then skipped too. If the child dies (killed for memory) or
     exceeds ``timeout`` seconds, the sizes it did not report get ``status = "error"`` with the reason.
@@ -568,7 +528,7 @@ def run_isolated(
     sizes = sorted(int(s) for s in sizes)
     if not sizes:
         raise ValueError("sizes must not be empty")
-    cmd = [sys.executable, "-m", "srlib.bench", "--child", case, ",".join(modes), ",".join(map(str, sizes)),
+    cmd = [sys.executable, "-m", "srlib.analysis.bench", "--child", case, ",".join(modes), ",".join(map(str, sizes)),
            "--channels", str(channels), "--repeats", str(repeats), "--warmup", str(warmup), "--device", device,
            "--max-mem-gib", str(max_mem_gib), "--max-seconds", str(max_seconds)]
     if threads is not None:
@@ -601,7 +561,7 @@ def run_isolated(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Results: slopes, tables, files, plots
+# Results: slopes, tables, files
 # ----------------------------------------------------------------------------------------------------------
 def fit_slopes(rows: Iterable[dict[str, Any]], metric: str = "time_median_s") -> dict[tuple[str, str], float]:
     """Log-log slope of ``metric`` against ``L`` per ``(case, mode)``, over its ``"ok"`` rows with a positive
@@ -609,8 +569,6 @@ def fit_slopes(rows: Iterable[dict[str, Any]], metric: str = "time_median_s") ->
 
     ``metric`` is a numeric column, e.g. ``"time_median_s"``, ``"peak_mib"`` or ``"gflops"``.
     """
-    from srlib.viz.cost import loglog_slope
-
     groups: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for r in rows:
         v = r.get(metric)
@@ -716,57 +674,21 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def plot_scaling(rows: Sequence[dict[str, Any]], metric: str = "time_median_s", mode: str = "forward", *,
-                 cases: Sequence[str] | None = None, ax=None, title: str | None = None):
-    """Log-log plot of ``metric`` against ``L`` for each case (``"ok"`` rows of ``mode``), the fitted slope in
-    the legend, with dashed reference lines of slope 1 and 2.
-
-    Returns:
-        the matplotlib ``Axes``.
-    """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4.5))
-    slopes = fit_slopes(rows, metric)
-    names = list(dict.fromkeys(r["case"] for r in rows)) if cases is None else list(cases)
-    styles = ["o-", "s-", "^-", "D-", "v-", "P-", "X-", "*-"]
-    lo = hi = None
-    for i, name in enumerate(names):
-        pts = sorted((r["L"], r[metric]) for r in rows if r["case"] == name and r["mode"] == mode
-                     and r["status"] == "ok" and r.get(metric) not in (None, "") and float(r[metric]) > 0)
-        if not pts:
-            continue
-        xs, ys = zip(*pts)
-        s = slopes.get((name, mode))
-        label = f"{name} ({s:.2f})" if s is not None else name
-        ax.loglog(xs, ys, styles[i % len(styles)], label=label, ms=4, color=plt.cm.tab20(i % 20))
-        lo = min(xs[0], lo or xs[0])
-        hi = max(xs[-1], hi or xs[-1])
-        if i == 0:
-            y_ref = ys[0]
-    if lo is not None and hi > lo:
-        for p, st in ((1, "--"), (2, ":")):
-            ax.loglog([lo, hi], [y_ref, y_ref * (hi / lo) ** p], "k" + st, lw=0.8, label=f"slope {p}")
-    ax.set_xlabel("L = H·W")
-    ax.set_ylabel({"time_median_s": "median time (s)", "time_min_s": "fastest call (s)",
-                   "peak_mib": "peak memory (MiB)", "gflops": "GFLOPs"}.get(metric, metric))
-    ax.set_title(title or f"{mode}")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2, title="case (fitted slope)", title_fontsize=7)
-    return ax
-
-
 def write_results(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, info: dict[str, str],
-                  label: str | None = None) -> dict[str, Path]:
-    """Write ``<label>.csv``, ``<label>.md`` (machine header + :func:`markdown_table`) and ``<label>.png``
-    (fastest-call time and peak memory vs ``L``, one row of panels per mode) into ``out_dir``; ``label`` defaults to
-    :func:`machine_label`. Returns the paths by kind."""
-    import matplotlib
+                  label: str | None = None, figure: Any = None) -> dict[str, Path]:
+    """Write ``<label>.csv`` and ``<label>.md`` (machine header + :func:`markdown_table`) into ``out_dir``, and
+    ``<label>.png`` when a ``figure`` is given; ``label`` defaults to :func:`machine_label`.
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Every file is written to a temporary name in ``out_dir`` first and then renamed, so a crash never leaves a
+    half-written result.
 
+    Args:
+        rows: result rows (columns :data:`CSV_FIELDS`); out_dir: created if missing; info: :func:`machine_info`.
+        label: file stem; figure: anything with a matplotlib-style ``savefig(path, dpi=...)``, e.g.
+            :func:`srlib.viz.plots.plot_benchmark` (this module draws nothing itself).
+    Returns:
+        the paths by kind (``"csv"``, ``"md"`` and, with a figure, ``"png"``).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     label = label or machine_label(info)
@@ -776,20 +698,12 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, in
     tmp.write_text(f"# Attention benchmark: {label}\n\n" + markdown_table(rows, info))
     os.replace(tmp, md)
     paths["md"] = md
-    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
-    fig, axes = plt.subplots(len(modes), 2, figsize=(13, 5 * len(modes)), squeeze=False)
-    for i, m in enumerate(modes):
-        plot_scaling(rows, "time_min_s", m, ax=axes[i][0], title=f"{m}: time (fastest timed call)")
-        plot_scaling(rows, "peak_mib", m, ax=axes[i][1], title=f"{m}: peak memory")
-    fig.suptitle(f"{label}: {info.get('cpu', '')} {info.get('gpu', '')}, torch {info.get('torch')}, "
-                 f"{info.get('threads')} threads", fontsize=9)
-    fig.tight_layout()
-    png = out / f"{label}.png"
-    tmp_png = png.with_name(f".{png.stem}.tmp.png")
-    fig.savefig(tmp_png, dpi=90)
-    plt.close(fig)
-    os.replace(tmp_png, png)
-    paths["png"] = png
+    if figure is not None:
+        png = out / f"{label}.png"
+        tmp_png = png.with_name(f".{png.stem}.tmp.png")
+        figure.savefig(tmp_png, dpi=90)
+        os.replace(tmp_png, png)
+        paths["png"] = png
     return paths
 
 
@@ -797,7 +711,7 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, in
 # Child process entry point (used by run_isolated)
 # ----------------------------------------------------------------------------------------------------------
 def _child(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m srlib.bench", description="one case over sizes (internal)")
+    ap = argparse.ArgumentParser(prog="python -m srlib.analysis.bench", description="one case over sizes (internal)")
     ap.add_argument("--child", nargs=3, metavar=("CASE", "MODES", "SIZES"), required=True)
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)

@@ -6,9 +6,10 @@ Tools for looking *inside* dense non-local attention (NLSN paper, Mei et al. CVP
   grid, so one can see where a query pixel looks;
 * :func:`features_for_attention` and :func:`patch_descriptors` are two fixed, deterministic ways to get
   feature maps of a real image for demonstrations (no training needed);
-* :func:`plot_attention_maps` overlays maps on the image with the query pixels marked;
 * :func:`softmax_flattening` and :func:`attention_statistics` measure how the softmax of ``n`` random scores
   flattens as ``n`` grows (HSPAN paper, Su et al., Fig. 1).
+
+:func:`srlib.viz.maps.plot_attention_maps` overlays the maps on the image with the query pixels marked.
 
 Conventions: images are ``(3, H, W)`` or ``(1, 3, H, W)`` RGB in ``[0, 1]``; a position ``(y, x)`` of an
 ``H x W`` grid is the sequence index ``p = y * W + x`` (row-major, as ``Tensor.flatten(2)`` orders it).
@@ -30,7 +31,6 @@ __all__ = [
     "nonlocal_mass",
     "features_for_attention",
     "patch_descriptors",
-    "plot_attention_maps",
     "attention_statistics",
     "softmax_flattening",
     "HSPAN_FIG1_NS",
@@ -207,96 +207,6 @@ def patch_descriptors(image: Tensor, patch_size: int = 5) -> Tensor:
     cols = F.unfold(padded, patch_size)  # (1, 3 * p², H * W)
     desc = F.normalize(cols, dim=1, eps=1e-12)
     return desc.reshape(1, 3 * patch_size * patch_size, h, w)
-
-
-def plot_attention_maps(
-    image: Tensor,
-    maps: Tensor | Sequence[Tensor],
-    queries: Sequence[tuple[int, int]],
-    *,
-    titles: Sequence[str] | None = None,
-    cmap: str = "inferno",
-    alpha: float = 0.7,
-    power: float = 0.5,
-    panel_size: float = 3.2,
-    ncols: int | None = None,
-):
-    """Overlay attention maps on the image, one panel per query, with the query pixel marked.
-
-    The first panel shows the image with every query numbered; each next panel shows the image in gray with
-    the map of one query on top. Maps are divided by their maximum and raised to ``power`` (``0.5`` by
-    default, so weights 100x smaller than the peak still show) before colouring -- the colour bar reads
-    "fraction of this query's largest weight". Only the display is rescaled; the maps are not changed.
-
-    Args:
-        image: ``(3, H, W)`` or ``(1, 3, H, W)`` RGB in ``[0, 1]``.
-        maps: ``(Q, H, W)`` tensor or a sequence of ``Q`` ``(H, W)`` maps (e.g. from
-            :func:`query_attention_map`), non-negative.
-        queries: ``Q`` pixel positions ``(y, x)``.
-        titles: optional ``Q`` panel titles (default ``"query k (y, x)"``).
-        cmap, alpha: colour map and opacity of the overlay.
-        power: display exponent in ``(0, 1]``.
-        panel_size: inches per panel.
-        ncols: panels per row (default: all ``Q + 1`` panels in one row); unused panels are hidden.
-
-    Returns:
-        The ``matplotlib.figure.Figure`` (call ``plt.show()`` in a notebook).
-
-    Raises:
-        ValueError: shapes of image / maps / queries / titles disagree, negative map values, bad ``power``.
-    """
-    import matplotlib.pyplot as plt
-
-    x = _as_batched_image(image)[0].detach().float().cpu()
-    h, w = x.shape[-2:]
-    maps = torch.stack([torch.as_tensor(m) for m in maps]) if not isinstance(maps, Tensor) else maps
-    maps = maps.detach().float().cpu()
-    if maps.dim() != 3 or tuple(maps.shape[-2:]) != (h, w):
-        raise ValueError(f"maps must be (Q, {h}, {w}) to match the image, got {tuple(maps.shape)}")
-    if len(queries) != maps.shape[0]:
-        raise ValueError(f"{len(queries)} queries for {maps.shape[0]} maps")
-    if titles is not None and len(titles) != len(queries):
-        raise ValueError(f"{len(titles)} titles for {len(queries)} queries")
-    if (maps < 0).any():
-        raise ValueError("attention maps must be non-negative")
-    if not 0 < power <= 1:
-        raise ValueError(f"power must be in (0, 1], got {power}")
-
-    rgb = x.clamp(0, 1).permute(1, 2, 0).numpy()
-    gray = (x.clamp(0, 1) * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0).numpy()
-    n = len(queries)
-    ncols = n + 1 if ncols is None else int(ncols)
-    if ncols < 1:
-        raise ValueError(f"ncols must be >= 1, got {ncols}")
-    nrows = -(-(n + 1) // ncols)
-    fig, grid = plt.subplots(
-        nrows, ncols, figsize=(panel_size * ncols + 0.8, (panel_size * h / w + 0.35) * nrows), squeeze=False
-    )
-    axes = list(grid.flat)
-    for ax in axes[n + 1:]:
-        ax.axis("off")
-    axes[0].imshow(rgb, interpolation="nearest")
-    axes[0].set_title("image and queries")
-    for k, (qy, qx) in enumerate(queries):
-        axes[0].plot(qx, qy, marker="o", ms=9, mfc="none", mec="cyan", mew=2)
-        axes[0].annotate(str(k + 1), (qx, qy), xytext=(4, -4), textcoords="offset points", color="cyan",
-                         fontsize=11, fontweight="bold")
-    im = None
-    for k, (qy, qx) in enumerate(queries):
-        ax = axes[k + 1]
-        m = maps[k]
-        shown = (m / m.max().clamp_min(1e-30)) ** power
-        ax.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        im = ax.imshow(shown.numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1, interpolation="nearest")
-        ax.plot(qx, qy, marker="x", ms=10, color="cyan", mew=2.5)
-        ax.set_title(titles[k] if titles is not None else f"query {k + 1} ({qy}, {qx})")
-    for ax in axes[: n + 1]:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if im is not None:
-        cb = fig.colorbar(im, ax=axes, fraction=0.02, pad=0.02)
-        cb.set_label(f"(weight / max weight)^{power:g}")
-    return fig
 
 
 def attention_statistics(weights: Tensor, top_k: int = 4) -> dict[str, Tensor]:

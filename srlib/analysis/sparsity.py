@@ -17,9 +17,9 @@ for Single Image Super-Resolution"), :mod:`srlib.attention.softthreshold`:
 * :func:`eq14_probabilities` -- the two sides of the bound of Eq. (14), estimated by sampling;
 * :func:`truncation_error` -- exact ST (official top-k with fallback) versus truly truncated top-k, per ``k``;
 * :func:`capture_inputs` -- the feature maps entering chosen sub-modules (to recompute their scores);
-* :func:`topk_sweep` -- a whole network's output as the test-time top-k varies (the idea of Fig. 6);
-* :func:`plot_weight_rows` -- bar plots of weight vectors side by side (Fig. 1 layout);
-* :func:`plot_map_grid` -- attention maps of several normalisers / layers (rows) for several queries (columns).
+* :func:`topk_sweep` -- a whole network's output as the test-time top-k varies (the idea of Fig. 6).
+
+The pictures (weight vectors side by side, maps of several normalisers) are drawn by :mod:`srlib.viz.maps`.
 
 Conventions: weights and scores are ``(..., N)`` tensors normalised over the last dimension (one distribution
 per row, e.g. an attention map ``(B, L_query, L_key)``). Randomness comes only from a ``torch.Generator``
@@ -49,8 +49,6 @@ __all__ = [
     "truncation_error",
     "capture_inputs",
     "topk_sweep",
-    "plot_weight_rows",
-    "plot_map_grid",
 ]
 
 
@@ -628,144 +626,3 @@ def topk_sweep(
     return out
 
 
-def plot_weight_rows(
-    rows: Sequence[Sequence[Tensor]],
-    row_labels: Sequence[str],
-    col_titles: Sequence[str] | None = None,
-    *,
-    panel_size: tuple[float, float] = (2.0, 1.5),
-    color_cycle: Sequence[str] = ("tab:blue", "tab:red", "tab:green", "tab:purple"),
-):
-    """Bar plots of weight vectors in a grid: one row of panels per normaliser, one column per example.
-
-    The layout of HSPAN Fig. 1 with extra rows (e.g. softmax on top, ST below, same scores in each column).
-    Every row of panels shares its y axis, so heights can be compared along a row.
-
-    Args:
-        rows: ``R`` sequences of ``C`` 1-D weight vectors (lengths may differ between columns).
-        row_labels: ``R`` labels (y-axis label of the first panel of each row).
-        col_titles: optional ``C`` column titles.
-        panel_size: (width, height) in inches per panel.
-        color_cycle: bar colour per row.
-
-    Returns:
-        The ``matplotlib.figure.Figure``.
-
-    Raises:
-        ValueError: empty ``rows``, rows of different lengths, or label / title counts that do not match.
-    """
-    import matplotlib.pyplot as plt
-
-    if not rows or not rows[0]:
-        raise ValueError("rows must hold at least one non-empty row of weight vectors")
-    n_cols = len(rows[0])
-    if any(len(r) != n_cols for r in rows):
-        raise ValueError(f"every row must hold {n_cols} vectors, got {[len(r) for r in rows]}")
-    if len(row_labels) != len(rows):
-        raise ValueError(f"{len(row_labels)} row labels for {len(rows)} rows")
-    if col_titles is not None and len(col_titles) != n_cols:
-        raise ValueError(f"{len(col_titles)} column titles for {n_cols} columns")
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(panel_size[0] * n_cols, panel_size[1] * len(rows)),
-                             squeeze=False, sharey="row")
-    for r, vectors in enumerate(rows):
-        color = color_cycle[r % len(color_cycle)]
-        for c, v in enumerate(vectors):
-            v = torch.as_tensor(v).detach().double().cpu().reshape(-1)
-            ax = axes[r][c]
-            ax.bar(range(v.numel()), v.numpy(), width=1.0, color=color)
-            ax.set_xticks([])
-            ax.tick_params(labelsize=7)
-            if r == 0 and col_titles is not None:
-                ax.set_title(col_titles[c], fontsize=9)
-        axes[r][0].set_ylabel(row_labels[r])
-    fig.tight_layout()
-    return fig
-
-
-def plot_map_grid(
-    image: Tensor,
-    maps: Tensor,
-    queries: Sequence[tuple[int, int]],
-    row_labels: Sequence[str],
-    col_titles: Sequence[str] | None = None,
-    *,
-    cmap: str = "inferno",
-    alpha: float = 0.75,
-    power: float = 0.5,
-    panel_size: float = 2.2,
-):
-    """Attention maps in a grid: one row per normaliser / layer / network, one column per query.
-
-    The first column shows the image with the queries numbered (first row only); every other panel shows the
-    image in grey with one map on top, scaled as in :func:`srlib.viz.attention_maps.plot_attention_maps`:
-    divided by its maximum and raised to ``power``, so that weights far below the peak still show and exact
-    zeros stay dark. The query pixel is marked with a cross.
-
-    Args:
-        image: ``(3, H, W)`` or ``(1, 3, H, W)`` RGB in ``[0, 1]``.
-        maps: ``(R, Q, H, W)`` non-negative maps (e.g. stacked :func:`srlib.viz.query_attention_map` outputs).
-        queries: ``Q`` pixel positions ``(y, x)``.
-        row_labels: ``R`` labels (written in the first column).
-        col_titles: optional ``Q`` titles (default ``"query k"``).
-        cmap, alpha, power, panel_size: display options (``0 < power <= 1``).
-
-    Returns:
-        The ``matplotlib.figure.Figure``.
-
-    Raises:
-        ValueError: shapes of image / maps / queries / labels disagree, negative maps, bad ``power``.
-    """
-    import matplotlib.pyplot as plt
-
-    if not isinstance(image, Tensor) or image.dim() not in (3, 4) or image.shape[-3] != 3:
-        raise ValueError(f"image must be (3, H, W) or (1, 3, H, W), got {getattr(image, 'shape', type(image))}")
-    img = (image[0] if image.dim() == 4 else image).detach().float().cpu().clamp(0, 1)
-    h, w = img.shape[-2:]
-    if not isinstance(maps, Tensor) or maps.dim() != 4 or tuple(maps.shape[-2:]) != (h, w):
-        raise ValueError(f"maps must be (R, Q, {h}, {w}), got {getattr(maps, 'shape', type(maps))}")
-    n_rows, n_q = maps.shape[:2]
-    if len(queries) != n_q:
-        raise ValueError(f"{len(queries)} queries for {n_q} map columns")
-    if len(row_labels) != n_rows:
-        raise ValueError(f"{len(row_labels)} row labels for {n_rows} map rows")
-    if col_titles is not None and len(col_titles) != n_q:
-        raise ValueError(f"{len(col_titles)} column titles for {n_q} queries")
-    if bool((maps < 0).any()):
-        raise ValueError("attention maps must be non-negative")
-    if not 0 < power <= 1:
-        raise ValueError(f"power must be in (0, 1], got {power}")
-    maps = maps.detach().float().cpu()
-    gray = (img * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0).numpy()
-    fig, axes = plt.subplots(n_rows, n_q + 1, figsize=(panel_size * (n_q + 1), panel_size * n_rows * h / w + 0.3),
-                             squeeze=False)
-    im = None
-    for r in range(n_rows):
-        ax0 = axes[r][0]
-        if r == 0:
-            ax0.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
-            for k, (qy, qx) in enumerate(queries):
-                ax0.plot(qx, qy, marker="o", ms=8, mfc="none", mec="cyan", mew=2)
-                ax0.annotate(str(k + 1), (qx, qy), xytext=(4, -4), textcoords="offset points", color="cyan",
-                             fontsize=10, fontweight="bold")
-            ax0.set_title("image, queries", fontsize=9)
-        ax0.text(0.5, -0.08 if r == 0 else 0.5, row_labels[r], transform=ax0.transAxes, ha="center",
-                 va="top" if r == 0 else "center", fontsize=10, fontweight="bold")
-        if r > 0:
-            ax0.axis("off")
-        for q, (qy, qx) in enumerate(queries):
-            ax = axes[r][q + 1]
-            m = maps[r, q]
-            shown = (m / m.max().clamp_min(1e-30)) ** power
-            ax.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            im = ax.imshow(shown.numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1, interpolation="nearest")
-            ax.plot(qx, qy, marker="x", ms=8, color="cyan", mew=2)
-            if r == 0:
-                ax.set_title(col_titles[q] if col_titles is not None else f"query {q + 1}", fontsize=9)
-    for row in axes:
-        for ax in row:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    if im is not None:
-        cb = fig.colorbar(im, ax=[a for row in axes for a in row[1:]], fraction=0.02, pad=0.01)
-        cb.set_label(f"(weight / max weight)^{power:g}")
-    return fig

@@ -1,10 +1,13 @@
-"""Measuring the cost of an attention module as the image grows: wall-clock time and peak tensor memory.
+"""Measuring the cost of an attention module as the image grows: time and peak memory (the one implementation).
 
 Dense non-local attention (NLSN paper, Eq. 4) compares every one of the ``L = H * W`` positions with every
 other: ``O(L²)`` time and, when the ``L x L`` weight matrix is stored, ``O(L²)`` memory. The helpers here
 measure both on feature maps of growing size so that a log-log plot shows the exponent:
-:func:`measure_attention_cost` runs the measurement, :func:`peak_tensor_bytes` tracks memory,
-:func:`loglog_slope` fits the exponent.
+:func:`measure_attention_cost` runs the measurement, :func:`time_calls` times a callable with
+``torch.utils.benchmark`` (``Timer``, ``blocked_autorange``, a fixed thread count; CUDA synchronised),
+:func:`peak_tensor_bytes` and :func:`cuda_peak_bytes` track memory, :func:`loglog_slope` fits the exponent.
+The benchmark harness (:mod:`srlib.analysis.bench`, ``benchmarks/harness.py``) times and tracks memory with
+these same functions.
 
 Timings depend on the machine and its load; never assert on them in tests.
 """
@@ -12,17 +15,20 @@ Timings depend on the machine and its load; never assert on them in tests.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils import benchmark
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["peak_tensor_bytes", "measure_attention_cost", "loglog_slope"]
+__all__ = ["time_calls", "peak_tensor_bytes", "cuda_peak_bytes", "measure_attention_cost", "loglog_slope"]
+
+#: Clocks of :func:`time_calls`: wall time, or CPU time of this process (all its threads).
+CLOCKS = ("wall", "cpu")
 
 
 class _LiveTensorBytes(TorchFunctionMode):
@@ -116,6 +122,91 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _clock(device: torch.device, clock: str) -> Callable[[], float]:
+    """The timer handed to ``benchmark.Timer``: ``perf_counter`` (after a CUDA synchronisation on CUDA, so that
+    queued kernels are inside the interval) or ``process_time`` (CPU devices only)."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    if clock == "cpu":
+        if device.type != "cpu":
+            raise ValueError(f"clock='cpu' measures host CPU time; use clock='wall' on {device.type}")
+        return time.process_time
+    if device.type == "cuda":
+        def synced() -> float:
+            torch.cuda.synchronize(device)
+            return time.perf_counter()
+
+        return synced
+    return time.perf_counter
+
+
+def time_calls(
+    fn: Callable[[], Any],
+    *,
+    repeats: int = 3,
+    warmup: int = 1,
+    device: torch.device | str = "cpu",
+    clock: str = "wall",
+    threads: int | None = None,
+    label: str = "",
+) -> benchmark.Measurement:
+    """Time ``fn()`` with ``torch.utils.benchmark``: ``warmup`` untimed calls, then about ``repeats`` timed blocks.
+
+    After the warm-up calls, a ``torch.utils.benchmark.Timer`` runs ``fn`` under ``threads`` intra-op threads
+    and its ``blocked_autorange`` measures: it first sizes a block (one call for anything slower than ~10 ms,
+    more calls per block for fast functions so that the timer's own overhead stays below 0.01 %; this call is
+    also a warm-up), then times blocks until ``min_run_time`` has passed. ``min_run_time`` is set to
+    ``(repeats - 0.5)`` times the duration of the last warm-up call, so a slow call gets about ``repeats``
+    blocks of one call each; with ``warmup=0`` one block is timed. On CUDA the clock synchronises the device
+    before every reading, so the time includes the queued kernels.
+
+    Args:
+        fn: the callable (no arguments); its result is dropped.
+        repeats: targeted number of timed blocks (``>= 1``); warmup: untimed calls first (``>= 0``).
+        device: where ``fn`` runs (``cuda`` synchronises); clock: ``"wall"`` (``time.perf_counter``) or
+            ``"cpu"`` (``time.process_time``: CPU time of this process, which other processes on a shared
+            machine do not inflate; CPU only).
+        threads: intra-op threads while timing (default ``torch.get_num_threads()``); label: the measurement's
+            label.
+    Returns:
+        a ``torch.utils.benchmark.Measurement``: ``.times`` (seconds per call, one per block), ``.median``,
+        ``.mean``, ``.iqr``, ``.number_per_run``.
+    Raises:
+        ValueError: ``repeats < 1``, ``warmup < 0``, ``threads < 1``, an unknown ``clock`` or ``clock="cpu"`` off CPU.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    threads = torch.get_num_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    device = torch.device(device)
+    now = _clock(device, clock)
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, timer=now, label=label)
+    last = 0.0
+    for _ in range(warmup):
+        t0 = now()
+        fn()
+        last = now() - t0
+    return timer.blocked_autorange(min_run_time=(repeats - 0.5) * last)
+
+
+def cuda_peak_bytes(fn: Callable[[], Any], device: torch.device | str) -> int:
+    """Peak CUDA memory that one call of ``fn()`` allocates above the level before it (``max_memory_allocated``).
+
+    Raises:
+        ValueError: ``device`` is not a CUDA device.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise ValueError(f"cuda_peak_bytes needs a CUDA device, got {device}")
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
 def measure_attention_cost(
     fn: Callable[[Tensor], Any],
     sizes: Sequence[int],
@@ -132,17 +223,16 @@ def measure_attention_cost(
 ) -> dict[str, list]:
     """Time (and track the memory of) ``fn`` on random ``(batch, channels, s, s)`` feature maps, ``s`` in ``sizes``.
 
-    For each side ``s``: draw ``x`` from ``N(0, 1)`` (CPU ``generator``, then moved to ``device``), run
-    ``fn(x)`` once to warm up, then ``repeats`` timed runs under ``torch.no_grad()``; the median and the
-    minimum are reported (on a shared, loaded machine the minimum is the least disturbed estimate). With
-    ``memory=True`` one more run measures
-    :func:`peak_tensor_bytes` (and, on CUDA, ``torch.cuda.max_memory_allocated`` above the level before
-    the call).
+    For each side ``s``: draw ``x`` from ``N(0, 1)`` (CPU ``generator``, then moved to ``device``) and time
+    ``fn(x)`` under ``torch.no_grad()`` with :func:`time_calls` (one warm-up call, then about ``repeats`` timed
+    blocks of ``torch.utils.benchmark``); the median and the minimum are reported (on a shared, loaded machine
+    the minimum is the least disturbed estimate). With ``memory=True`` one more run measures
+    :func:`peak_tensor_bytes` (and, on CUDA, :func:`cuda_peak_bytes`, one run more).
 
     Args:
         fn: maps a feature map ``(B, C, s, s)`` to anything (e.g. a ``NonLocalAttention`` module).
         sizes: spatial sides ``s`` (each ``>= 1``); ``L = s * s`` positions.
-        repeats: timed runs per size (``>= 1``).
+        repeats: targeted timed blocks per size (``>= 1``).
         channels, batch, device, dtype: of the random input.
         generator: CPU generator for the inputs (``None``: seeded with 0).
         memory: also measure peak tensor memory.
@@ -152,9 +242,9 @@ def measure_attention_cost(
             inflate it; CPU devices only).
 
     Returns:
-        dict of equally long lists: ``"size"`` (s), ``"length"`` (L), ``"seconds"`` (median time),
-        ``"seconds_min"`` (fastest run), ``"seconds_all"`` (all timed runs), ``"peak_bytes"`` (tensor bytes,
-        or ``None`` without ``memory``), ``"cuda_peak_bytes"`` (``None`` off CUDA).
+        dict of equally long lists: ``"size"`` (s), ``"length"`` (L), ``"seconds"`` (median time per call),
+        ``"seconds_min"`` (fastest block, per call), ``"seconds_all"`` (per-call time of every timed block),
+        ``"peak_bytes"`` (tensor bytes, or ``None`` without ``memory``), ``"cuda_peak_bytes"`` (``None`` off CUDA).
 
     Raises:
         ValueError: empty ``sizes``, a size ``< 1``, ``repeats < 1``, ``channels < 1`` or ``batch < 1``;
@@ -166,11 +256,7 @@ def measure_attention_cost(
     if repeats < 1 or channels < 1 or batch < 1:
         raise ValueError(f"repeats, channels and batch must be >= 1 (got {repeats}, {channels}, {batch})")
     device = torch.device(device)
-    if clock not in ("wall", "cpu"):
-        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
-    if clock == "cpu" and device.type != "cpu":
-        raise ValueError(f"clock='cpu' measures host CPU time; use clock='wall' on {device.type}")
-    now = time.perf_counter if clock == "wall" else time.process_time
+    _clock(device, clock)  # validate before any work
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     keys = ("size", "length", "seconds", "seconds_min", "seconds_all", "peak_bytes", "cuda_peak_bytes")
@@ -183,28 +269,14 @@ def measure_attention_cost(
     with torch.no_grad():
         for s in iterator:
             x = torch.randn(batch, channels, s, s, generator=generator, dtype=dtype).to(device)
-            fn(x)  # warm-up
-            _sync(device)
-            times = []
-            for _ in range(repeats):
-                t0 = now()
-                fn(x)
-                _sync(device)
-                times.append(now() - t0)
+            timing = time_calls(lambda: fn(x), repeats=repeats, warmup=1, device=device, clock=clock)
             peak = peak_tensor_bytes(fn, x) if memory else None
-            cuda_peak = None
-            if memory and device.type == "cuda":
-                _sync(device)
-                base = torch.cuda.memory_allocated(device)
-                torch.cuda.reset_peak_memory_stats(device)
-                fn(x)
-                _sync(device)
-                cuda_peak = torch.cuda.max_memory_allocated(device) - base
+            cuda_peak = cuda_peak_bytes(lambda: fn(x), device) if memory and device.type == "cuda" else None
             result["size"].append(s)
             result["length"].append(s * s)
-            result["seconds"].append(statistics.median(times))
-            result["seconds_min"].append(min(times))
-            result["seconds_all"].append(times)
+            result["seconds"].append(timing.median)
+            result["seconds_min"].append(min(timing.times))
+            result["seconds_all"].append(list(timing.times))
             result["peak_bytes"].append(peak)
             result["cuda_peak_bytes"].append(cuda_peak)
     return result

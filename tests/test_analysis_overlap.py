@@ -1,4 +1,4 @@
-"""srlib.viz.overlap: overlap rates of attention maps, neighbour recall of bucketings, dense maps of sparse
+"""srlib.analysis.overlap: overlap rates of attention maps, neighbour recall of bucketings, dense maps of sparse
 attention."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import torch.nn as nn
 
 from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds
 from srlib.attention.lcoa import LearnableCollaborativeAttention
-from srlib.viz.buckets import attended_mask
-from srlib.viz.overlap import (
+from srlib.analysis.buckets import attended_mask
+from srlib.analysis.overlap import (
     bucket_recall,
     bucket_share,
     bucketed_to_dense,

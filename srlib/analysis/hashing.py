@@ -1,4 +1,4 @@
-"""Measurements and pictures for DLSN's global learnable attention (GLA) and its super-bit hashing.
+"""Measurements for DLSN's global learnable attention (GLA) and its super-bit hashing.
 
 Hashing (DLSN paper Sec. 3.3, Ji et al. "Super-bit locality-sensitive hashing", NeurIPS 2012 = DLSN [12]):
 
@@ -19,8 +19,8 @@ Attention (DLSN Eq. 14, 17 and Fig. 4):
 * :func:`attention_on_positions` collects the weights one query gives to every position, summed over the
   ``3c`` keys of each hash round and weighted by the round weights: one row of the (sparse) attention
   matrix that GLA/NLSA apply;
-* :func:`topk_attended_locations` and :func:`plot_attended_locations` draw the paper's Fig. 4 (the top-128
-  attended positions of a query);
+* :func:`topk_attended_locations` finds the positions of the paper's Fig. 4 (the top-128 attended positions
+  of a query; :func:`srlib.viz.maps.plot_attended_locations` draws them);
 * :func:`learnable_score_disabled` switches the learnable similarity score off inside a trained network.
 
 Low similarity, rich detail (DLSN Fig. 1):
@@ -30,8 +30,7 @@ Low similarity, rich detail (DLSN Fig. 1):
   detail the query lost.
 
 Conventions: positions are flattened row-major, ``p = y * W + x``; codes are ``(B, R, L)`` per-round bucket ids
-without round offsets; images are ``(3, H, W)`` RGB in ``[0, 1]``. Plotting functions return the figure and never
-call ``plt.show()``.
+without round offsets; images are ``(3, H, W)`` RGB in ``[0, 1]``.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ from torch import Tensor
 from srlib.attention.buckets import BucketLayout
 from srlib.attention.gla import GlobalLearnableAttention, superbit_lsh, superbit_projections
 from srlib.attention.hashing import spherical_lsh
-from srlib.viz.buckets import attended_keys
+from srlib.analysis.buckets import attended_keys
 
 __all__ = [
     "HASH_METHODS",
@@ -59,7 +58,6 @@ __all__ = [
     "hash_codes",
     "learnable_score_disabled",
     "missing_detail",
-    "plot_attended_locations",
     "sign_bit_angle_estimates",
     "similarity_and_detail_match",
     "srp_angle_variance",
@@ -137,7 +135,7 @@ def collision_probability(
     For each angle the pair ``e_1``, ``cos(theta) e_1 + sin(theta) e_2`` is hashed with ``n_trials``
     independent draws of the random directions (``n_trials`` hash rounds of :func:`hash_codes`). Gaussian
     and Haar-orthonormal directions are rotation invariant, so every pair at that angle has the same
-    probability. For ``method="spherical"`` this equals :func:`srlib.viz.buckets.lsh_collision_rate`.
+    probability. For ``method="spherical"`` this equals :func:`srlib.analysis.buckets.lsh_collision_rate`.
 
     Args:
         angles: angles in radians, in ``[0, pi]``.
@@ -260,7 +258,7 @@ def bucket_neighbour_recall(
     * ``same_bucket``: the share of them in the query's bucket, averaged over the hash rounds, and
       ``same_bucket_any``: the share in its bucket in at least one round;
     * ``reachable``: the share among the keys the query actually attends to in at least one round (its chunk
-      and the two neighbouring chunks of the sorted order, :func:`srlib.viz.buckets.attended_mask`): a giant
+      and the two neighbouring chunks of the sorted order, :func:`srlib.analysis.buckets.attended_mask`): a giant
       bucket holds the neighbours but cuts them into chunks, of which the query sees three;
     * the chance levels ``chance_same`` and ``chance_reachable``: the same shares for keys drawn uniformly
       from the other ``L - 1`` positions (``(bucket size - 1) / (L - 1)`` and ``(reachable - 1) / (L - 1)``).
@@ -388,61 +386,6 @@ def topk_attended_locations(weights: Tensor, hw: tuple[int, int], k: int = 128) 
     return torch.stack([order // W, order % W], dim=-1), weights[order]
 
 
-def plot_attended_locations(
-    image: Tensor,
-    query_yx: tuple[int, int],
-    panels: Mapping[str, Tensor],
-    hw: tuple[int, int] | None = None,
-    *,
-    panel_size: float = 3.6,
-    marker_size: float = 9.0,
-):
-    """DLSN Fig. 4: a query (green) and the positions it attends to most (red), one panel per setting.
-
-    Args:
-        image: ``(3, H_img, W_img)`` RGB in ``[0, 1]`` (may be larger than the feature map, e.g. the HR image).
-        query_yx: ``(y, x)`` of the query on the feature map.
-        panels: title -> ``(k, 2)`` ``[y, x]`` locations on the feature map (:func:`topk_attended_locations`).
-        hw: feature-map size ``(H, W)``; default: the image size.
-        panel_size: inches per panel; marker_size: dot area.
-    Returns:
-        The figure.
-    Raises:
-        ValueError: bad image shape, no panels, or locations not ``(k, 2)``.
-    """
-    import matplotlib.pyplot as plt
-
-    img = torch.as_tensor(image).detach().float().cpu()
-    if img.dim() != 3 or img.shape[0] != 3:
-        raise ValueError(f"image must be (3, H, W) RGB in [0, 1], got {tuple(img.shape)}")
-    if not panels:
-        raise ValueError("need at least one panel")
-    Hi, Wi = img.shape[-2:]
-    h, w = (Hi, Wi) if hw is None else (int(hw[0]), int(hw[1]))
-    sy, sx = Hi / h, Wi / w
-
-    def to_image(yx: Tensor) -> tuple[Tensor, Tensor]:  # centre of the feature-map cell, in image pixels
-        return (yx[..., 1].double() + 0.5) * sx - 0.5, (yx[..., 0].double() + 0.5) * sy - 0.5
-
-    n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(panel_size * n, panel_size * Hi / Wi + 0.4), squeeze=False)
-    qx, qy = to_image(torch.tensor(query_yx))
-    rgb = img.clamp(0, 1).permute(1, 2, 0).numpy()
-    for ax, (title, loc) in zip(axes[0], panels.items()):
-        loc = torch.as_tensor(loc)
-        if loc.dim() != 2 or loc.shape[1] != 2:
-            raise ValueError(f"locations of panel {title!r} must be (k, 2), got {tuple(loc.shape)}")
-        xs, ys = to_image(loc.cpu())
-        ax.imshow(rgb)
-        ax.scatter(xs.numpy(), ys.numpy(), s=marker_size, c="red", edgecolors="none")
-        ax.scatter([float(qx)], [float(qy)], s=8 * marker_size, c="lime", edgecolors="k", linewidths=1, zorder=3)
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return fig
-
-
 @contextlib.contextmanager
 def learnable_score_disabled(model: nn.Module) -> Iterator[list[str]]:
     """Within the ``with`` block, every GLA in ``model`` scores with the dot product only (``s = s_f``).
@@ -499,7 +442,7 @@ def similarity_and_detail_match(
 
     * **Similarity** (what dot-product attention sees, DLSN Eq. 10): cosine between the unit-norm
       ``patch_size x patch_size`` LR colour patches around query and key
-      (:func:`srlib.viz.attention_maps.patch_descriptors`).
+      (:func:`srlib.analysis.maps.patch_descriptors`).
     * **Detail match** (what the query would need, unknown to the network): cosine between the missing HR
       detail (:func:`missing_detail`) in the ``scale * patch_size`` HR windows of query and key. A key whose
       missing detail points the same way as the query's could "provide accurate details" (DLSN Fig. 1).
@@ -516,7 +459,7 @@ def similarity_and_detail_match(
     Raises:
         ValueError: size mismatch, even patch size, or a query out of range.
     """
-    from srlib.viz.attention_maps import patch_descriptors
+    from srlib.analysis.maps import patch_descriptors
 
     if patch_size < 1 or patch_size % 2 == 0:
         raise ValueError(f"patch_size must be a positive odd number, got {patch_size}")

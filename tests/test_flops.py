@@ -1,4 +1,4 @@
-"""Analytic FLOP counts (srlib.attention.cost) against the papers' tables and against FlopCounterMode."""
+"""Analytic FLOP counts (srlib.analysis.flops) against the papers' tables and against FlopCounterMode."""
 
 from __future__ import annotations
 
@@ -7,14 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from srlib.attention.buckets import BucketLayout, bucketed_attention
-from srlib.attention.cost import (
-    ENLCN_TABLE4_GFLOPS,
-    NLSN_TABLE5_GFLOPS,
-    FlopCount,
-    conv_flops,
-    nla_flops,
-    nlsa_flops,
-)
+from srlib.analysis.flops import ENLCN_TABLE4_GFLOPS, NLSN_TABLE5_GFLOPS, FlopCount, conv_flops, nla_flops, nlsa_flops
 from srlib.attention.nla import non_local_attention
 from srlib.attention.nlsa import NonLocalSparseAttention
 
@@ -46,7 +39,7 @@ def test_enlcn_table4_nla_and_nlsa_within_5_percent():
 
 @pytest.mark.parametrize("r", [1, 2, 4, 8])
 def test_nlsn_table5_nlsa_bracketed_by_two_and_three_chunk_counts(r):
-    # NLSN Table 5's NLSA rows are not reproduced by one accounting (see srlib.attention.cost); they lie
+    # NLSN Table 5's NLSA rows are not reproduced by one accounting (see srlib.analysis.flops); they lie
     # between a query attending to 2k keys and to the official 3k keys (embedding convs included).
     paper = NLSN_TABLE5_GFLOPS[f"NLSA-r{r}"]
     low = nlsa_flops(H, W, C, 144, r, chunks_attended=2, include_embeddings=True).gflops

@@ -26,7 +26,7 @@ How the papers count (``H = W = 100``, ``C = 64`` in NLSN Table 5 and ENLCN Tabl
   official code computes (:func:`nlsa_flops` defaults, ``3k`` keys) is ``0.71`` GFLOPs per round (``0.27``
   more for the two embedding convolutions); the per-round growth of the table matches a query attending to
   ``2k`` keys (own chunk plus one neighbour, as in Reformer) instead. The paper's numbers lie between the
-  ``2k``- and ``3k``-key counts for every ``r`` (tests/test_cost.py checks this bracket).
+  ``2k``- and ``3k``-key counts for every ``r`` (tests/test_flops.py checks this bracket).
 
 Source: NLSN paper (Mei et al., CVPR 2021) Sec. 3.3 "Computational complexity" (``O(r n c k + r n c m +
 r n m)``) and Table 5; ENLCN paper (Xia et al., AAAI 2022) Table 4; official NLSA

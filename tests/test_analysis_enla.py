@@ -1,4 +1,4 @@
-"""ENLA approximation statistics (srlib.attention.enla_analysis): Eq. 7 of the ENLCN paper, bias, errors."""
+"""ENLA approximation statistics (srlib.analysis.enla): Eq. 7 of the ENLCN paper, bias, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from srlib.attention.enla import enla, gaussian_orthogonal_matrix, linear_attention, positive_random_features
-from srlib.attention.enla_analysis import (
+from srlib.analysis.enla import (
     amplified_pair,
     draw_projections,
     enla_attention_row,

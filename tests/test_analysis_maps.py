@@ -1,4 +1,4 @@
-"""srlib.viz.attention_maps and srlib.viz.plots: exact values on hand-made inputs, shapes, errors,
+"""srlib.analysis.maps and srlib.viz.plots: exact values on hand-made inputs, shapes, errors,
 and the softmax-flattening statistics against their analytic expectation (HSPAN Fig. 1)."""
 
 import math
@@ -13,18 +13,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from srlib.attention.nla import non_local_attention  # noqa: E402
 from srlib.models.common import DIV2K_MEAN  # noqa: E402
-from srlib.viz import (  # noqa: E402
+from srlib.analysis.maps import (  # noqa: E402
     HSPAN_FIG1_NS,
     attention_statistics,
     features_for_attention,
     nonlocal_mass,
     patch_descriptors,
-    plot_attention_maps,
-    plot_flattening_curves,
-    plot_softmax_examples,
     query_attention_map,
     softmax_flattening,
 )
+from srlib.viz import plot_attention_maps, plot_flattening_curves, plot_softmax_examples  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------ query_attention_map

@@ -126,7 +126,7 @@ def pattern_overlap(mask_a: Tensor, mask_b: Tensor) -> Tensor:
 
     Args:
         mask_a, mask_b: ``(..., L)`` boolean masks, ``True`` where the query attends to the key (e.g. from
-            :func:`srlib.viz.buckets.attended_mask`, or ``map > 0`` of :func:`bucketed_to_dense`).
+            :func:`srlib.analysis.buckets.attended_mask`, or ``map > 0`` of :func:`bucketed_to_dense`).
     Returns:
         ``(...)`` float tensor in ``[0, 1]``; two empty sets count as identical (1).
     Raises:
@@ -402,7 +402,7 @@ def window_recall(neighbours: Tensor, layout: BucketLayout) -> Tensor:
     two adjacent windows (cyclic), where the last window is filled with copies of the last sorted rows
     (:mod:`srlib.attention.buckets`). Key ``j`` is attended by query ``i`` in a round iff the window of ``j``'s
     slot (or, for a duplicated row, the last window) is within cyclic distance 1 of the window of ``i``'s
-    slot. Same answer as :func:`srlib.viz.buckets.attended_mask`, for all queries at once.
+    slot. Same answer as :func:`srlib.analysis.buckets.attended_mask`, for all queries at once.
 
     Args:
         neighbours: ``(B, L, k)`` key positions per query (:func:`true_neighbours`).
