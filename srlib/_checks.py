@@ -37,6 +37,7 @@ __all__ = [
     "check_int",
     "check_ints",
     "check_number",
+    "check_sr_config",
     "input_checks_enabled",
     "set_input_checks",
 ]
@@ -133,27 +134,27 @@ def check_image_tensor(
         return
     shapes = " or ".join({3: f"({channels}, h, w)", 4: f"(B, {channels}, h, w)"}[d] for d in dims)
     if x.dim() not in dims:
-        raise ValueError(f"{name} must be {shapes}, got shape {tuple(x.shape)}")
+        raise ValueError(f"{name} expects {shapes} images, got shape {tuple(x.shape)}")
     if x.shape[-3] != channels:
         hint = (" (grayscale? repeat it to RGB with x.repeat_interleave(3, dim=-3), or read the file with "
                 "srlib.data.load_image(path, allow_gray=True))" if x.shape[-3] == 1 else
                 " (channels last? move them with x.movedim(-1, -3))" if x.shape[-1] == channels else "")
-        raise ValueError(f"{name} must have {channels} channels in dim -3, got {x.shape[-3]} of shape "
-                         f"{tuple(x.shape)}{hint}")
+        raise ValueError(f"{name} expects {shapes} images with {channels} channels in dim -3, got "
+                         f"{x.shape[-3]} channels, shape {tuple(x.shape)}{hint}")
     if not x.is_floating_point():
         raise ValueError(
-            f"{name} has dtype {x.dtype}; pass a floating point image in [0, {rgb_range:g}]: x.float() / 255 "
-            f"for 8-bit values, or srlib.data.from_uint8(array) / srlib.data.load_image(path)"
+            f"{name} expects a floating point image in [0, {rgb_range:g}], got dtype {x.dtype}; pass "
+            f"x.float() / 255 for 8-bit values, or srlib.data.from_uint8(array) / srlib.data.load_image(path)"
         )
     if x.numel() == 0:
-        raise ValueError(f"{name} is empty, shape {tuple(x.shape)}")
-    check_finite(x, name)
+        raise ValueError(f"{name} got an empty image, shape {tuple(x.shape)}")
+    check_finite(x, f"{name} input image")
     lo, hi = float(x.min()), float(x.max())
     margin = IMAGE_RANGE_MARGIN * rgb_range
     if lo < -margin or hi > rgb_range + margin:
-        hint = " (a 0-255 image? divide by 255)" if hi > 2 and rgb_range <= 1 else ""
+        hint = " (a 0-255 image? divide it by 255)" if hi > 2 and rgb_range <= 1 else ""
         raise ValueError(
-            f"{name} has values in [{lo:.4g}, {hi:.4g}]; expected [0, {rgb_range:g}] (rgb_range){hint}"
+            f"{name} expects values in [0, {rgb_range:g}] (rgb_range), got values in [{lo:.4g}, {hi:.4g}]{hint}"
         )
 
 
@@ -239,3 +240,41 @@ def check_divisible(owner: str, field: str, value: int, divisor_field: str, divi
     """
     if value % divisor:
         raise ValueError(f"{owner}.{field} ({value}) must be divisible by {divisor_field} ({divisor})")
+
+
+#: Upscaling factors the networks' sub-pixel upsampler builds (:data:`srlib.models.common.UPSAMPLER_SCALES`).
+_SCALES = (2, 3, 4, 8)
+
+
+def check_sr_config(cfg: Any) -> None:
+    """Validate the fields every network config shares, where present (``__post_init__`` of each config).
+
+    ``scale`` in (2, 3, 4, 8); counts ``n_resgroups``, ``n_feats``, ``reduction``, ``chunk_size``,
+    ``window_size``, ``n_hashes``, ``n_rounds``, ``n_clusters``, ``n_features``, ``attn_every`` >= 1;
+    ``n_resblocks`` >= 0 (0: no residual blocks); ``n_feats`` divisible by ``reduction``; ``res_scale``,
+    ``gla_res_scale`` finite >= 0; ``rgb_range`` > 0; ``n_colors`` == 3 (RGB, the mean-shift layers).
+
+    Raises:
+        ValueError: naming ``<Config>.<field>``, the value and the allowed range.
+    """
+    owner = type(cfg).__name__
+    get = lambda f: getattr(cfg, f)  # noqa: E731
+    has = lambda f: hasattr(cfg, f)  # noqa: E731
+    if has("scale") and (not _is_int(cfg.scale) or cfg.scale not in _SCALES):
+        raise ValueError(f"unsupported upscaling factor {owner}.scale={cfg.scale!r}; supported: "
+                         f"{', '.join(map(str, _SCALES))}")
+    for field in ("n_resgroups", "n_feats", "reduction", "chunk_size", "window_size", "n_hashes", "n_rounds",
+                  "n_clusters", "n_features", "attn_every"):
+        if has(field):
+            check_int(owner, field, get(field), 1)
+    if has("n_resblocks"):
+        check_int(owner, "n_resblocks", cfg.n_resblocks, 0)
+    if has("n_feats") and has("reduction"):
+        check_divisible(owner, "n_feats", cfg.n_feats, "reduction", cfg.reduction)
+    for field in ("res_scale", "gla_res_scale"):
+        if has(field):
+            check_number(owner, field, get(field), low=0)
+    if has("rgb_range"):
+        check_number(owner, "rgb_range", cfg.rgb_range, low=0, low_open=True)
+    if has("n_colors") and cfg.n_colors != 3:
+        raise ValueError(f"{owner}.n_colors must be 3 (RGB; the mean-shift layers are RGB), got {cfg.n_colors!r}")

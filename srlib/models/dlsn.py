@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from srlib._checks import check_choice, check_image_tensor, check_sr_config
 from srlib.attention.gla import LSS_VARIANTS, ROUND_WEIGHTS, GlobalLearnableAttention
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from srlib.models.registry import register_model
@@ -72,6 +73,12 @@ class DLSNConfig:
     round_weights: str = "official"
     rgb_range: float = 1.0
     n_colors: int = 3
+
+    def __post_init__(self) -> None:
+        """Raises ValueError naming any field outside its range (:func:`srlib._checks.check_sr_config`)."""
+        check_sr_config(self)
+        check_choice("DLSNConfig", "lss_variant", self.lss_variant, LSS_VARIANTS)
+        check_choice("DLSNConfig", "round_weights", self.round_weights, ROUND_WEIGHTS)
 
     @classmethod
     def small(cls, **overrides) -> "DLSNConfig":
@@ -196,8 +203,7 @@ class DLSN(nn.Module):
         return [(n, m) for n, m in self.named_modules() if isinstance(m, GlobalLearnableAttention)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.cfg.n_colors:
-            raise ValueError(f"DLSN expects (B, {self.cfg.n_colors}, h, w) images, got shape {tuple(x.shape)}")
+        check_image_tensor(x, "DLSN", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
         x = self.head(self.sub_mean(x))
         res = self.body(x) + x  # long skip connection
         return self.add_mean(self.tail(res))

@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
+from srlib._checks import check_choice, check_image_tensor, check_int, check_number, check_sr_config
 from srlib.attention.enla import ENLCA, redraw_projections
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from srlib.models.registry import register_model
@@ -73,6 +74,16 @@ class ENLCNConfig:
     redraw_every: int = ITERS_PER_EPOCH
     rgb_range: float = 1.0
     n_colors: int = 3
+
+    def __post_init__(self) -> None:
+        """Raises ValueError naming any field outside its range (:func:`srlib._checks.check_sr_config`)."""
+        check_sr_config(self)
+        check_number("ENLCNConfig", "amplification", self.amplification, low=0, low_open=True)  # sqrt(k), Eq. 3
+        check_number("ENLCNConfig", "feature_eps", self.feature_eps, low=0)
+        check_choice("ENLCNConfig", "loss_variant", self.loss_variant, ("official", "paper", None))
+        check_number("ENLCNConfig", "contrastive_weight", self.contrastive_weight, low=0)
+        check_int("ENLCNConfig", "warmup_iters", self.warmup_iters, 0)
+        check_int("ENLCNConfig", "redraw_every", self.redraw_every, 0)
 
     @classmethod
     def small(cls, **overrides) -> "ENLCNConfig":
@@ -150,6 +161,7 @@ class ENLCN(nn.Module):
         return torch.stack(self.contrastive_losses).mean()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_tensor(x, "ENLCN", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
         x = self.head(self.sub_mean(x))
         res = x
         losses = []

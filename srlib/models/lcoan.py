@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from srlib.attention.lcoa import LearnableCollaborativeAttention, SharedAttention
+from srlib._checks import check_choice, check_image_tensor, check_number, check_sr_config
+from srlib.attention.lcoa import EMA_TARGETS, LearnableCollaborativeAttention, SharedAttention
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from srlib.models.registry import register_model
 from srlib.reference import load_state_dict_strict, register_case_runner
@@ -74,6 +75,12 @@ class LCoANConfig:
     res_scale: float = 0.1
     rgb_range: float = 1.0
     n_colors: int = 3
+
+    def __post_init__(self) -> None:
+        """Raises ValueError naming any field outside its range (:func:`srlib._checks.check_sr_config`)."""
+        check_sr_config(self)
+        check_number("LCoANConfig", "ema_decay", self.ema_decay, low=0, high=1)
+        check_choice("LCoANConfig", "ema_target", self.ema_target, EMA_TARGETS)
 
     @classmethod
     def small(cls, **overrides) -> "LCoANConfig":
@@ -166,8 +173,7 @@ class LCoAN(nn.Module):
         return [(n, m) for n, m in self.named_modules() if isinstance(m, LearnableCollaborativeAttention)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"expected LR images (B, {self.cfg.n_colors}, h, w), got shape {tuple(x.shape)}")
+        check_image_tensor(x, "LCoAN", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
         x = self.head(self.sub_mean(x))
         res, shared = x, None
         for fau in self.body:

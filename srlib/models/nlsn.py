@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from srlib._checks import check_image_tensor, check_sr_config
 from srlib.attention.nlsa import NonLocalSparseAttention
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from srlib.models.registry import register_model
@@ -47,6 +48,10 @@ class NLSNConfig:
     attn_every: int = 8
     rgb_range: float = 1.0
     n_colors: int = 3
+
+    def __post_init__(self) -> None:
+        """Raises ValueError naming any field outside its range (:func:`srlib._checks.check_sr_config`)."""
+        check_sr_config(self)
 
     @classmethod
     def small(cls, **overrides) -> "NLSNConfig":
@@ -94,6 +99,7 @@ class NLSN(nn.Module):
         return [(n, m) for n, m in self.named_modules() if isinstance(m, NonLocalSparseAttention)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_tensor(x, "NLSN", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
         x = self.head(self.sub_mean(x))
         res = self.body(x) + x
         return self.add_mean(self.tail(res))
