@@ -29,6 +29,7 @@ import torch
 
 __all__ = [
     "IMAGE_RANGE_MARGIN",
+    "NonFiniteError",
     "check_choice",
     "check_divisible",
     "check_feature_map",
@@ -47,6 +48,11 @@ __all__ = [
 IMAGE_RANGE_MARGIN = 0.5
 
 _enabled = os.environ.get("SRLIB_INPUT_CHECKS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class NonFiniteError(ValueError):
+    """A tensor holds NaN or Inf (raised by :func:`check_finite`; a ``ValueError``, so ``except ValueError``
+    catches it). The training loop turns it into a ``FloatingPointError`` naming the iteration."""
 
 
 def set_input_checks(enabled: bool) -> bool:
@@ -74,7 +80,8 @@ def check_finite(x: torch.Tensor, name: str) -> None:
         x: any tensor (integer tensors are always finite).
         name: how the message calls it, e.g. ``"NonLocalAttention input x"``.
     Raises:
-        ValueError: naming ``name``, how many of the ``x.numel()`` values are non-finite (NaN / +-Inf).
+        NonFiniteError: (a ``ValueError``) naming ``name``, how many of the ``x.numel()`` values are
+            non-finite (NaN / +-Inf).
     """
     if not _enabled or not x.is_floating_point():
         return
@@ -82,7 +89,7 @@ def check_finite(x: torch.Tensor, name: str) -> None:
         return
     bad = ~torch.isfinite(x.detach())
     n_nan = int(torch.isnan(x.detach()).sum())
-    raise ValueError(
+    raise NonFiniteError(
         f"{name} has {int(bad.sum())} non-finite values of {x.numel()} ({n_nan} NaN, {int(bad.sum()) - n_nan} "
         f"Inf), shape {tuple(x.shape)}; check the data or the previous layer"
     )

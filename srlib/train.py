@@ -45,6 +45,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ._checks import NonFiniteError
 from .checkpoint import CheckpointError, _atomic_write, load_checkpoint, load_weights, save_checkpoint
 
 __all__ = ["TrainConfig", "train", "InfiniteSampler", "SeededDataset", "main", "CHECKPOINT_FORMAT",
@@ -427,7 +428,9 @@ def train(
     Raises:
         ImportError: ``val_set`` given but :mod:`srlib.metrics` cannot be imported.
         CheckpointError: ``last.pt`` does not fit the model.
-        FloatingPointError: the loss became NaN/inf (checked at every log point; names the iteration).
+        FloatingPointError: the loss became NaN/inf, or a NaN/Inf reached the network's input or an attention
+            module (names the first such iteration). Checked at every log point and before every checkpoint,
+            so no checkpoint of a diverged run is written; the last good one is named.
         ValueError: the model's output size differs from the HR patch size.
     """
     from tqdm.auto import tqdm
@@ -441,6 +444,21 @@ def train(
     finally:
         if d.created_group:
             dist.destroy_process_group()
+
+
+def _stop_if_non_finite(bad_iter: torch.Tensor, raw: nn.Module, d: _Dist, last_path: Path) -> None:
+    """Raise before anything is saved if a loss so far was NaN/Inf (``bad_iter``: first such iteration, 0 if
+    none; reduced over ranks) or a weight is non-finite."""
+    flag = bad_iter.clone()
+    if d.world_size > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    bad_weights = [n for n, t in raw.state_dict().items()
+                   if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if int(flag) or bad_weights:
+        where = (f"non-finite training loss at iteration {int(flag)}" if int(flag)
+                 else f"non-finite weights {bad_weights[:5]}")
+        raise FloatingPointError(f"{where}; stopped without saving (last checkpoint: "
+                                 f"{last_path if last_path.exists() else 'none'})")
 
 
 def _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, progress, d, tqdm) -> dict:
@@ -503,6 +521,7 @@ def _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, 
     batches = iter(loader)
 
     def checkpoint(done: int, paths: Sequence[Path]) -> None:
+        _stop_if_non_finite(bad_iter, raw, d, last_path)  # never write a diverged model
         rngs = _gather(_rng_state(device), d)  # collective: every rank takes part
         if not d.main:
             return
@@ -533,12 +552,16 @@ def _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, 
                dynamic_ncols=True)
     net.train()
     running, n_running = torch.zeros((), device=device), 0
+    bad_iter = torch.zeros((), dtype=torch.long, device=device)  # first iteration with a NaN/Inf loss (0: none)
     for it in range(start, cfg.iterations):
         batch = next(batches)
         lr_img = batch["lr"].to(device, non_blocking=True)
         hr_img = batch["hr"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-            output = net(lr_img)
+            try:
+                output = net(lr_img)
+            except NonFiniteError as err:
+                raise FloatingPointError(f"iteration {it + 1}: {err}; stopped without saving") from err
             sr = output[0] if isinstance(output, (tuple, list)) else output
             if sr.shape != hr_img.shape:
                 raise ValueError(f"model output {tuple(sr.shape)} does not match the HR batch {tuple(hr_img.shape)}"
@@ -546,6 +569,7 @@ def _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, 
             loss = loss_fn(sr.float(), hr_img)
             if extra_loss is not None:
                 loss = loss + extra_loss(output, {**batch, "lr": lr_img, "hr": hr_img, "iteration": it})
+        bad_iter = torch.where((bad_iter == 0) & ~torch.isfinite(loss.detach()), it + 1, bad_iter)  # no sync
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip is not None:
@@ -560,6 +584,7 @@ def _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, 
         bar.update(1)
 
         if (cfg.log_every and done % cfg.log_every == 0) or done == cfg.iterations:
+            _stop_if_non_finite(bad_iter, raw, d, last_path)
             mean = running / n_running
             if d.world_size > 1:
                 dist.all_reduce(mean)

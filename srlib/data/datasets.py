@@ -27,9 +27,11 @@ generator per worker).
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -673,6 +675,13 @@ def default_train_folder() -> Path | None:
 
 
 
+def _announce_fallback(reason: str, names: Sequence[str] | None) -> None:
+    """The one line every offline fallback prints (stderr), so that it never passes silently."""
+    shown = ", ".join(names) if names else "the default set"
+    print(f"srlib: {reason}; using the bundled scikit-image photographs ({shown}) instead (offline fallback)",
+          file=sys.stderr)
+
+
 #: Offline evaluation photographs (scikit-image) used when a benchmark is not downloaded.
 FALLBACK_EVAL_NAMES = ("chelsea", "coffee", "astronaut")
 
@@ -703,7 +712,8 @@ def default_train_set(
 
     Returns:
         ``(dataset, source)``: items ``{"lr": (3, P/s, P/s), "hr": (3, P, P), "name", "gray"}``; ``source`` is
-        the folder path, or ``"skimage.data (offline fallback)"``.
+        the folder path, or ``"skimage.data (offline fallback)"``. The fallback announces itself in one line
+        on stderr (never printed when the data root has training photos).
 
     Raises:
         ValueError: unsupported scale, bad patch size or ``max_images < 1`` (and what the datasets raise).
@@ -715,6 +725,8 @@ def default_train_set(
         from .samples import SampleImagesDataset
 
         names = tuple(fallback_names) if fallback_names is not None else None
+        root = data_dir()
+        _announce_fallback(f"no training photos in {root / 'train'} or {root / 'DIV2K' / 'DIV2K_train_HR'}", names)
         return (SampleImagesDataset(scale, names=names, patch_size=patch_size, augment=augment, generator=generator),
                 "skimage.data (offline fallback)")
     files = list_images(folder)[:max_images]
@@ -727,9 +739,14 @@ def default_eval_set(scale: int, name: str = "Set5", fallback_names: Sequence[st
                      ) -> tuple[Dataset, str]:
     """A benchmark for evaluation when it is in the data root, else whole offline sample photographs.
 
+    The offline fallback is taken only when the benchmark's folder is absent from the data root (not
+    downloaded), and announces itself in one line on stderr. A folder that is there but lacks this scale
+    raises instead of silently evaluating on other data.
+
     Args:
-        scale: SR factor; name: benchmark (``"Set5"``, ``"Set14"``, ``"B100"``, ``"Urban100"``).
-        fallback_names: scikit-image photographs used when the benchmark at this scale is absent.
+        scale: SR factor; name: benchmark, one of :data:`BENCHMARK_NAMES` (``"Set5"``, ``"Set14"``,
+            ``"B100"``, ``"Urban100"``, ``"Manga109"``) or another set folder present in the data root.
+        fallback_names: scikit-image photographs used when the benchmark is not downloaded.
 
     Returns:
         ``(dataset, label)``: whole LR/HR pairs (:class:`BenchmarkDataset` or
@@ -737,11 +754,26 @@ def default_eval_set(scale: int, name: str = "Set5", fallback_names: Sequence[st
         ``"sample photographs x2 (offline fallback)"``.
 
     Raises:
-        ValueError: unsupported scale or an unknown sample name.
+        ValueError: unsupported scale, an unknown benchmark name (the message lists the valid names), an
+            unknown or empty list of sample names.
+        FileNotFoundError: the benchmark folder exists but has no data for ``scale`` (names the folders
+            looked for and the scales present).
     """
-    if name in available_benchmarks(scale=scale):
-        return BenchmarkDataset(name, scale), f"{name} x{scale}"
+    scale = check_scale(scale)
+    base = _benchmark_root(None)
+    valid = list(BENCHMARK_NAMES) + [n for n in available_benchmarks(base) if n not in BENCHMARK_NAMES]
+    if name not in valid:
+        close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown benchmark {name!r}{hint}; valid names: {', '.join(valid)}")
+    if (base / name).is_dir():
+        return BenchmarkDataset(name, scale, base), f"{name} x{scale}"
+    fallback_names = tuple(fallback_names)
+    if not fallback_names:
+        raise ValueError("fallback_names is empty: name at least one sample photograph for the offline fallback")
     from .samples import SampleImagesDataset
 
-    return (SampleImagesDataset(scale, names=tuple(fallback_names)),
+    dataset = SampleImagesDataset(scale, names=fallback_names)
+    _announce_fallback(f"benchmark {name} not found (looked for {base / name})", fallback_names)
+    return (dataset,
             f"sample photographs x{scale} (offline fallback)")
