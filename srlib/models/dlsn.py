@@ -114,7 +114,7 @@ class GLAFFM(nn.Module):
         lss_variant, round_weights: passed to :class:`~srlib.attention.gla.GlobalLearnableAttention`;
         res_scale: branch scale; gla_res_scale: the GLA's own residual scale (official 1).
 
-    Shapes: ``(B, F, H, W) -> (B, F, H, W)``, ``H*W >= chunk_size``.
+    Shapes: ``(B, F, H, W) -> (B, F, H, W)``, any ``H, W >= 1``.
     """
 
     def __init__(
@@ -163,13 +163,14 @@ class DLSN(nn.Module):
     ``body.*``, ``tail.*``; ``shared/reference/state_dicts/dlsn_x*.json``), so official checkpoints load with
     ``load_state_dict(strict=True)`` (with ``lss_variant="official"``).
 
-    The GLA modules need ``h*w >= chunk_size`` and draw fresh super-bit projections in every call; see
+    Any ``h, w >= 1`` (GLA pads a map smaller than one chunk). The GLA modules draw fresh super-bit
+    projections in every call; see
     :meth:`attention_modules` to fix them (``module.projections``) or give them a ``torch.Generator``
     (``module.generator``).
 
     Raises:
-        ValueError: bad config (unsupported scale, unknown GLA variant); at call, an input that is not
-            ``(B, n_colors, h, w)`` or smaller than one chunk.
+        ValueError: bad config (unsupported scale, unknown GLA variant, any field out of range); at call, ``x`` not
+            a floating point ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf).
     """
 
     def __init__(self, cfg: DLSNConfig | None = None) -> None:

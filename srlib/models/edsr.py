@@ -71,7 +71,8 @@ class EDSR(nn.Module):
     Source: Lim et al. 2017, Fig. 3; key layout of EDSR-PyTorch ``src/model/edsr.py``.
 
     Raises:
-        ValueError: unsupported ``cfg.scale`` (from :class:`~srlib.models.common.Upsampler`).
+        ValueError: a config field out of range (:meth:`EDSRConfig.__post_init__`); at call, ``x`` not a floating
+            point ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf).
     """
 
     def __init__(self, cfg: EDSRConfig, conv=default_conv) -> None:

@@ -108,7 +108,9 @@ class ENLCN(nn.Module):
     parameters equal those of the official network built after the same seed.
 
     Raises:
-        ValueError: unsupported scale, ``n_feats`` not divisible by ``reduction``, ``attn_every < 1``.
+        ValueError: unsupported scale, ``n_feats`` not divisible by ``reduction``, ``attn_every < 1``, any
+            config field out of range (:meth:`ENLCNConfig.__post_init__`); at call, ``x`` not a floating point
+            ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf).
     """
 
     def __init__(self, cfg: ENLCNConfig | None = None) -> None:

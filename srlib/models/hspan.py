@@ -203,7 +203,8 @@ class HSPAN(nn.Module):
 
     Raises:
         ValueError: bad config (scale not supported by the upsampler, bad top-k / mode / attention_at, ``n_feats``
-            not divisible by ``reduction``); at call, an input that is not ``(B, n_colors, h, w)``.
+            not divisible by ``reduction``, any field out of range); at call, ``x`` not a floating point
+            ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf).
     """
 
     def __init__(self, cfg: HSPANConfig | None = None) -> None:

@@ -142,8 +142,11 @@ class FAU(nn.Module):
 class LCoAN(nn.Module):
     """LCoAN network. ``x: (B, 3, h, w)`` LR RGB in ``[0, rgb_range]`` -> ``(B, 3, s*h, s*w)``.
 
-    The LCoA windows need ``window_size - (h*w) % window_size <= h*w`` (``ValueError`` otherwise). On the
-    first call, the k-means centroids of the computing LCoA are initialised from that batch, in train and
+    Any ``h, w >= 1`` (LCoA pads a map smaller than its window, see
+    :class:`~srlib.attention.lcoa.LearnableCollaborativeAttention`); ``x`` not a floating point
+    ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf) raises ``ValueError``, as does a config
+    field out of range (:meth:`LCoANConfig.__post_init__`). On the first call, the k-means centroids of the
+    computing LCoA are initialised from that batch, in train and
     eval mode (official behaviour; give ``module.kmeans.generator`` a ``torch.Generator`` to make the draw
     reproducible, see :meth:`attention_modules`).
 

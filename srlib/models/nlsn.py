@@ -64,9 +64,14 @@ class NLSNConfig:
 class NLSN(nn.Module):
     """NLSN network. ``x: (B, 3, h, w)`` LR RGB in ``[0, rgb_range]`` -> ``(B, 3, s*h, s*w)``.
 
-    NLSA modules need ``h*w >= chunk_size`` (else ``ValueError``). Their random rotations are redrawn in
-    every forward call; see :meth:`attention_modules` to fix them (``module.projections``) or give them a
+    Any ``h, w >= 1``: NLSA pads a map smaller than one chunk (see
+    :class:`~srlib.attention.nlsa.NonLocalSparseAttention`). Its random rotations are redrawn in every forward
+    call; see :meth:`attention_modules` to fix them (``module.projections``) or give them a
     ``torch.Generator`` (``module.generator``).
+
+    Raises:
+        ValueError: a config field out of range (:meth:`NLSNConfig.__post_init__`); at call, ``x`` not a floating
+            point ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf).
     """
 
     def __init__(self, cfg: NLSNConfig | None = None) -> None:
