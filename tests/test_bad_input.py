@@ -197,6 +197,14 @@ def test_unknown_fallback_photograph_lists_the_available_ones(tmp_path, monkeypa
         default_eval_set(2, "Set5", fallback_names=("lena",))
 
 
+def test_a_single_string_of_names_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRLIB_DATA", str(tmp_path))
+    with pytest.raises(ValueError, match=r"got the string 'chelsea'; write names=\('chelsea',\)"):
+        default_eval_set(2, "Set5", fallback_names="chelsea")
+    with pytest.raises(ValueError, match=r"names is empty: name at least one sample image of \['astronaut'"):
+        default_train_set(2, 16, fallback_names=())
+
+
 # ------------------------------------------------------------------ 3. impossible hyper-parameters
 @pytest.mark.parametrize("model", ["edsr", "nlsn", "enlcn", "dlsn", "hspan", "lcoan"])
 def test_negative_block_count_is_refused_at_config_time(model):

@@ -675,10 +675,10 @@ def default_train_folder() -> Path | None:
 
 
 
-def _announce_fallback(reason: str, names: Sequence[str] | None) -> None:
+def _announce_fallback(reason: str, names: Sequence[str]) -> None:
     """The one line every offline fallback prints (stderr), so that it never passes silently."""
-    shown = ", ".join(names) if names else "the default set"
-    print(f"srlib: {reason}; using the bundled scikit-image photographs ({shown}) instead (offline fallback)",
+    print(f"srlib: {reason}; using the bundled scikit-image photographs ({', '.join(names)}) instead "
+          f"(offline fallback)",
           file=sys.stderr)
 
 
@@ -724,11 +724,12 @@ def default_train_set(
     if folder is None:
         from .samples import SampleImagesDataset
 
-        names = tuple(fallback_names) if fallback_names is not None else None
+        dataset = SampleImagesDataset(scale, names=fallback_names, patch_size=patch_size, augment=augment,
+                                      generator=generator)
         root = data_dir()
-        _announce_fallback(f"no training photos in {root / 'train'} or {root / 'DIV2K' / 'DIV2K_train_HR'}", names)
-        return (SampleImagesDataset(scale, names=names, patch_size=patch_size, augment=augment, generator=generator),
-                "skimage.data (offline fallback)")
+        _announce_fallback(f"no training photos in {root / 'train'} or {root / 'DIV2K' / 'DIV2K_train_HR'}",
+                           dataset.names)
+        return dataset, "skimage.data (offline fallback)"
     files = list_images(folder)[:max_images]
     sources = [(p.stem, _FileLoader(p, False)) for p in files]
     dataset = HRImagesDataset(sources, scale, patch_size=patch_size, augment=augment, generator=generator, cache=cache)
@@ -768,12 +769,9 @@ def default_eval_set(scale: int, name: str = "Set5", fallback_names: Sequence[st
         raise ValueError(f"unknown benchmark {name!r}{hint}; valid names: {', '.join(valid)}")
     if (base / name).is_dir():
         return BenchmarkDataset(name, scale, base), f"{name} x{scale}"
-    fallback_names = tuple(fallback_names)
-    if not fallback_names:
-        raise ValueError("fallback_names is empty: name at least one sample photograph for the offline fallback")
     from .samples import SampleImagesDataset
 
-    dataset = SampleImagesDataset(scale, names=fallback_names)
-    _announce_fallback(f"benchmark {name} not found (looked for {base / name})", fallback_names)
+    dataset = SampleImagesDataset(scale, names=fallback_names)  # checks the names (a sequence, not a string)
+    _announce_fallback(f"benchmark {name} not found (looked for {base / name})", dataset.names)
     return (dataset,
             f"sample photographs x{scale} (offline fallback)")

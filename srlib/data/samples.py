@@ -79,7 +79,8 @@ class SampleImagesDataset(HRImagesDataset):
     Items: ``{"lr": (3, h, w), "hr": (3, s*h, s*w), "name": str}``, float32 in ``[0, 1]``.
 
     Raises:
-        ValueError: unknown name, unsupported scale, bad options.
+        ValueError: unknown name (the message lists the available ones), a single string instead of a
+            sequence of names, no names, unsupported scale, bad options.
     """
 
     def __init__(
@@ -94,7 +95,12 @@ class SampleImagesDataset(HRImagesDataset):
         *,
         quantize_lr: bool = True,
     ):
+        if isinstance(names, str):
+            raise ValueError(f"names must be a sequence of sample names, got the string {names!r}; "
+                             f"write names=({names!r},)")
         names = list(DEFAULT_SAMPLE_NAMES if names is None else names)
+        if not names:
+            raise ValueError(f"names is empty: name at least one sample image of {sorted(SAMPLE_IMAGES)}")
         for n in names:
             if n not in SAMPLE_IMAGES:
                 raise ValueError(f"unknown sample image {n!r}; available: {sorted(SAMPLE_IMAGES)}")
