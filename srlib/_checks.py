@@ -13,9 +13,10 @@ and what is allowed, instead of an all-NaN result or a raw PyTorch error deep in
 * :func:`check_int`, :func:`check_number`, :func:`check_choice` -- config fields, with the field name and
   the allowed range in the message.
 
-The tensor checks can be switched off (e.g. for a benchmark that has already validated its data) with
-:func:`set_input_checks` or the environment variable ``SRLIB_INPUT_CHECKS=0``; hyper-parameter checks
-always run.
+The checks that read the values of a tensor (NaN/Inf, image value range; on a GPU each is a device
+sync) can be switched off, e.g. for a benchmark that has already validated its data, with
+:func:`set_input_checks` or the environment variable ``SRLIB_INPUT_CHECKS=0``. Shape, channel and dtype
+checks and the hyper-parameter checks always run.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class NonFiniteError(ValueError):
 
 
 def set_input_checks(enabled: bool) -> bool:
-    """Switch the tensor checks (finite values, image dtype / channels / range) on or off.
+    """Switch the value checks (NaN/Inf in any checked tensor, the value range of images) on or off.
 
     Args:
         enabled: ``True`` (default at import, unless ``SRLIB_INPUT_CHECKS=0``) or ``False``.
@@ -69,7 +70,7 @@ def set_input_checks(enabled: bool) -> bool:
 
 
 def input_checks_enabled() -> bool:
-    """Whether :func:`check_finite`, :func:`check_feature_map` and :func:`check_image_tensor` are active."""
+    """Whether the value checks of :func:`check_finite` and :func:`check_image_tensor` are active."""
     return _enabled
 
 
@@ -137,8 +138,6 @@ def check_image_tensor(
             outside ``[0, rgb_range]`` or non-finite values; the message names ``name``, the value found and
             what to pass instead (e.g. ``x.float() / 255``, ``srlib.data.from_uint8(array)``).
     """
-    if not _enabled:
-        return
     shapes = " or ".join({3: f"({channels}, h, w)", 4: f"(B, {channels}, h, w)"}[d] for d in dims)
     if x.dim() not in dims:
         raise ValueError(f"{name} expects {shapes} images, got shape {tuple(x.shape)}")
@@ -155,6 +154,8 @@ def check_image_tensor(
         )
     if x.numel() == 0:
         raise ValueError(f"{name} got an empty image, shape {tuple(x.shape)}")
+    if not _enabled:
+        return
     check_finite(x, f"{name} input image")
     lo, hi = float(x.min()), float(x.max())
     margin = IMAGE_RANGE_MARGIN * rgb_range
