@@ -449,13 +449,15 @@ def train(
 def _stop_if_non_finite(bad_iter: torch.Tensor, raw: nn.Module, d: _Dist, last_path: Path) -> None:
     """Raise before anything is saved if a loss so far was NaN/Inf (``bad_iter``: first such iteration, 0 if
     none; reduced over ranks) or a weight is non-finite."""
-    flag = bad_iter.clone()
+    none = torch.iinfo(torch.long).max
+    flag = torch.where(bad_iter == 0, none, bad_iter)
     if d.world_size > 1:
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)  # the earliest bad iteration of any rank
+    first = 0 if int(flag) == none else int(flag)
     bad_weights = [n for n, t in raw.state_dict().items()
                    if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if int(flag) or bad_weights:
-        where = (f"non-finite training loss at iteration {int(flag)}" if int(flag)
+    if first or bad_weights:
+        where = (f"non-finite training loss at iteration {first}" if first
                  else f"non-finite weights {bad_weights[:5]}")
         raise FloatingPointError(f"{where}; stopped without saving (last checkpoint: "
                                  f"{last_path if last_path.exists() else 'none'})")
