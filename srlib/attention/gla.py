@@ -54,8 +54,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds, look_around, n_hash_buckets
 from srlib._checks import check_choice, check_divisible, check_feature_map, check_int, check_ints, check_number
+from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds, look_around, n_hash_buckets
 from srlib.attention.hashing import argmax_hash
 from srlib.reference import load_state_dict_strict, register_case_runner
 

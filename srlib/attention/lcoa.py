@@ -42,8 +42,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srlib.attention.buckets import BucketLayout, apply_shared_attention, bucketed_attention, combine_rounds
 from srlib._checks import check_divisible, check_feature_map, check_int, check_ints, check_number
+from srlib.attention.buckets import BucketLayout, apply_shared_attention, bucketed_attention, combine_rounds
 from srlib.attention.hashing import argmax_hash, with_round_offsets
 from srlib.reference import CaseError, load_state_dict_strict, register_case_runner
 

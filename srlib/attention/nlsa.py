@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds, n_hash_buckets
 from srlib._checks import check_choice, check_divisible, check_feature_map, check_int, check_ints, check_number
+from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds, n_hash_buckets
 from srlib.attention.hashing import spherical_lsh
 from srlib.reference import load_state_dict_strict, register_case_runner
 
