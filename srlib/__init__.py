@@ -18,4 +18,7 @@ __version__ = "0.1.0"
 # ``srlib.pretrained("hspan-small-x2")``: the shipped trained weights (imports torch).
 from srlib.pretrained import list_pretrained, pretrained  # noqa: E402
 
-__all__ = ["__version__", "list_pretrained", "pretrained"]
+# ``srlib.set_input_checks(False)``: skip the NaN/Inf and value-range checks at the top of every forward.
+from srlib._checks import input_checks_enabled, set_input_checks  # noqa: E402
+
+__all__ = ["__version__", "input_checks_enabled", "list_pretrained", "pretrained", "set_input_checks"]

@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from srlib._checks import check_finite, check_image_tensor
+
 __all__ = ["forward_chop", "self_ensemble", "dihedral", "inverse_dihedral", "super_resolve", "evaluate"]
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -204,10 +206,14 @@ def super_resolve(
         SR with the same number of dims as ``lr``, on ``lr``'s device.
 
     Raises:
-        ValueError: ``lr`` is not 3-D or 4-D.
+        ValueError: ``lr`` is not 3-D or 4-D, has not 3 channels, is not floating point (e.g. uint8: pass
+            ``lr.float() / 255``), has values outside ``[0, 1]`` (beyond the margin of
+            :data:`srlib._checks.IMAGE_RANGE_MARGIN`) or NaN/Inf; or the network returned NaN/Inf (counted).
+            Each message names the tensor and the value found.
     """
     if lr.dim() not in (3, 4):
         raise ValueError(f"lr must be (3, h, w) or (B, 3, h, w), got shape {tuple(lr.shape)}")
+    check_image_tensor(lr, "super_resolve: lr", dims=(3, 4))
     single = lr.dim() == 3
     x = lr[None] if single else lr
     x = x.to(_model_device(model, x.device))
@@ -217,6 +223,7 @@ def super_resolve(
         fwd = _as_forward(model)
     with _eval_mode(model):
         sr = self_ensemble(model, x, fn=fwd) if ensemble else fwd(x)
+    check_finite(sr, f"super_resolve: the output of {type(model).__name__} (finite input; check its weights)")
     if clamp:
         sr = sr.clamp(0, 1)
     sr = sr.to(lr.device)

@@ -45,6 +45,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ._checks import NonFiniteError
 from .checkpoint import CheckpointError, _atomic_write, load_checkpoint, load_weights, save_checkpoint
 
 __all__ = ["TrainConfig", "train", "InfiniteSampler", "SeededDataset", "main", "CHECKPOINT_FORMAT",
@@ -439,7 +440,9 @@ def train(
         ImportError: ``val_set`` given but :mod:`srlib.metrics` cannot be imported; ``cfg.tensorboard`` set but
             the ``tensorboard`` package is not installed.
         CheckpointError: ``last.pt`` does not fit the model.
-        FloatingPointError: the loss became NaN/inf (checked at every log point; names the iteration).
+        FloatingPointError: the loss became NaN/inf, or a NaN/Inf reached the network's input or an attention
+            module (names the first such iteration). Checked at every log point and before every checkpoint,
+            so no checkpoint of a diverged run is written; the last good one is named.
         ValueError: the model's output size differs from the HR patch size.
     """
     from tqdm.auto import tqdm
@@ -491,6 +494,7 @@ class _Run:
     resumed_from: int | None = None
     sampler: InfiniteSampler | None = None
     writer: Any = None  # torch.utils.tensorboard.SummaryWriter on rank 0 with cfg.tensorboard, else None
+    bad_iter: torch.Tensor | None = None  # first iteration with a NaN/Inf loss (0: none), kept on the device
 
     @property
     def last_path(self) -> Path:
@@ -503,6 +507,24 @@ class _Run:
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
+
+
+def _stop_if_non_finite(run: _Run) -> None:
+    """Raise before anything is saved if a loss so far was NaN/Inf (``run.bad_iter``: first such iteration, 0 if
+    none; reduced over ranks) or a weight is non-finite."""
+    none = torch.iinfo(torch.long).max
+    bad_iter = run.bad_iter if run.bad_iter is not None else torch.zeros((), dtype=torch.long)
+    flag = torch.where(bad_iter == 0, none, bad_iter)
+    if run.d.world_size > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)  # the earliest bad iteration of any rank
+    first = 0 if int(flag) == none else int(flag)
+    bad_weights = [n for n, t in run.raw.state_dict().items()
+                   if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if first or bad_weights:
+        where = (f"non-finite training loss at iteration {first}" if first
+                 else f"non-finite weights {bad_weights[:5]}")
+        raise FloatingPointError(f"{where}; stopped without saving (last checkpoint: "
+                                 f"{run.last_path if run.last_path.exists() else 'none'})")
 
 
 def _build_run(model: nn.Module, cfg: TrainConfig, out_dir: Path, device: torch.device, d: _Dist) -> _Run:
@@ -586,7 +608,10 @@ def _optimisation_step(run: _Run, batch: Mapping[str, Any], it: int, extra_loss:
     lr_img = batch["lr"].to(device, non_blocking=True)
     hr_img = batch["hr"].to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.use_amp):
-        output = run.net(lr_img)
+        try:
+            output = run.net(lr_img)
+        except NonFiniteError as err:
+            raise FloatingPointError(f"iteration {it + 1}: {err}; stopped without saving") from err
         sr = output[0] if isinstance(output, (tuple, list)) else output
         if sr.shape != hr_img.shape:
             raise ValueError(f"model output {tuple(sr.shape)} does not match the HR batch {tuple(hr_img.shape)}"
@@ -594,6 +619,10 @@ def _optimisation_step(run: _Run, batch: Mapping[str, Any], it: int, extra_loss:
         loss = run.loss_fn(sr.float(), hr_img)
         if extra_loss is not None:
             loss = loss + extra_loss(output, {**batch, "lr": lr_img, "hr": hr_img, "iteration": it})
+    if run.bad_iter is None:
+        run.bad_iter = torch.zeros((), dtype=torch.long, device=device)
+    # remember the first non-finite loss without a device sync; checked at log points and checkpoints
+    run.bad_iter = torch.where((run.bad_iter == 0) & ~torch.isfinite(loss.detach()), it + 1, run.bad_iter)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if run.cfg.grad_clip is not None:
@@ -614,6 +643,7 @@ def _log(run: _Run, done: int, running: torch.Tensor, n_running: int, bar: Any =
     Raises:
         FloatingPointError: the mean loss is NaN or infinite (names the iteration and the last checkpoint).
     """
+    _stop_if_non_finite(run)
     mean = running / n_running
     if run.d.world_size > 1:
         dist.all_reduce(mean)
@@ -678,6 +708,7 @@ def _validation(run: _Run, val_set: Any, scale: int, done: int, bar: Any = None,
 def _save_checkpoint(run: _Run, done: int, paths: Sequence[Path]) -> None:
     """Write the full training state after ``done`` iterations to each of ``paths`` (rank 0; every rank's RNG
     state is gathered first, so every rank must call this) and ``history.json`` beside them."""
+    _stop_if_non_finite(run)  # never write a diverged model
     rngs = _gather(_rng_state(run.device), run.d)  # collective: every rank takes part
     if not run.d.main:
         return

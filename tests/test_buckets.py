@@ -133,5 +133,16 @@ def test_bad_codes_raise():
         BucketLayout.from_codes(torch.zeros(1, 1, 8), 4)
     with pytest.raises(ValueError, match="chunk_size"):
         BucketLayout.from_codes(torch.zeros(1, 1, 8, dtype=torch.long), 0)
-    with pytest.raises(ValueError, match="padding"):
-        BucketLayout.from_codes(torch.zeros(1, 1, 5, dtype=torch.long), 16)
+    with pytest.raises(ValueError, match="at least one position"):
+        BucketLayout.from_codes(torch.zeros(1, 1, 0, dtype=torch.long), 16)
+
+
+def test_padding_longer_than_the_sequence_repeats_it_cyclically():
+    codes = torch.tensor([[[2, 0, 1, 0, 2]]])  # sorted order: positions 1, 3, 2, 0, 4
+    layout = BucketLayout.from_codes(codes, 16)
+    assert layout.padding == 11 and layout.n_chunks == 1
+    x = torch.arange(5, dtype=torch.float64).view(1, 5, 1)
+    slots = layout.to_chunks(x).flatten().tolist()
+    # slot 5 + t copies sorted slot (5 - 11 + t) mod 5: the last 11 rows of the sorted order repeated
+    assert slots == [1, 3, 2, 0, 4] + [4] + [1, 3, 2, 0, 4] * 2
+    assert torch.equal(layout.from_chunks(layout.to_chunks(x)), x.unsqueeze(1))

@@ -27,7 +27,7 @@ SRLIB = Path(__file__).resolve().parents[1] / "srlib"
 #: Layers, lowest first: a module may import its own layer and the layers below it, never one above.
 #: ``srlib.reference`` (the official-code cases) and the ``srlib`` package itself are left out of the order.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("srlib.config", "srlib.checkpoint"),
+    ("srlib.config", "srlib.checkpoint", "srlib._checks"),
     ("srlib.data", "srlib.metrics"),
     ("srlib.attention",),
     ("srlib.models",),

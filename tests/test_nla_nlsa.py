@@ -120,10 +120,11 @@ def test_nlsa_details_for_visualisation():
     assert d["score"].shape == (1, 2, 8, 10, 30)
 
 
-def test_nlsa_rejects_input_smaller_than_a_chunk():
-    m = _nlsa(chunk_size=144)
-    with pytest.raises(ValueError, match="chunk_size = 144"):
-        m(torch.randn(1, 8, 10, 10, dtype=torch.float64))
+def test_nlsa_input_smaller_than_a_chunk_is_one_chunk():
+    m = _nlsa(chunk_size=144)  # 100 positions < 144: the official code fails, here one cyclically filled chunk
+    m.keep_details = True
+    assert m(torch.randn(1, 8, 10, 10, dtype=torch.float64)).shape == (1, 8, 10, 10)
+    assert m.details["n_buckets"] == 2 and m.details["layout"].n_chunks == 1
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         m(torch.randn(8, 10, 10, dtype=torch.float64))
 

@@ -344,7 +344,7 @@ def test_errors_name_the_offending_value(feats):
     with pytest.raises(ValueError, match="outside"):
         query_attention("NLA", feats, (H, 0))
     with pytest.raises(ValueError, match="chunk_size"):
-        query_attention("NLSA", feats, (0, 0), chunk_size=512)
+        query_attention("NLSA", feats, (0, 0), chunk_size=0)
     with pytest.raises(ValueError, match="features"):
         query_attention("NLA", feats[0], (0, 0))
 
@@ -418,9 +418,17 @@ def test_widget_knobs_errors_and_click(image):
     assert ex.knobs() == {"topk": None, "mode": "exact"}
     ex.controls["mechanism"].value = "NLSA"
     assert ex.state()["knobs"] == {"n_hashes": 2, "chunk_size": 40} and len(ex.state()["round_weights"]) == 2
-    ex._knob_widgets["NLSA"]["chunk_size"].value = 256  # > L = 144: reported, not raised
+    ex._knob_widgets["NLSA"]["chunk_size"].value = 256  # > L = 144: one padded chunk (the small-map rule)
+    assert ex.error is None and ex.result is not None
+
+    def rejected():
+        raise ValueError("NLSA: chunk_size must be positive, got 0")
+
+    ex.compute = rejected  # a knob value the mechanism rejects: reported, not raised
+    ex._knob_widgets["NLSA"]["chunk_size"].value = 48
     assert ex.error is not None and "chunk_size" in ex.error and "cannot compute" in ex.stats.value
     assert ex.result is None and "keys_for_90" not in ex.state()
+    del ex.compute
     ex._knob_widgets["NLSA"]["chunk_size"].value = 32
     assert ex.error is None
     ex.controls["mechanism"].value = "ENLA"

@@ -246,7 +246,7 @@ def bucketed_to_dense(score: Tensor, layout: BucketLayout, bucket_score: Tensor 
 
     Query ``i`` sits at sorted slot ``undo_idx[i]``; its ``3c`` weights (own, previous and next window,
     cyclic, :func:`srlib.attention.buckets.look_around`) are added to the columns of the key *positions*
-    those slots hold. A padded slot ``L + t`` holds a copy of sorted slot ``L - padding + t``, so a duplicated
+    those slots hold. A padded slot ``L + t`` holds a copy of sorted slot ``(L - padding + t) mod L``, so a duplicated
     key receives the sum of both weights, exactly as the sparse attention uses it. Rounds are combined with
     ``softmax_r(bucket_score_r(i))`` (NLSN Eq. 11). The result satisfies ``dense @ v == combine_rounds(...)``:
     the sparse attention *is* this matrix applied to the values.
@@ -275,7 +275,7 @@ def bucketed_to_dense(score: Tensor, layout: BucketLayout, bucket_score: Tensor 
     device = score.device
     chunk_slots = torch.arange(n * c, device=device).view(n, c)
     key_slots = torch.cat([chunk_slots, chunk_slots.roll(1, 0), chunk_slots.roll(-1, 0)], dim=1)  # (n, 3c)
-    key_slots = torch.where(key_slots >= L, key_slots - pad, key_slots)  # padded slot -> the slot it copies
+    key_slots = torch.where(key_slots >= L, (key_slots - pad) % L, key_slots)  # padded slot -> the slot it copies
     key_pos = torch.gather(layout.sort_idx, 2, key_slots.reshape(1, 1, -1).expand(B, R, -1))  # (B, R, n*3c)
     key_pos = key_pos.view(B, R, n, 1, 3 * c).expand(B, R, n, c, 3 * c)
     rows = score.new_zeros(B, R, n, c, L).scatter_add_(4, key_pos, score)  # per sorted slot, key positions

@@ -7,7 +7,9 @@ centroid in LCoAN):
 1. **hash** each position ``p`` into a code ``h_r(p)`` for every hash round ``r``;
 2. **sort** positions by code (stable: ties keep ascending position; ``docs/official_code.md``, "Sort ties");
 3. **chunk** the sorted sequence into fixed-size chunks of ``chunk_size`` positions (if ``L`` is not a
-   multiple, the last sorted rows are *duplicated* to fill the last chunk, as the official code does);
+   multiple, the last sorted rows are *duplicated* to fill the last chunk, as the official code does; a
+   sequence shorter than the padding -- a feature map smaller than about half a chunk, where the official
+   code fails -- is repeated cyclically instead, so every ``H, W >= 1`` works);
 4. **attend** from each chunk to the keys of its own chunk and its two neighbours
    (``[own, previous, next]``, cyclic over the chunks of a round: ``3 * chunk_size`` keys);
 5. **un-sort** the results back to position order and drop the duplicated rows;
@@ -103,22 +105,17 @@ class BucketLayout:
 
         Args:
             codes: ``(B, R, L)`` integer codes (round offsets optional: sorting is per round).
-            chunk_size: positions per chunk; must satisfy ``chunk_size <= L`` up to one padded chunk
-                (``L`` positions fill ``ceil(L / c)`` chunks).
+            chunk_size: positions per chunk (``L`` positions fill ``ceil(L / c)`` chunks; any ``L >= 1``).
         Raises:
-            ValueError: codes not 3-D or not integer, or ``chunk_size`` not positive.
+            ValueError: codes not 3-D, not integer or with ``L = 0``, or ``chunk_size`` not positive.
         """
         if codes.dim() != 3 or codes.is_floating_point():
             raise ValueError(f"codes must be an integer tensor (B, R, L), got {tuple(codes.shape)} {codes.dtype}")
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         length = codes.shape[-1]
-        padding = (-length) % chunk_size
-        if padding > length:
-            raise ValueError(
-                f"cannot pad {length} positions to chunks of {chunk_size}: the padding ({padding}) would "
-                f"duplicate more rows than exist"
-            )
+        if length < 1:
+            raise ValueError(f"codes must have at least one position, got shape {tuple(codes.shape)}")
         # Ties (equal codes) keep ascending position: the reproducible order (docs/official_code.md, "Sort ties").
         sort_idx = torch.argsort(codes, dim=-1, stable=True)
         undo_idx = torch.argsort(sort_idx, dim=-1)
@@ -130,7 +127,11 @@ class BucketLayout:
 
     @property
     def padding(self) -> int:
-        """Rows duplicated at the end of each round so that ``L + padding`` is a multiple of ``c``."""
+        """Rows duplicated at the end of each round so that ``L + padding`` is a multiple of ``c``.
+
+        Padded slot ``L + t`` copies sorted slot ``(L - padding + t) mod L``: the last ``padding`` sorted rows
+        (official), or the whole sorted sequence repeated cyclically when ``padding > L``.
+        """
         return (-self.length) % self.chunk_size
 
     @property
@@ -153,8 +154,10 @@ class BucketLayout:
         idx = self.sort_idx.unsqueeze(-1).expand(-1, -1, -1, x.shape[-1])
         xs = torch.gather(x, 2, idx)
         if self.padding:
-            # The official code appends a copy of the last `padding` sorted rows (not zeros, not wrap-around).
-            xs = torch.cat([xs, xs[:, :, L - self.padding :]], dim=2)
+            # The official code appends a copy of the last `padding` sorted rows (not zeros, not wrap-around);
+            # when padding > L (it fails there) the sorted rows repeat cyclically: the same formula mod L.
+            pad_idx = (torch.arange(self.padding, device=xs.device) + (L - self.padding)) % L
+            xs = torch.cat([xs, xs[:, :, pad_idx]], dim=2)
         return xs.reshape(B, R, self.n_chunks, self.chunk_size, x.shape[-1])
 
     def from_chunks(self, y: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from srlib._checks import check_choice, check_divisible, check_feature_map, check_finite, check_ints, check_number
+
 __all__ = [
     "ENLA",
     "ENLCA",
@@ -319,6 +321,10 @@ class ENLA(nn.Module):
         projection: an explicit ``(m, d)`` matrix to use instead of a draw.
 
     Shapes: ``forward(q (..., L, d), k (..., S, d), v (..., S, c_out)) -> (..., L, c_out)``.
+
+    Raises:
+        ValueError: ``dim`` / ``n_features`` not positive integers, ``feature_eps`` negative; at call,
+            NaN/Inf in ``q``, ``k`` or ``v`` (named and counted).
     """
 
     projection_matrix: torch.Tensor
@@ -335,6 +341,8 @@ class ENLA(nn.Module):
         projection: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        check_ints("ENLA", dim=dim, n_features=n_features)
+        check_number("ENLA", "feature_eps", feature_eps, low=0)
         self.dim = dim
         self.n_features = n_features
         self.feature_eps = feature_eps
@@ -381,6 +389,8 @@ class ENLA(nn.Module):
         self.projection_matrix.copy_(projection)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        for t, name in ((q, "ENLA queries q"), (k, "ENLA keys k"), (v, "ENLA values v")):
+            check_finite(t, name)
         # A private copy of F goes into the autograd graph, so that redrawing the buffer in place between
         # forward and backward (a training-loop hook) does not invalidate the saved tensor.
         proj = self.projection_matrix.clone()
@@ -421,9 +431,16 @@ class ENLCA(nn.Module):
     Shapes: ``x: (B, C, H, W) -> (B, C, H, W)``; ``forward(x, return_loss=True)`` returns
     ``(out, loss)`` with ``loss`` a 0-dim tensor in training mode and ``None`` otherwise.
 
+    Small inputs: any ``H, W >= 1`` in eval mode, the rule of all six srlib attentions (ENLA is a sum over
+    all positions, nothing to pad; 3x3 and 5x7 maps run and keep their shape). Only the training-mode
+    contrastive loss needs more: ``H*W >= 65`` for the official ranks.
+
     Raises:
-        ValueError: ``channel`` not divisible by ``reduction``; input not 4-D with ``C`` channels; in
-        training mode, too few positions for the loss ranks (official: ``H*W >= 65``).
+        ValueError: non-positive ``channel`` / ``reduction`` / ``n_features``, ``channel`` not divisible by
+        ``reduction``, ``amplification`` or ``norm_eps`` not > 0, ``feature_eps`` < 0, unknown
+        ``loss_variant``; at call, an input that is not a floating point ``(B, C, H, W)`` map with ``C``
+        channels or holds NaN/Inf (counted in the message); in training mode, too few positions for the
+        loss ranks (official: ``H*W >= 65``).
     """
 
     def __init__(
@@ -440,10 +457,12 @@ class ENLCA(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if channel % reduction:
-            raise ValueError(f"channel ({channel}) must be divisible by reduction ({reduction})")
-        if loss_variant not in ("official", "paper", None):
-            raise ValueError(f"loss_variant must be 'official', 'paper' or None, got {loss_variant!r}")
+        check_ints("ENLCA", channel=channel, reduction=reduction, n_features=n_features)
+        check_divisible("ENLCA", "channel", channel, "reduction", reduction)
+        check_number("ENLCA", "res_scale", res_scale, low=0)
+        check_number("ENLCA", "amplification", amplification, low=0, low_open=True)  # sqrt(k), Eq. (3)
+        check_number("ENLCA", "norm_eps", norm_eps, low=0, low_open=True)
+        check_choice("ENLCA", "loss_variant", loss_variant, ("official", "paper", None))
         self.channel = channel
         self.res_scale = res_scale
         self.amplification = amplification
@@ -459,8 +478,7 @@ class ENLCA(nn.Module):
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Eq. (3): amplified normalised queries/keys ``(B, L, d)`` and values ``(B, L, C)``, ``p = h*W + w``."""
-        if x.dim() != 4 or x.shape[1] != self.channel:
-            raise ValueError(f"expected a feature map (B, {self.channel}, H, W), got shape {tuple(x.shape)}")
+        check_feature_map(x, "ENLCA input x", self.channel)
         scale = math.sqrt(self.amplification)
         q = F.normalize(self.conv_match1(x), p=2, dim=1, eps=self.norm_eps) * scale
         k = F.normalize(self.conv_match2(x), p=2, dim=1, eps=self.norm_eps) * scale

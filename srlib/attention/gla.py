@@ -54,6 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from srlib._checks import check_choice, check_divisible, check_feature_map, check_int, check_ints, check_number
 from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds, look_around, n_hash_buckets
 from srlib.attention.hashing import argmax_hash
 
@@ -231,8 +232,13 @@ class GlobalLearnableAttention(nn.Module):
     With ``lss_variant="paper"`` the MLP is ``Linear(C, 3c), Linear(3c, 3c)``; with ``"none"`` there is no
     ``conv_assembly_fc`` and no ``fc``. Official checkpoints therefore load only into ``"official"``.
 
-    Shapes: ``x: (B, C, H, W) -> (B, C, H, W)``; needs ``H*W >= chunk_size``. Time and memory are
+    Shapes: ``x: (B, C, H, W) -> (B, C, H, W)``, any ``H, W >= 1``. Time and memory are
     ``O(R * L * 3c * (C' + C))``, linear in ``L``.
+
+    Small inputs (the rule of all six srlib attentions: every ``H, W >= 1`` runs and keeps its shape): the
+    last chunk is filled with copies of the last sorted rows, as the official code does; where the official
+    code fails (``L = H*W < chunk_size``: zero buckets) 2 buckets and one chunk are used, filled by repeating
+    the sorted sequence cyclically, exactly as in :class:`~srlib.attention.nlsa.NonLocalSparseAttention`.
 
     Randomness: the super-bit projections are redrawn in every call (official behaviour) from
     ``self.generator`` (a ``torch.Generator``) or the global RNG; set ``self.projections`` (``(C', R, b)``)
@@ -242,8 +248,9 @@ class GlobalLearnableAttention(nn.Module):
     scores, learned score term and round weights in ``self.details``.
 
     Raises:
-        ValueError: unknown ``lss_variant`` / ``round_weights``; at call, an input that is not ``(B, C, H, W)``
-            or smaller than one chunk, or projections of the wrong shape.
+        ValueError: non-positive sizes, even ``k_size``, ``channels`` not divisible by ``reduction``, unknown
+            ``lss_variant`` / ``round_weights``; at call, an input that is not a floating point ``(B, C, H, W)``
+            map or holds NaN/Inf (counted in the message), or projections of the wrong shape.
     """
 
     def __init__(
@@ -259,10 +266,13 @@ class GlobalLearnableAttention(nn.Module):
         max_buckets: int = 128,
     ) -> None:
         super().__init__()
-        if lss_variant not in LSS_VARIANTS:
-            raise ValueError(f"lss_variant must be one of {LSS_VARIANTS}, got {lss_variant!r}")
-        if round_weights not in ROUND_WEIGHTS:
-            raise ValueError(f"round_weights must be one of {ROUND_WEIGHTS}, got {round_weights!r}")
+        check_choice("GLA", "lss_variant", lss_variant, LSS_VARIANTS)
+        check_choice("GLA", "round_weights", round_weights, ROUND_WEIGHTS)
+        check_ints("GLA", n_hashes=n_hashes, channels=channels, reduction=reduction, chunk_size=chunk_size,
+                   max_buckets=max_buckets)
+        check_int("GLA", "k_size", k_size, odd=True)
+        check_divisible("GLA", "channels", channels, "reduction", reduction)
+        check_number("GLA", "res_scale", res_scale, low=0)
         self.n_hashes = n_hashes
         self.channels = channels
         self.chunk_size = chunk_size
@@ -293,7 +303,8 @@ class GlobalLearnableAttention(nn.Module):
         self, emb: torch.Tensor, projections: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Super-bit codes ``(B, R, L)`` of embeddings ``(B, L, C')``; returns ``(codes, projections, b)``."""
-        n_buckets = n_hash_buckets(emb.shape[1], self.chunk_size, self.max_buckets)
+        # Official count; a map smaller than one chunk gets the count of one chunk (2), see the class docstring.
+        n_buckets = n_hash_buckets(max(emb.shape[1], self.chunk_size), self.chunk_size, self.max_buckets)
         codes, projections = superbit_lsh(
             emb, n_buckets, self.n_hashes,
             projections=projections if projections is not None else self.projections,
@@ -335,8 +346,7 @@ class GlobalLearnableAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, projections: torch.Tensor | None = None) -> torch.Tensor:
         """``x: (B, C, H, W) -> (B, C, H, W)``; ``projections`` ``(C', R, b)`` overrides the random draw."""
-        if x.dim() != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"expected a feature map (B, {self.channels}, H, W), got shape {tuple(x.shape)}")
+        check_feature_map(x, "GLA input x", self.channels)
         B, C, H, W = x.shape
         emb = self.conv_match(x).flatten(2).transpose(1, 2)  # (B, L, C') queries = keys, hashed
         val = self.conv_assembly(x).flatten(2).transpose(1, 2)  # (B, L, C)

@@ -47,9 +47,12 @@ class HSPA(NonLocalAttention):
     query). Memory and time ``O(B·L²)`` like dense NLA (ST avoids the full sort, not the score matrix).
     Set ``keep_map = True`` to keep the last weights in ``last_map``.
 
+    Small inputs: any ``H, W >= 1``, as every srlib attention (3x3 and 5x7 maps run and keep their shape);
+    a ``topk`` larger than ``H*W`` simply sorts all scores.
+
     Raises:
         ValueError: ``channel`` not divisible by ``reduction``, bad ``topk`` / ``mode`` / normaliser name;
-            at call, an input that is not ``(B, C, H, W)``.
+            at call, an input that is not a floating point ``(B, C, H, W)`` map or holds NaN/Inf.
     """
 
     def __init__(

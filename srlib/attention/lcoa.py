@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from srlib._checks import check_divisible, check_feature_map, check_int, check_ints, check_number
 from srlib.attention.buckets import BucketLayout, apply_shared_attention, bucketed_attention, combine_rounds
 from srlib.attention.hashing import argmax_hash, with_round_offsets
 
@@ -446,15 +447,22 @@ class LearnableCollaborativeAttention(nn.Module):
     State-dict keys (official): ``kmeans.means (R, K, C/r)``, ``kmeans.initted``, ``conv_match.0.weight``,
     ``conv_match.0.bias``, ``conv_assembly.0.weight``, ``conv_assembly.0.bias``.
 
-    Shapes: ``x: (B, C, H, W) -> (B, C, H, W)``. The windows need ``window_size - L % window_size <= L``
-    (padding copies the last sorted rows; the official code fails otherwise).
+    Shapes: ``x: (B, C, H, W) -> (B, C, H, W)``, any ``H, W >= 1``.
+
+    Small inputs (the rule of all six srlib attentions: every ``H, W >= 1`` runs and keeps its shape): the
+    last window is filled with copies of the last sorted rows, as the official code does. The official code
+    fails when that padding exceeds ``L = H*W`` (a map smaller than about half a window); there the sorted
+    sequence is repeated cyclically to fill the window, as in
+    :class:`~srlib.attention.nlsa.NonLocalSparseAttention`.
 
     Set ``keep_details = True`` to keep the last call's codes, layout, weights, bucket scores, embedding and
     centroids in ``self.details``.
 
     Raises:
-        ValueError: bad sizes, input not 4-D, too few positions for the windows, or a ``shared`` state that
-            does not fit the input (other size, window or rounds).
+        ValueError: non-positive sizes, even ``k_size``, ``channels`` not divisible by ``reduction``,
+            ``ema_decay`` outside ``[0, 1]``; at call, an input that is not a floating point
+            ``(B, C, H, W)`` map or holds NaN/Inf (counted in the message), or a ``shared`` state that does
+            not fit the input (other size, window or rounds).
     """
 
     def __init__(
@@ -471,10 +479,12 @@ class LearnableCollaborativeAttention(nn.Module):
         ema_target: str = "centroid",
     ) -> None:
         super().__init__()
-        if channels % reduction:
-            raise ValueError(f"channels ({channels}) must be divisible by reduction ({reduction})")
-        if window_size < 1:
-            raise ValueError(f"window_size must be positive, got {window_size}")
+        owner = "LearnableCollaborativeAttention"
+        check_ints(owner, channels=channels, reduction=reduction, n_clusters=n_clusters, window_size=window_size,
+                   n_rounds=n_rounds)
+        check_int(owner, "k_size", k_size, odd=True)
+        check_divisible(owner, "channels", channels, "reduction", reduction)
+        check_number(owner, "res_scale", res_scale, low=0)
         self.window_size = window_size
         self.n_rounds = n_rounds
         self.n_clusters = n_clusters
@@ -517,8 +527,7 @@ class LearnableCollaborativeAttention(nn.Module):
         Returns:
             ``(out (B, C, H, W), shared)``: the shared state is the one computed here or the one passed in.
         """
-        if x.dim() != 4:
-            raise ValueError(f"expected a feature map (B, C, H, W), got shape {tuple(x.shape)}")
+        check_feature_map(x, "LCoA input x", self.conv_assembly[0].in_channels)
         B, C, H, W = x.shape
         emb = None
         if shared is None:  # LSP: A_s = LSP(X_1), Eq. (11)

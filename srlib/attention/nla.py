@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from srlib._checks import check_divisible, check_feature_map, check_ints, check_number
+
 __all__ = ["NonLocalAttention", "fused_softmax_attention", "non_local_attention", "softmax_last"]
 
 
@@ -104,6 +106,15 @@ class NonLocalAttention(nn.Module):
 
     Attribute ``keep_map``: when True, the last attention weights ``(B, L, L)`` are kept in ``last_map``
     for visualisation.
+
+    Small inputs: any ``H, W >= 1`` (every position attends to all ``H*W`` positions; nothing to pad). The
+    same rule holds for all six mechanisms of srlib: tiny or odd maps such as 3x3 or 5x7 run and keep
+    their shape (the bucketed ones pad, see :class:`~srlib.attention.nlsa.NonLocalSparseAttention`).
+
+    Raises:
+        ValueError: ``channel`` / ``reduction`` not positive integers or not divisible, ``res_scale`` not a
+            finite number >= 0; at call, an input that is not a floating point ``(B, C, H, W)`` map or holds
+            NaN/Inf (the message counts them; see :func:`srlib.set_input_checks`).
     """
 
     def __init__(
@@ -114,8 +125,10 @@ class NonLocalAttention(nn.Module):
         normalizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
-        if channel % reduction:
-            raise ValueError(f"channel ({channel}) must be divisible by reduction ({reduction})")
+        owner = type(self).__name__
+        check_ints(owner, channel=channel, reduction=reduction)
+        check_divisible(owner, "channel", channel, "reduction", reduction)
+        check_number(owner, "res_scale", res_scale, low=0)
         self.res_scale = res_scale
         self.normalizer = normalizer
         self.conv_match1 = _conv_prelu(channel, channel // reduction)
@@ -132,8 +145,7 @@ class NonLocalAttention(nn.Module):
         return q, k, v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"expected a feature map (B, C, H, W), got shape {tuple(x.shape)}")
+        check_feature_map(x, f"{type(self).__name__} input x", self.conv_assembly[0].in_channels)
         B, C, H, W = x.shape
         q, k, v = self.embed(x)
         if self.keep_map:

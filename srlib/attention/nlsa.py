@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from srlib._checks import check_choice, check_divisible, check_feature_map, check_int, check_ints, check_number
 from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds, n_hash_buckets
 from srlib.attention.hashing import spherical_lsh
 
@@ -37,7 +38,13 @@ class NonLocalSparseAttention(nn.Module):
         hash_variant: ``"official"`` (argmax over ``[xR, -xR]``) or ``"paper"`` (Eq. 7, argmax over ``xA``).
         max_buckets: cap on the number of buckets (128).
 
-    Shapes: ``x: (B, C, H, W) -> (B, C, H, W)``; requires ``H*W >= chunk_size``.
+    Shapes: ``x: (B, C, H, W) -> (B, C, H, W)``, any ``H, W >= 1``.
+
+    Small inputs (the rule of all six srlib attentions: every ``H, W >= 1`` runs and keeps its shape): when
+    ``L = H*W`` is not a multiple of ``chunk_size`` the last chunk is filled with copies of the last sorted
+    rows, as the official code does. The official code fails for ``L < chunk_size`` (zero buckets); here
+    such a map uses 2 buckets and one chunk, filled by repeating the sorted sequence cyclically, so every
+    position attends to every other one (keys weighted by how often they repeat).
 
     Randomness: the random rotations are drawn in every forward call (as in the official code) from
     ``self.generator`` (a ``torch.Generator``) or the global RNG; set ``self.projections`` (``(C/r, R, m/2)``)
@@ -47,7 +54,9 @@ class NonLocalSparseAttention(nn.Module):
     attention weights in ``self.details`` (for bucket maps and attention maps).
 
     Raises:
-        ValueError: input not 4-D, or smaller than one chunk (``H*W < chunk_size``).
+        ValueError: non-positive sizes, even ``k_size``, ``channels`` not divisible by ``reduction``, unknown
+            ``hash_variant``; at call, an input that is not a floating point ``(B, C, H, W)`` map or holds
+            NaN/Inf (the message counts them; see :func:`srlib.set_input_checks`).
     """
 
     def __init__(
@@ -62,6 +71,13 @@ class NonLocalSparseAttention(nn.Module):
         max_buckets: int = 128,
     ) -> None:
         super().__init__()
+        owner = "NonLocalSparseAttention"
+        check_ints(owner, n_hashes=n_hashes, channels=channels, reduction=reduction, chunk_size=chunk_size,
+                   max_buckets=max_buckets)
+        check_int(owner, "k_size", k_size, odd=True)
+        check_divisible(owner, "channels", channels, "reduction", reduction)
+        check_number(owner, "res_scale", res_scale, low=0)
+        check_choice(owner, "hash_variant", hash_variant, ("official", "paper"))
         self.n_hashes = n_hashes
         self.chunk_size = chunk_size
         self.reduction = reduction
@@ -78,7 +94,8 @@ class NonLocalSparseAttention(nn.Module):
 
     def hash(self, emb: torch.Tensor, rotations: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Bucket codes ``(B, R, L)`` of embeddings ``(B, L, C/r)``; returns ``(codes, rotations, n_buckets)``."""
-        n_buckets = n_hash_buckets(emb.shape[1], self.chunk_size, self.max_buckets)
+        # Official count; a map smaller than one chunk gets the count of one chunk (2), see the class docstring.
+        n_buckets = n_hash_buckets(max(emb.shape[1], self.chunk_size), self.chunk_size, self.max_buckets)
         codes, rotations = spherical_lsh(
             emb,
             n_buckets,
@@ -90,8 +107,7 @@ class NonLocalSparseAttention(nn.Module):
         return codes, rotations, n_buckets
 
     def forward(self, x: torch.Tensor, rotations: torch.Tensor | None = None) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"expected a feature map (B, C, H, W), got shape {tuple(x.shape)}")
+        check_feature_map(x, "NonLocalSparseAttention input x", self.conv_assembly[0].in_channels)
         B, C, H, W = x.shape
         emb = self.conv_match(x).flatten(2).transpose(1, 2)  # (B, L, C/r): queries and keys
         val = self.conv_assembly(x).flatten(2).transpose(1, 2)  # (B, L, C): values

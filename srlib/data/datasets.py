@@ -27,9 +27,11 @@ generator per worker).
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -670,6 +672,3 @@ def default_train_folder() -> Path | None:
     if div2k.is_dir() and any(f.suffix.lower() in IMAGE_EXTENSIONS for f in div2k.iterdir()):
         return div2k
     return None
-
-
-

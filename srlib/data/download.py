@@ -217,6 +217,13 @@ def download_file(
         downloader = pooch.HTTPDownloader(progressbar=progress, timeout=timeout)
     known = f"sha256:{sha256.lower()}" if sha256 else (f"md5:{md5.lower()}" if md5 else None)
     existed = dest.is_file()
+    import logging
+
+    logger = pooch.get_logger()
+    logger.setLevel(logging.WARNING)  # our own "downloading ..." line says it; pooch's INFO would repeat it
+    for handler in logger.handlers:  # pooch's handler keeps the stderr of its import time: use today's
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.stream = sys.stderr
     try:
         pooch.retrieve(url, known_hash=known, fname=dest.name, path=dest.parent, downloader=downloader,
                        progressbar=progress)
@@ -299,8 +306,11 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Pa
     """Extract a zip or tar(.gz/.bz2/.xz) archive into ``dest`` without ever writing outside it.
 
     All members are checked before anything is written; regular files and folders only.
-    Files are unpacked to a temporary folder inside ``dest`` and then moved into place
-    (existing files with the same name are replaced; existing folders are merged).
+    Files are unpacked to a temporary folder next to ``dest`` (in its parent) and moved into
+    place only once every member has been read and its CRC checked: a new ``dest`` is the
+    renamed temporary folder; into an existing ``dest`` files are moved one by one (files with
+    the same name are replaced; existing folders are merged). A rejected or damaged archive
+    leaves nothing behind: no ``dest``, no temporary folder, no parent folder created for it.
 
     Returns:
         The extracted file paths (not folders), sorted.
@@ -309,22 +319,27 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Pa
         FileNotFoundError: missing archive.
         UnsafeArchiveError: absolute path, ``..``, link or special member (named).
         ValueError: not a zip or tar archive.
+        zipfile.BadZipFile, tarfile.TarError, OSError: a damaged member (e.g. bad CRC), as raised by the
+            readers; nothing is left behind.
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
         raise FileNotFoundError(f"archive not found: {archive}")
-    dest.mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(archive):
         opener, kind = zipfile.ZipFile, "zip"
     elif tarfile.is_tarfile(archive):
         opener, kind = tarfile.open, "tar"
     else:
         raise ValueError(f"{archive}: not a zip or tar archive")
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # parents we would make
     written: list[Path] = []
+    staging: Path | None = None
+    done = False
     try:
         with opener(archive) as arc:
             plan = _plan_zip(arc, dest, archive) if kind == "zip" else _plan_tar(arc, dest, archive)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent))
             for member, target, is_dir in plan:
                 staged = staging / target.relative_to(dest)
                 if is_dir:
@@ -333,17 +348,29 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Pa
                 staged.parent.mkdir(parents=True, exist_ok=True)
                 src = arc.open(member) if kind == "zip" else arc.extractfile(member)
                 with src, open(staged, "wb") as out:
-                    shutil.copyfileobj(src, out, _CHUNK)
-        for member, target, is_dir in plan:
-            if is_dir:
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / target.relative_to(dest), target)
-            written.append(target)
+                    shutil.copyfileobj(src, out, _CHUNK)  # zipfile checks the CRC at the end of each member
+        if not dest.exists():  # complete: the whole staged tree becomes dest in one rename
+            os.replace(staging, dest)
+            written = [target for _, target, is_dir in plan if not is_dir]
+        else:
+            for member, target, is_dir in plan:
+                if is_dir:
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / target.relative_to(dest), target)
+                written.append(target)
+        done = True
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return sorted(written)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if not done:
+            for p in created:  # innermost first; only folders we made and that are still empty
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
+    return sorted(set(written))
 
 
 # ----------------------------------------------------------------------------- datasets

@@ -13,20 +13,27 @@ root's photographs or benchmark when present, else these bundled photographs (so
 
 from __future__ import annotations
 
+import difflib
+import sys
 from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from srlib.config import data_dir
+
 from .datasets import (
+    BENCHMARK_NAMES,
     BenchmarkDataset,
     HRImagesDataset,
+    _benchmark_root,
     _FileLoader,
     available_benchmarks,
     default_train_folder,
     list_images,
 )
+from .degradations import check_scale
 from .degradations import Degradation
 from .io import from_uint8
 
@@ -93,7 +100,8 @@ class SampleImagesDataset(HRImagesDataset):
     Items: ``{"lr": (3, h, w), "hr": (3, s*h, s*w), "name": str}``, float32 in ``[0, 1]``.
 
     Raises:
-        ValueError: unknown name, unsupported scale, bad options.
+        ValueError: unknown name (the message lists the available ones), a single string instead of a
+            sequence of names, no names, unsupported scale, bad options.
     """
 
     def __init__(
@@ -108,7 +116,12 @@ class SampleImagesDataset(HRImagesDataset):
         *,
         quantize_lr: bool = True,
     ):
+        if isinstance(names, str):
+            raise ValueError(f"names must be a sequence of sample names, got the string {names!r}; "
+                             f"write names=({names!r},)")
         names = list(DEFAULT_SAMPLE_NAMES if names is None else names)
+        if not names:
+            raise ValueError(f"names is empty: name at least one sample image of {sorted(SAMPLE_IMAGES)}")
         for n in names:
             if n not in SAMPLE_IMAGES:
                 raise ValueError(f"unknown sample image {n!r}; available: {sorted(SAMPLE_IMAGES)}")
@@ -116,6 +129,13 @@ class SampleImagesDataset(HRImagesDataset):
             [(n, SAMPLE_IMAGES[n]) for n in names], scale, degradation, patch_size, augment, repeat,
             generator, quantize_lr=quantize_lr, cache=True,
         )
+
+
+def _announce_fallback(reason: str, names: Sequence[str]) -> None:
+    """The one line every offline fallback prints (stderr), so that it never passes silently."""
+    print(f"srlib: {reason}; using the bundled scikit-image photographs ({', '.join(names)}) instead "
+          f"(offline fallback)",
+          file=sys.stderr)
 
 
 #: Offline evaluation photographs (scikit-image) used when a benchmark is not downloaded.
@@ -148,7 +168,8 @@ def default_train_set(
 
     Returns:
         ``(dataset, source)``: items ``{"lr": (3, P/s, P/s), "hr": (3, P, P), "name", "gray"}``; ``source`` is
-        the folder path, or ``"skimage.data (offline fallback)"``.
+        the folder path, or ``"skimage.data (offline fallback)"``. The fallback announces itself in one line
+        on stderr (never printed when the data root has training photos).
 
     Raises:
         ValueError: unsupported scale, bad patch size or ``max_images < 1`` (and what the datasets raise).
@@ -157,9 +178,12 @@ def default_train_set(
         raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
     folder = default_train_folder()
     if folder is None:
-        names = tuple(fallback_names) if fallback_names is not None else None
-        return (SampleImagesDataset(scale, names=names, patch_size=patch_size, augment=augment, generator=generator),
-                "skimage.data (offline fallback)")
+        dataset = SampleImagesDataset(scale, names=fallback_names, patch_size=patch_size, augment=augment,
+                                      generator=generator)
+        root = data_dir()
+        _announce_fallback(f"no training photos in {root / 'train'} or {root / 'DIV2K' / 'DIV2K_train_HR'}",
+                           dataset.names)
+        return dataset, "skimage.data (offline fallback)"
     files = list_images(folder)[:max_images]
     sources = [(p.stem, _FileLoader(p, False)) for p in files]
     dataset = HRImagesDataset(sources, scale, patch_size=patch_size, augment=augment, generator=generator, cache=cache)
@@ -170,9 +194,14 @@ def default_eval_set(scale: int, name: str = "Set5", fallback_names: Sequence[st
                      ) -> tuple[Dataset, str]:
     """A benchmark for evaluation when it is in the data root, else whole offline sample photographs.
 
+    The offline fallback is taken only when the benchmark's folder is absent from the data root (not
+    downloaded), and announces itself in one line on stderr. A folder that is there but lacks this scale
+    raises instead of silently evaluating on other data.
+
     Args:
-        scale: SR factor; name: benchmark (``"Set5"``, ``"Set14"``, ``"B100"``, ``"Urban100"``).
-        fallback_names: scikit-image photographs used when the benchmark at this scale is absent.
+        scale: SR factor; name: benchmark, one of :data:`BENCHMARK_NAMES` (``"Set5"``, ``"Set14"``,
+            ``"B100"``, ``"Urban100"``, ``"Manga109"``) or another set folder present in the data root.
+        fallback_names: scikit-image photographs used when the benchmark is not downloaded.
 
     Returns:
         ``(dataset, label)``: whole LR/HR pairs (:class:`BenchmarkDataset` or
@@ -180,9 +209,21 @@ def default_eval_set(scale: int, name: str = "Set5", fallback_names: Sequence[st
         ``"sample photographs x2 (offline fallback)"``.
 
     Raises:
-        ValueError: unsupported scale or an unknown sample name.
+        ValueError: unsupported scale, an unknown benchmark name (the message lists the valid names), an
+            unknown or empty list of sample names.
+        FileNotFoundError: the benchmark folder exists but has no data for ``scale`` (names the folders
+            looked for and the scales present).
     """
-    if name in available_benchmarks(scale=scale):
-        return BenchmarkDataset(name, scale), f"{name} x{scale}"
-    return (SampleImagesDataset(scale, names=tuple(fallback_names)),
+    scale = check_scale(scale)
+    base = _benchmark_root(None)
+    valid = list(BENCHMARK_NAMES) + [n for n in available_benchmarks(base) if n not in BENCHMARK_NAMES]
+    if name not in valid:
+        close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown benchmark {name!r}{hint}; valid names: {', '.join(valid)}")
+    if (base / name).is_dir():
+        return BenchmarkDataset(name, scale, base), f"{name} x{scale}"
+    dataset = SampleImagesDataset(scale, names=fallback_names)  # checks the names (a sequence, not a string)
+    _announce_fallback(f"benchmark {name} not found (looked for {base / name})", dataset.names)
+    return (dataset,
             f"sample photographs x{scale} (offline fallback)")

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from srlib._checks import check_choice, check_image_tensor, check_sr_config
 from srlib.attention.gla import LSS_VARIANTS, ROUND_WEIGHTS, GlobalLearnableAttention
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from srlib.models.registry import register_model
@@ -72,6 +73,12 @@ class DLSNConfig:
     rgb_range: float = 1.0
     n_colors: int = 3
 
+    def __post_init__(self) -> None:
+        """Raises ValueError naming any field outside its range (:func:`srlib._checks.check_sr_config`)."""
+        check_sr_config(self)
+        check_choice("DLSNConfig", "lss_variant", self.lss_variant, LSS_VARIANTS)
+        check_choice("DLSNConfig", "round_weights", self.round_weights, ROUND_WEIGHTS)
+
     @classmethod
     def small(cls, **overrides) -> "DLSNConfig":
         """A CPU-sized DLSN: 2 GLAFFMs of 1 residual block, 32 channels (8-channel GLA embeddings), bucket
@@ -106,7 +113,7 @@ class GLAFFM(nn.Module):
         lss_variant, round_weights: passed to :class:`~srlib.attention.gla.GlobalLearnableAttention`;
         res_scale: branch scale; gla_res_scale: the GLA's own residual scale (official 1).
 
-    Shapes: ``(B, F, H, W) -> (B, F, H, W)``, ``H*W >= chunk_size``.
+    Shapes: ``(B, F, H, W) -> (B, F, H, W)``, any ``H, W >= 1``.
     """
 
     def __init__(
@@ -155,13 +162,14 @@ class DLSN(nn.Module):
     ``body.*``, ``tail.*``; ``tests/reference/state_dicts/dlsn_x*.json``), so official checkpoints load with
     ``load_state_dict(strict=True)`` (with ``lss_variant="official"``).
 
-    The GLA modules need ``h*w >= chunk_size`` and draw fresh super-bit projections in every call; see
+    Any ``h, w >= 1`` (GLA pads a map smaller than one chunk). The GLA modules draw fresh super-bit
+    projections in every call; see
     :meth:`attention_modules` to fix them (``module.projections``) or give them a ``torch.Generator``
     (``module.generator``).
 
     Raises:
-        ValueError: bad config (unsupported scale, unknown GLA variant); at call, an input that is not
-            ``(B, n_colors, h, w)`` or smaller than one chunk.
+        ValueError: bad config (unsupported scale, unknown GLA variant, any field out of range); at call, ``x`` not
+            a floating point ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf).
     """
 
     def __init__(self, cfg: DLSNConfig | None = None) -> None:
@@ -195,8 +203,7 @@ class DLSN(nn.Module):
         return [(n, m) for n, m in self.named_modules() if isinstance(m, GlobalLearnableAttention)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.cfg.n_colors:
-            raise ValueError(f"DLSN expects (B, {self.cfg.n_colors}, h, w) images, got shape {tuple(x.shape)}")
+        check_image_tensor(x, "DLSN", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
         x = self.head(self.sub_mean(x))
         res = self.body(x) + x  # long skip connection
         return self.add_mean(self.tail(res))

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from srlib._checks import check_image_tensor, check_int, check_sr_config
+
 from .common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from .registry import register_model
 
@@ -48,10 +50,9 @@ class EDSRConfig:
     EXTRA_PRESETS = ("baseline",)
 
     def __post_init__(self) -> None:
-        if self.n_resblocks < 0 or self.n_feats < 1:
-            raise ValueError(f"need n_resblocks >= 0 and n_feats >= 1, got {self.n_resblocks}, {self.n_feats}")
-        if self.n_colors != 3:
-            raise ValueError(f"only RGB (n_colors=3) is supported, got n_colors={self.n_colors}")
+        """Raises ValueError naming any field outside its range (:func:`srlib._checks.check_sr_config`)."""
+        check_sr_config(self)
+        check_int("EDSRConfig", "kernel_size", self.kernel_size, odd=True)
 
     @classmethod
     def baseline(cls) -> "EDSRConfig":
@@ -70,7 +71,8 @@ class EDSR(nn.Module):
     Source: Lim et al. 2017, Fig. 3; key layout of EDSR-PyTorch ``src/model/edsr.py``.
 
     Raises:
-        ValueError: unsupported ``cfg.scale`` (from :class:`~srlib.models.common.Upsampler`).
+        ValueError: a config field out of range (:meth:`EDSRConfig.__post_init__`); at call, ``x`` not a floating
+            point ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf).
     """
 
     def __init__(self, cfg: EDSRConfig, conv=default_conv) -> None:
@@ -88,7 +90,12 @@ class EDSR(nn.Module):
         self.tail = nn.Sequential(Upsampler(conv, cfg.scale, f), conv(f, cfg.n_colors, k))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: (B, 3, h, w)`` in ``[0, rgb_range]`` -> ``(B, 3, s*h, s*w)`` (not clamped)."""
+        """``x: (B, 3, h, w)`` in ``[0, rgb_range]`` -> ``(B, 3, s*h, s*w)`` (not clamped).
+
+        Raises:
+            ValueError: ``x`` not a float ``(B, 3, h, w)`` image in ``[0, rgb_range]`` or with NaN/Inf.
+        """
+        check_image_tensor(x, "EDSR", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
         x = self.head(self.sub_mean(x))
         res = self.body(x) + x  # global residual skip
         return self.add_mean(self.tail(res))

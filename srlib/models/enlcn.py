@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
+from srlib._checks import check_choice, check_image_tensor, check_int, check_number, check_sr_config
 from srlib.attention.enla import ENLCA, redraw_projections
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from srlib.models.registry import register_model
@@ -73,6 +74,16 @@ class ENLCNConfig:
     rgb_range: float = 1.0
     n_colors: int = 3
 
+    def __post_init__(self) -> None:
+        """Raises ValueError naming any field outside its range (:func:`srlib._checks.check_sr_config`)."""
+        check_sr_config(self)
+        check_number("ENLCNConfig", "amplification", self.amplification, low=0, low_open=True)  # sqrt(k), Eq. 3
+        check_number("ENLCNConfig", "feature_eps", self.feature_eps, low=0)
+        check_choice("ENLCNConfig", "loss_variant", self.loss_variant, ("official", "paper", None))
+        check_number("ENLCNConfig", "contrastive_weight", self.contrastive_weight, low=0)
+        check_int("ENLCNConfig", "warmup_iters", self.warmup_iters, 0)
+        check_int("ENLCNConfig", "redraw_every", self.redraw_every, 0)
+
     @classmethod
     def small(cls, **overrides) -> "ENLCNConfig":
         """A CPU-sized ENLCN: 8 blocks, 32 channels (two ENLCA modules, 8-channel embeddings).
@@ -96,7 +107,9 @@ class ENLCN(nn.Module):
     parameters equal those of the official network built after the same seed.
 
     Raises:
-        ValueError: unsupported scale, ``n_feats`` not divisible by ``reduction``, ``attn_every < 1``.
+        ValueError: unsupported scale, ``n_feats`` not divisible by ``reduction``, ``attn_every < 1``, any
+            config field out of range (:meth:`ENLCNConfig.__post_init__`); at call, ``x`` not a floating point
+            ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf).
     """
 
     def __init__(self, cfg: ENLCNConfig | None = None) -> None:
@@ -149,6 +162,7 @@ class ENLCN(nn.Module):
         return torch.stack(self.contrastive_losses).mean()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_tensor(x, "ENLCN", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
         x = self.head(self.sub_mean(x))
         res = x
         losses = []

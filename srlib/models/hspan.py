@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from srlib._checks import check_choice, check_image_tensor, check_sr_config
 from srlib.attention.hspa import HSPA
 from srlib.attention.softthreshold import MODES, _check_topk
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
@@ -73,6 +74,14 @@ class HSPANConfig:
     res_scale: float = 0.1
     rgb_range: float = 1.0
     n_colors: int = 3
+
+    def __post_init__(self) -> None:
+        """Raises ValueError naming any field outside its range (:func:`srlib._checks.check_sr_config`)."""
+        check_sr_config(self)
+        check_choice(type(self).__name__, "st_mode", self.st_mode, MODES)
+        check_choice(type(self).__name__, "normalizer", self.normalizer, ("st", "softmax"))
+        _check_topk(self.topk)
+        attention_indices(self)  # raises for an unknown attention_at or an index outside [0, n_resgroups)
 
     @classmethod
     def small(cls, **overrides) -> "HSPANConfig":
@@ -193,7 +202,8 @@ class HSPAN(nn.Module):
 
     Raises:
         ValueError: bad config (scale not supported by the upsampler, bad top-k / mode / attention_at, ``n_feats``
-            not divisible by ``reduction``); at call, an input that is not ``(B, n_colors, h, w)``.
+            not divisible by ``reduction``, any field out of range); at call, ``x`` not a floating point
+            ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf).
     """
 
     def __init__(self, cfg: HSPANConfig | None = None) -> None:
@@ -233,8 +243,7 @@ class HSPAN(nn.Module):
                 m.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.cfg.n_colors:
-            raise ValueError(f"HSPAN expects (B, {self.cfg.n_colors}, h, w) images, got shape {tuple(x.shape)}")
+        check_image_tensor(x, "HSPAN", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
         x = self.head(self.sub_mean(x))
         res = self.body(x) + x  # long skip connection
         return self.add_mean(self.tail(res))

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from srlib.attention.lcoa import LearnableCollaborativeAttention, SharedAttention
+from srlib._checks import check_choice, check_image_tensor, check_number, check_sr_config
+from srlib.attention.lcoa import EMA_TARGETS, LearnableCollaborativeAttention, SharedAttention
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from srlib.models.registry import register_model
 
@@ -73,6 +74,12 @@ class LCoANConfig:
     res_scale: float = 0.1
     rgb_range: float = 1.0
     n_colors: int = 3
+
+    def __post_init__(self) -> None:
+        """Raises ValueError naming any field outside its range (:func:`srlib._checks.check_sr_config`)."""
+        check_sr_config(self)
+        check_number("LCoANConfig", "ema_decay", self.ema_decay, low=0, high=1)
+        check_choice("LCoANConfig", "ema_target", self.ema_target, EMA_TARGETS)
 
     @classmethod
     def small(cls, **overrides) -> "LCoANConfig":
@@ -134,8 +141,11 @@ class FAU(nn.Module):
 class LCoAN(nn.Module):
     """LCoAN network. ``x: (B, 3, h, w)`` LR RGB in ``[0, rgb_range]`` -> ``(B, 3, s*h, s*w)``.
 
-    The LCoA windows need ``window_size - (h*w) % window_size <= h*w`` (``ValueError`` otherwise). On the
-    first call, the k-means centroids of the computing LCoA are initialised from that batch, in train and
+    Any ``h, w >= 1`` (LCoA pads a map smaller than its window, see
+    :class:`~srlib.attention.lcoa.LearnableCollaborativeAttention`); ``x`` not a floating point
+    ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf) raises ``ValueError``, as does a config
+    field out of range (:meth:`LCoANConfig.__post_init__`). On the first call, the k-means centroids of the
+    computing LCoA are initialised from that batch, in train and
     eval mode (official behaviour; give ``module.kmeans.generator`` a ``torch.Generator`` to make the draw
     reproducible, see :meth:`attention_modules`).
 
@@ -165,8 +175,7 @@ class LCoAN(nn.Module):
         return [(n, m) for n, m in self.named_modules() if isinstance(m, LearnableCollaborativeAttention)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"expected LR images (B, {self.cfg.n_colors}, h, w), got shape {tuple(x.shape)}")
+        check_image_tensor(x, "LCoAN", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
         x = self.head(self.sub_mean(x))
         res, shared = x, None
         for fau in self.body:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from srlib._checks import check_image_tensor, check_sr_config
 from srlib.attention.nlsa import NonLocalSparseAttention
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from srlib.models.registry import register_model
@@ -47,6 +48,10 @@ class NLSNConfig:
     rgb_range: float = 1.0
     n_colors: int = 3
 
+    def __post_init__(self) -> None:
+        """Raises ValueError naming any field outside its range (:func:`srlib._checks.check_sr_config`)."""
+        check_sr_config(self)
+
     @classmethod
     def small(cls, **overrides) -> "NLSNConfig":
         """A CPU-sized NLSN: 8 blocks, 32 channels, chunk 48, 2 hash rounds (two NLSA modules)."""
@@ -58,9 +63,14 @@ class NLSNConfig:
 class NLSN(nn.Module):
     """NLSN network. ``x: (B, 3, h, w)`` LR RGB in ``[0, rgb_range]`` -> ``(B, 3, s*h, s*w)``.
 
-    NLSA modules need ``h*w >= chunk_size`` (else ``ValueError``). Their random rotations are redrawn in
-    every forward call; see :meth:`attention_modules` to fix them (``module.projections``) or give them a
+    Any ``h, w >= 1``: NLSA pads a map smaller than one chunk (see
+    :class:`~srlib.attention.nlsa.NonLocalSparseAttention`). Its random rotations are redrawn in every forward
+    call; see :meth:`attention_modules` to fix them (``module.projections``) or give them a
     ``torch.Generator`` (``module.generator``).
+
+    Raises:
+        ValueError: a config field out of range (:meth:`NLSNConfig.__post_init__`); at call, ``x`` not a floating
+            point ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf).
     """
 
     def __init__(self, cfg: NLSNConfig | None = None) -> None:
@@ -93,6 +103,7 @@ class NLSN(nn.Module):
         return [(n, m) for n, m in self.named_modules() if isinstance(m, NonLocalSparseAttention)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_tensor(x, "NLSN", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
         x = self.head(self.sub_mean(x))
         res = self.body(x) + x
         return self.add_mean(self.tail(res))

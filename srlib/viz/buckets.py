@@ -145,7 +145,7 @@ def plot_chunks(
     if query is not None and not 0 <= query < L:
         raise ValueError(f"query must be in [0, {L}), got {query}")
     order = layout.sort_idx[0, 0]
-    padded = torch.cat([order, order[L - pad:]])  # positions in padded slot order
+    padded = torch.cat([order, order[(torch.arange(pad) + L - pad) % L]])  # positions in padded slot order
     cmap = bucket_colormap(int(codes.max()) + 1)
     if ax is None:
         _, ax = plt.subplots(figsize=(max(6.0, 0.32 * (L + pad)), 2.6))

@@ -475,7 +475,7 @@ def prepare_attention(
         :class:`AttentionState`.
     Raises:
         ValueError: unknown mechanism/knob, features not ``(1, C, H, W)``, a module of the wrong class, a knob
-            that the given module cannot change, or a knob the mechanism rejects (e.g. ``chunk_size > H*W``).
+            that the given module cannot change, or a knob the mechanism rejects (e.g. ``chunk_size=0``).
     """
     _check_mechanism(mechanism)
     if not isinstance(features, Tensor) or features.dim() != 4 or features.shape[0] != 1:
@@ -1036,7 +1036,7 @@ class AttentionExplorer:
         try:
             self.result = self.compute()
             self.error = None
-        except ValueError as err:  # e.g. a chunk larger than the feature map: say so, keep the old picture
+        except ValueError as err:  # e.g. a knob value the mechanism rejects: say so, keep the old picture
             self.result, self.error = None, str(err)
             self.stats.value = f"<span style='color:#b00'>cannot compute: {_html_escape(self.error)}</span>"
             return
