@@ -5,6 +5,7 @@
 * :func:`seed_hashing`: fix the super-bit projections of every GLA of a network (reproducible outputs).
 * :func:`chunk_scores`: the two scores of GLA (Eq. 9-11) of the chunk that holds one query.
 * :func:`top_attended_stats`: DLSN Fig. 4 in numbers: what the top-``k`` attended keys of a query are like.
+* :func:`bucket_summary`: balance of a GLA's buckets and how well they group similar keys, over hash draws.
 
 Source: Su et al., *Global Learnable Attention for Single Image Super-Resolution*, IEEE TPAMI 2023,
 arXiv:2212.01057 (Fig. 1, Eq. 9-11, Fig. 4); GLA as in the official repository ``laoyangui/DLSN``
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["detail_fit_summary", "seed_hashing", "chunk_scores", "top_attended_stats"]
+__all__ = ["detail_fit_summary", "seed_hashing", "chunk_scores", "top_attended_stats", "bucket_summary"]
 
 
 def detail_fit_summary(similarity: torch.Tensor, fit: torch.Tensor, k: int = 16) -> dict[str, float]:
@@ -158,3 +159,37 @@ def top_attended_stats(weights_of: Callable[[int], torch.Tensor], embedding: tor
         rows.append((float((keys[idx] @ embedding[qp]).mean()), float(dist), float(shared), float(wts[near].sum())))
     names = ("mean_s_f", "mean_distance", "shared", "near_weight")
     return {name: sum(r[i] for r in rows) / len(rows) for i, name in enumerate(names)}
+
+
+def bucket_summary(runs: Sequence[Mapping[str, Any]], n_buckets: int, queries: torch.Tensor, k: int = 16
+                   ) -> dict[str, Any]:
+    """Bucket balance and grouping of one GLA, averaged over several hash draws and all their rounds.
+
+    Args:
+        runs: ``details`` of the same GLA on the same features, one per hash draw (``keep_details = True``).
+        n_buckets: ``b`` of those runs.
+        queries: ``(Q,)`` positions for the grouping statistics.
+        k: best keys per query under the exact score ``s_f``.
+
+    Returns:
+        ``"occupied"``, ``"largest_share"``, ``"effective"`` (``srlib.viz.buckets.bucket_balance``, mean over
+        rounds and draws), ``"same_bucket"``, ``"chance_same"``, ``"reachable"``, ``"chance_reachable"``
+        (``srlib.viz.hashing.bucket_neighbour_recall``, mean over draws) and ``"sizes"``: ``(draws * R, b)``
+        bucket sizes.
+
+    Raises:
+        ValueError: no runs (and what the two functions raise).
+    """
+    from srlib.viz.buckets import bucket_balance
+    from srlib.viz.hashing import bucket_neighbour_recall
+
+    if len(runs) == 0:
+        raise ValueError("bucket_summary needs at least one run")
+    bals = [bucket_balance(det["codes"][0], n_buckets) for det in runs]
+    recs = [bucket_neighbour_recall(det, k, queries) for det in runs]
+    out: dict[str, Any] = {name: float(torch.cat([b[name].double() for b in bals]).mean())
+                           for name in ("occupied", "largest_share", "effective")}
+    for name in ("same_bucket", "chance_same", "reachable", "chance_reachable"):
+        out[name] = sum(float(r[name]) for r in recs) / len(recs)
+    out["sizes"] = torch.cat([b["sizes"] for b in bals])
+    return out

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from srlib.attention.gla import GlobalLearnableAttention
-from srlib.course_dlsn import chunk_scores, detail_fit_summary, seed_hashing, top_attended_stats
+from srlib.course_dlsn import bucket_summary, chunk_scores, detail_fit_summary, seed_hashing, top_attended_stats
 from srlib.models import build_model
 
 
@@ -94,3 +94,24 @@ def test_seed_hashing_makes_the_network_deterministic():
     assert torch.equal(a, b)
     with pytest.raises(TypeError, match="attention_modules"):
         seed_hashing(torch.nn.Linear(2, 2))
+
+
+def test_bucket_summary_averages_draws():
+    dets = []
+    for seed in (1, 2):
+        torch.manual_seed(0)
+        gla = GlobalLearnableAttention(n_hashes=2, channels=8, reduction=2, chunk_size=6).double().eval()
+        gla.keep_details = True
+        gla.generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            gla(torch.randn(1, 8, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+        dets.append(gla.details)
+    n_b = dets[0]["n_buckets"]
+    out = bucket_summary(dets, n_b, torch.arange(0, 30, 3), k=4)
+    assert out["sizes"].shape == (4, n_b) and (out["sizes"].sum(-1) == 30).all()
+    occupied = (out["sizes"] > 0).sum(-1).double().mean()
+    assert out["occupied"] == pytest.approx(float(occupied))
+    assert 1 <= out["effective"] <= out["occupied"] <= n_b
+    assert all(0 <= out[n] <= 1 for n in ("largest_share", "same_bucket", "chance_same", "reachable"))
+    with pytest.raises(ValueError, match="at least one run"):
+        bucket_summary([], n_b, torch.arange(3))

@@ -70,10 +70,11 @@ def _check_topk_loss(answer):
     if not callable(answer):
         return False, f"expected a function loss(q, k), got {type(answer).__name__}"
     worst = 0.0
-    for seed in (0, 1):
-        q = _random_embeddings(seed, n=30)
-        k = _random_embeddings(seed + 10, n=90)
+    for seed in (0, 1):  # amplification 1: the hinge is active for most queries, so the loss is not 0
+        q = _random_embeddings(seed, n=30, amp=1.0)
+        k = _random_embeddings(seed + 10, n=90, amp=1.0)
         want = contrastive_loss(q, k, variant="official")
+        assert float(want) > 0.1
         got = torch.as_tensor(answer(q, k)).double()
         if got.numel() != 1:
             return False, f"the loss should be a scalar, got shape {tuple(got.shape)}"
