@@ -50,10 +50,10 @@
 # holds the exercises (worked solutions in `solutions/02_enlcn_solutions.ipynb`).
 #
 # **Data.** The stored outputs were made with the benchmark data present (`SRLIB_DATA` pointing at the
-# Set5/Set14/Urban100 benchmark and the Sun-Hays training photographs). Without it, every data-dependent cell
-# falls back to scikit-image's bundled photographs: the scenes, the training images and the evaluation set
-# change, so the numbers in cells marked as data-dependent change too (the conclusions drawn from them are
-# stated so that they hold for both).
+# Set5/Set14/Urban100 benchmark and the Sun-Hays training photographs). Without it, every cell that reads an
+# image falls back to scikit-image's bundled photographs: the scenes, the training images and the evaluation
+# set change, and so do the numbers of those cells; the sentences that quote measured numbers are formatted
+# from the outputs, so they follow.
 
 # %%
 import math
@@ -103,7 +103,6 @@ from srlib.attention.enla_analysis import (
     exact_attention_row,
     kernel_estimate_variance,
 )
-from srlib.config import data_dir
 from srlib.course import TINY_RECIPE, format_quality_table, quality_table, shipped, tiny_train
 from srlib.exercises import check, list_exercises
 from srlib.inference import super_resolve
@@ -249,9 +248,14 @@ print(f"relative error against exact softmax attention (m = {m}, k = 6): {err:.2
 
 # %% [markdown]
 # **The ENLCA block (Eq. 3)**, by hand against `srlib.attention.enla.ENLCA`. Queries and keys are two
-# 1x1 convolutions of the input, L2-normalised over channels and multiplied by `sqrt(k)`; values a third
-# 1x1 convolution; the output is `res_scale * ENLA(q, k, v) + x`. So `q_i . k_j = k cos(theta_i, delta_j)`:
-# the amplification factor multiplies both sides by `sqrt(k)` (paper and code agree).
+# 1x1 convolutions $\theta$, $\delta$ of the input, L2-normalised over channels and multiplied by $\sqrt k$;
+# values a third 1x1 convolution $\psi$:
+#
+# $$Q = \sqrt{k}\,\frac{\theta(X)}{\|\theta(X)\|}, \qquad K = \sqrt{k}\,\frac{\delta(X)}{\|\delta(X)\|}, \qquad
+#   V = \psi(X), \qquad Y = X + \text{res\_scale}\cdot \mathrm{ENLA}(Q, K, V).$$
+#
+# So $Q_i^\top K_j = k\cos(\theta_i, \delta_j)$: the amplification factor multiplies both sides by $\sqrt k$
+# (paper and code agree).
 
 # %%
 g = torch.Generator().manual_seed(2)
@@ -496,7 +500,6 @@ else:
     source = "scikit-image brick (offline fallback), crop [0:256, 0:256] shrunk x0.25"
     queries = [(14, 12), (26, 26), (50, 29)]
     query_names = ["horizontal joint", "flat brick face", "vertical joint"]
-print("data root:", data_dir())
 print("scene:", source)
 assert image.shape == (3, 64, 64) and len(queries) == 3
 
@@ -908,7 +911,7 @@ for name, model in models.items():
     runs[name] = tiny_train(model, extra_loss=extra)
     assert runs[name]["iteration"] == TINY_RECIPE["iterations"]
     assert all(math.isfinite(v) for v in runs[name]["losses"])
-print("training images from", runs["control"]["source"])
+print("training images:", Path(runs["control"]["source"]).name)  # a folder of the data root, or the samples
 for name, run in runs.items():
     print(f"{name:>12}: L1 loss every 10 iterations", [round(v, 4) for v in run["losses"]])
     assert sum(run["losses"][-3:]) < sum(run["losses"][:3])

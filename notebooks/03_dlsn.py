@@ -13,8 +13,6 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # 03 · DLSN: Global Learnable Attention with super-bit hashing, step by step
 #
