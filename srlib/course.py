@@ -50,7 +50,8 @@ def tiny_train(model: nn.Module, train_set: Any = None, *, scale: int = 2, extra
         train_set: items ``{"lr", "hr"}``; ``None`` takes :func:`srlib.data.default_train_set` (the data
             root's training photos, else the bundled photographs) with 48x48 HR patches, crops seeded with 0.
         scale: SR factor of the default training set.
-        extra_loss: passed to :func:`srlib.train.train` (ENLCN's contrastive term is added automatically).
+        extra_loss: passed to :func:`srlib.train.train`; ENLCN's contrastive term (Eqs. 8-10) is added only when
+            given, e.g. ``extra_loss=model.make_extra_loss()`` (the CLI adds it for ENLCN by itself).
         overrides: :class:`~srlib.train.TrainConfig` fields that differ from :data:`TINY_RECIPE`.
 
     Returns:

@@ -75,6 +75,7 @@ def prose_numbers(markdown: str) -> list[str]:
         line = re.sub(r"\]\([^)]*\)", "]", line)                 # link targets
         line = re.sub(r"\b(?:arXiv:?\s*|doi:?\s*|v)\d+\.\d+\S*", " ", line, flags=re.I)  # identifiers
         line = re.sub(r"^#+\s*\d+(?:\.\d+)*", " ", line)       # section numbers of headings
+        line = re.sub(r"(?:\bexercises?\s+|\*\*)\d\d[a-z]?\.\d+\b", " ", line, flags=re.I)  # exercise keys
         line = re.sub(_REFERENCE_WORDS + r"\s*\d+(?:\.\d+)*(?:\s*[-–,]\s*\d+(?:\.\d+)*)*", " ", line, flags=re.I)
         found.extend(m.group(0).replace("−", "-") for m in _NUMBER.finditer(line))
     return found

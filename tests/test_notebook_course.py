@@ -99,7 +99,8 @@ def test_prose_checker_accepts_rounded_outputs_code_constants_maths_and_quotes()
     cells = [
         _code("lr = 5e-4\nres_scale = 0.1", "overlap 0.6304\nPSNR -0.372 dB\n"),
         _md("Overlap 0.63 (0.630), a loss of 0.37 dB, res_scale 0.1, $\\sigma = 2.5$, `eps=1.5`,\n"
-            "NLSN reports 38.34 dB. <!-- quoted -->\n[paper](https://arxiv.org/abs/2103.04322)"),
+            "NLSN reports 38.34 dB. <!-- quoted -->\n[paper](https://arxiv.org/abs/2103.04322)\n"
+            "**01.3** ★★ practice: see exercise 01.2"),
     ]
     assert nt.unsourced_numbers(cells) == []
 
