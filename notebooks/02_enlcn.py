@@ -271,7 +271,7 @@ print("q, k:", tuple(q_s.shape), "| |q_i|^2 =", round(q_s[0, 0].pow(2).sum().ite
 #
 # ENLA approximates `softmax(Q K^T) V` (`srlib.attention.enla.exp_kernel_attention`). We measure two errors
 # on `N = 256` random unit directions in `c = 64` dimensions, for `m = 2 ... 2048` and 8 draws of `F` each
-# (`srlib.attention.enla_analysis`):
+# (`srlib.analysis.enla`):
 # * the relative error of the output, `|ENLA - softmax V| / |softmax V|` (`enla_relative_error`);
 # * the attention mass put in the wrong place, the total-variation distance between exact and ENLA
 #   weights of each query, `0.5 sum_j |w_ij - w'_ij|` in `[0, 1]` (`enla_weight_error`).
@@ -373,7 +373,7 @@ assert stats_iid.variance[-1] < 0.1 * stats_iid.closed_form[-1]  # ... and the h
 
 # %% [markdown]
 # For `|q + k|² <= 3` the sample variance agrees with Eq. 7 within sampling error (column `z`: the
-# difference in standard errors; `tests/test_enla_analysis.py` asserts `|z| < 4` for four pairs over
+# difference in standard errors; `tests/test_analysis_enla.py` asserts `|z| < 4` for four pairs over
 # 20,000 draws, and that the same criterion rejects Eq. 7 without its `- 1` or without its `1/m`). At
 # `k = 2` it still agrees here, but the estimate is fragile (with fewer draws the ratio of the same pair
 # strays further from 1 while `z` stays small: the standard error is itself poorly estimated). At `k = 4` and `6` the sample variance
@@ -470,7 +470,7 @@ for kind in ("iid", "orthogonal", "orthogonal_haar"):
 #
 # Attention maps of single query pixels, as in the paper's Figs. 1 and 7. Here the embedding is a fixed,
 # meaningful stand-in (as in notebook 00; the trained network's own embeddings follow in section 3.1):
-# `theta = delta =` the unit-norm 5x5 colour patch around each pixel (`srlib.viz.patch_descriptors`), times
+# `theta = delta =` the unit-norm 5x5 colour patch around each pixel (`srlib.analysis.maps.patch_descriptors`), times
 # `sqrt(k)` (Eq. 3), so `q_i . k_j = k cos(patch_i, patch_j)`. The scene is the LR facade of Urban100 `img_014` shrunk to
 # 64x64 (notebook 00's scene; offline: scikit-image's brick wall).
 
@@ -810,8 +810,8 @@ explorer_t
 # ### 3.2 Cost: ENLCN Table 4, analytically
 #
 # The paper counts `O(2mNc + 2mNc_out + mN)` multiply-adds for ENLCA: the projections `F Q` and `F K`,
-# then `phi(K) V^T` and `phi(Q)(.)`, then the normaliser. `srlib.attention.cost.enla_flops` uses the same
-# terms with **one multiply-add = 2 FLOPs** (the convention of `srlib.attention.cost`, which also reproduces
+# then `phi(K) V^T` and `phi(Q)(.)`, then the normaliser. `srlib.analysis.flops.enla_flops` uses the same
+# terms with **one multiply-add = 2 FLOPs** (the convention of `srlib.analysis.flops`, which also reproduces
 # the Conv, NLA and NLSA rows). Table 4's setting: `100 x 100` input, 64 input and output channels.
 
 # %%

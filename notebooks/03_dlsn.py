@@ -210,7 +210,7 @@ assert spread["superbit"] < 0.5 * min(spread["spherical"], spread["spherical_pap
 # A GLA block with the official layout (`channels 32`, embedding `C' = 16`, bucket size `c = 48`, 3 hash
 # rounds), float64, default PyTorch initialisation (untrained: this section checks equations, not
 # quality). Its input: a 20x25 feature map of a real image (the x2 LR of the Fig. 1 image of part 3), made
-# by the seeded first convolution (the "head") of an untrained EDSR (`srlib.viz.features_for_attention`). `L = 500` positions, so `b = 10` buckets and
+# by the seeded first convolution (the "head") of an untrained EDSR (`srlib.analysis.maps.features_for_attention`). `L = 500` positions, so `b = 10` buckets and
 # `500 = 10 * 48 + 20`: the last chunk is padded.
 
 # %%

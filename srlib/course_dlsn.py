@@ -126,7 +126,7 @@ def top_attended_stats(weights_of: Callable[[int], torch.Tensor], embedding: tor
 
     Args:
         weights_of: ``position -> (L,)`` attention weights of that query on every position (all hash rounds
-            combined, e.g. ``srlib.viz.hashing.attention_on_positions``).
+            combined, e.g. ``srlib.analysis.hashing.attention_on_positions``).
         embedding: ``(L, C')`` the hashed GLA embedding ``phi_q`` (for the dot-product score ``s_f``).
         positions: query positions ``h * W + w``; hw: ``(H, W)`` of the map; k: keys per query.
         other: a second setting's ``weights_of``; then ``"shared"`` counts the top-``k`` keys both share.
@@ -172,9 +172,9 @@ def bucket_summary(runs: Sequence[Mapping[str, Any]], n_buckets: int, queries: t
         k: best keys per query under the exact score ``s_f``.
 
     Returns:
-        ``"occupied"``, ``"largest_share"``, ``"effective"`` (``srlib.viz.buckets.bucket_balance``, mean over
+        ``"occupied"``, ``"largest_share"``, ``"effective"`` (``srlib.analysis.buckets.bucket_balance``, mean over
         rounds and draws), ``"same_bucket"``, ``"chance_same"``, ``"reachable"``, ``"chance_reachable"``
-        (``srlib.viz.hashing.bucket_neighbour_recall``, mean over draws) and ``"sizes"``: ``(draws * R, b)``
+        (``srlib.analysis.hashing.bucket_neighbour_recall``, mean over draws) and ``"sizes"``: ``(draws * R, b)``
         bucket sizes.
 
     Raises:

@@ -1,6 +1,6 @@
 """Figures of notebook 03 (DLSN / GLA): Fig. 1 measured, super-bit vs spherical hashing, one chunk's scores.
 
-The numbers come from :mod:`srlib.course_dlsn` and :mod:`srlib.viz.hashing`; these functions only draw.
+The numbers come from :mod:`srlib.course_dlsn` and :mod:`srlib.analysis.hashing`; these functions only draw.
 Paper: Su et al., *Global Learnable Attention for Single Image Super-Resolution*, IEEE TPAMI 2023,
 arXiv:2212.01057.
 """
