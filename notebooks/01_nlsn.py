@@ -164,8 +164,9 @@ print("round 1:", codes2[0, 1].tolist())
 # %% [markdown]
 # Each colour is one bucket: the set of directions whose nearest vertex is `±r_j`. Because the `r_j` are
 # Gaussian vectors, not unit vectors, a long `r_j` wins a wide sector and a short one can win nothing
-# (an empty bucket: the titles list them, and the buckets that none of the 10 points fall into). A second round draws new directions and cuts the circle differently: two vectors
-# split by a boundary in one round may share a bucket in the other, which is why NLSA uses several rounds.
+# (an empty bucket: the titles list them, and the buckets that none of the 10 points fall into). A second
+# round draws new directions and cuts the circle differently: two vectors split by a boundary in one round
+# may share a bucket in the other, which is why NLSA uses several rounds.
 
 # %%
 # buckets that no direction of the circle falls into (empty sectors), per round, marked in the titles
@@ -321,8 +322,13 @@ print("chunks seen by each chunk [own, prev, next]:")
 print(look_around(chunk_ids)[0, 0, :, :, 0].long())
 
 # %% [markdown]
-# **One round** (Eq. 10): scores inside the chunk window, softmax over its `3k` keys, weighted sum of the
-# values; then drop the padded rows and un-sort. The log-normaliser `log sum_j f(x_i, x_j)` (the
+# **One round** (Eq. 10): Eq. 6 with the window $\delta_{r,i}$ of round `r` as the index set,
+#
+# $$\mathrm{Att}(x_i, \delta_{r,i}) = \sum_{j \in \delta_{r,i}}
+# \frac{f(x_i, x_j)}{\sum_{\hat j \in \delta_{r,i}} f(x_i, x_{\hat j})}\, g(x_j):$$
+#
+# scores inside the chunk window, softmax over its `3k` keys, weighted sum of the values; then drop the
+# padded rows and un-sort. The log-normaliser $\log \sum_{j \in \delta_{r,i}} f(x_i, x_j)$ (the
 # *bucket score*) is kept for the round combination of Eq. 11.
 
 # %%

@@ -162,8 +162,9 @@ from srlib.models import build_model
 
 lr = load_sample("chelsea")[:, 40:168, 120:248]
 lr = torch.nn.functional.avg_pool2d(lr[None], 2)[0]  # (3, 64, 64), a quick LR stand-in
-for name, net in (("trained (shipped)", pretrained("nlsn-small-x2")),
-                  ("untrained", build_model("nlsn", scale=2, preset="small").eval())):
+torch.manual_seed(0)  # the untrained network's random initialisation
+untrained = build_model("nlsn", scale=2, preset="small").eval()
+for name, net in (("trained (shipped)", pretrained("nlsn-small-x2")), ("untrained", untrained)):
     blk = net.body[9]
     blk.keep_details = True
     torch.manual_seed(0)
