@@ -219,8 +219,9 @@ if ON_SET5:
     assert abs(bicubic_psnr - 33.68) < 0.01  # the papers print 33.66 for Set5 x2 bicubic
 
 # %% [markdown]
-# The papers print 33.66 dB for bicubic on Set5 ×2; the small difference comes from MATLAB rounding Y to
-# integers (its `rgb2ycbcr` on `uint8` images), which `srlib` does not. <!-- quoted -->
+# The papers print 33.66 dB for bicubic on Set5 ×2, a few hundredths of a dB from srlib's value. <!-- quoted -->
+# One known source of such differences: MATLAB's `rgb2ycbcr` rounds Y to integers when its input is `uint8`,
+# which `srlib` does not (about a hundredth of a dB, `srlib.metrics.rgb_to_y`).
 #
 # ### 2.5 The EDSR backbone
 #
