@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 00 · Dense non-local attention (NLA), built from the equation
 #
+# ## 1. Context
+#
 # Every paper reproduced in `srlib` starts from the same operation: **non-local attention**. Each pixel
 # feature of a feature map is replaced by a weighted average of *all* pixel features, the weights saying
 # how similar the two positions look. Images repeat themselves (windows of a facade, bricks of a wall, the
@@ -24,17 +26,26 @@
 #
 # What the papers claim about it, and what this notebook checks:
 #
-# * **NLSN** (Mei et al., CVPR 2021, Sec. 3.1, Eq. 4): NLA is the *embedded Gaussian* weighted sum
+# * **NLSN** (Mei, Fan, Zhou. *Image Super-Resolution with Non-Local Sparse Attention*. CVPR 2021, Sec. 3.1,
+#   Eq. 4): NLA is the *embedded Gaussian* weighted sum
 #   $y_i = \sum_j \frac{\exp(\theta(x_i)^\top \phi(x_j))}{\sum_{\hat j} \exp(\theta(x_i)^\top \phi(x_{\hat j}))}\, g(x_j)$,
 #   and (Sec. 1) global NL attention "requires the computation of feature mutual-similarity among all the pixel
 #   locations. It results in quadratic computational cost with respect to image size."
-# * **HSPAN** (Su et al., Fig. 1): "as the size of non-local sequence increases, the resulting probability
+# * **HSPAN** (Su et al. *High-Similarity-Pass Attention for Single Image Super-Resolution*. IEEE TIP, Fig. 1): "as the size of non-local sequence increases, the resulting probability
 #   distribution of the softmax transformation is gradually flattened ... even the most important non-local
 #   information can only be assigned to a very small value."
 #
+# New to super-resolution? Notebook `00a_super_resolution` introduces the task, the PSNR/SSIM protocol and the
+# EDSR network the attention modules live in.
+#
 # Plan: (1) a real image with repeated structure; (2) Eq. 4 step by step on its features, checked against
-# `srlib.attention.nla.NonLocalAttention`; (3) attention maps of chosen query pixels; (4) the quadratic cost,
-# measured; (5) softmax flattening (HSPAN Fig. 1); (6) exercises.
+# `srlib.attention.nla.NonLocalAttention`, then attention maps of chosen query pixels and the quadratic cost,
+# measured; (3) softmax flattening (HSPAN Fig. 1); (4) where the official code departs from the paper;
+# (5) exercises.
+#
+# **Data.** The stored outputs were made with the benchmark data present (`SRLIB_DATA` set): the scene is a
+# crop of Urban100 `img_014`. Without the data the notebook uses scikit-image's bundled `brick` photograph;
+# every cell runs, but the maps, statistics and query names change (they are printed, not typed).
 
 # %%
 import math
@@ -47,16 +58,11 @@ import torch.nn.functional as F
 
 from srlib.analysis.flops import conv_flops, nla_flops
 from srlib.attention.nla import NonLocalAttention, non_local_attention, softmax_last
-from srlib.config import data_dir
 from srlib.data import BenchmarkDataset, available_benchmarks, imresize, load_image
+from srlib.exercises import check
 from srlib.analysis.maps import (
-    HSPAN_FIG1_NS,
-    attention_statistics,
-    features_for_attention,
-    nonlocal_mass,
-    patch_descriptors,
-    query_attention_map,
-    softmax_flattening,
+    HSPAN_FIG1_NS, attention_statistics, features_for_attention, nonlocal_mass, patch_descriptors,
+    query_attention_map, softmax_flattening,
 )
 from srlib.analysis.measure import loglog_slope, measure_attention_cost
 from srlib.viz import plot_attention_maps, plot_flattening_curves, plot_loglog_cost, plot_softmax_examples
@@ -65,18 +71,18 @@ torch.set_num_threads(2)
 _ = torch.manual_seed(0)
 
 # %% [markdown]
-# ## 1. A real image with repeated structure
+# ### 1.1 A real image with repeated structure
 #
 # Attention in the SR networks runs on **low-resolution (LR) feature maps**, so we work on an LR image:
-# Urban100 `img_014` (×4 LR, a facade with a regular grid of windows against a flat sky) from the shared
+# Urban100 `img_014` (×4 LR, a facade with a regular grid of windows against a flat sky) from the
 # benchmark data when `SRLIB_DATA` points to it. Without the data, the notebook falls back to scikit-image's
 # bundled `brick` photograph (grayscale, replicated to RGB by `load_image(..., allow_gray=True)`): a brick
 # wall, equally repetitive. (The colour photographs of `srlib.data.SampleImagesDataset`, the usual offline
 # fallback, have little repeated structure.)
 #
 # Dense attention over an `H × W` map stores an `HW × HW` matrix, so we keep the map at **56 × 56**
-# (`L = 3136` positions, a 37.5 MiB matrix in float32): a crop, shrunk with srlib's MATLAB-compatible bicubic
-# `imresize`. For each scene we also fix four query pixels: two on repeated structures, one in a flat region,
+# (`L = 3136` positions; the matrix's size in float32 is printed in section 2.3): a crop, shrunk with
+# srlib's MATLAB-compatible bicubic `imresize`. For each scene we also fix four query pixels: two on repeated structures, one in a flat region,
 # one on an edge.
 
 # %% tags=["nbval-ignore-output"]
@@ -93,7 +99,7 @@ else:
     source = "scikit-image brick (offline fallback), crop [0:224, 0:224] shrunk x0.25"
     queries = [(14, 12), (32, 37), (26, 26), (50, 29)]
     query_names = ["horizontal joint", "joint crossing", "flat brick face", "vertical joint"]
-print("data root:", data_dir())
+print("data:", "benchmark data (SRLIB_DATA)" if "Urban100" in available_benchmarks(scale=4) else "offline fallback")
 print("scene:", source)
 assert image.shape == (3, 56, 56) and 0 <= image.min() and image.max() <= 1
 assert len(queries) == len(query_names) == 4
@@ -109,12 +115,13 @@ ax.axis("off")
 plt.show()
 
 # %% [markdown]
-# ## 2. Eq. 4 step by step
+# ## 2. Step by step: Eq. 4, the embedded Gaussian
 #
 # ### 2.1 Features
 # An SR network applies attention to deep features, not to RGB. For a fixed, reproducible stand-in we use
-# the **head of an untrained EDSR**: subtract the DIV2K mean colour, then one 3×3 convolution from 3 to
-# `C = 16` channels with seeded random weights (`srlib.viz.features_for_attention`). Sequence convention:
+# the **head of an EDSR** (the backbone of every network here, built in notebook `00a_super_resolution`,
+# section 2.5: subtract the DIV2K mean colour, then one 3×3 convolution from 3 to `C = 16` feature channels)
+# with seeded random weights instead of trained ones (`srlib.analysis.maps.features_for_attention`). Sequence convention:
 # position `(y, x)` becomes index `p = y·W + x` (row-major, what `flatten` does).
 
 # %%
@@ -129,11 +136,10 @@ print("features x:", tuple(x.shape))
 # $f(x_i, x_j) = \exp(\theta(x_i)^\top \phi(x_j))$) and a *value* transform g. A 1×1 convolution is the same
 # matrix applied at every pixel: $\theta(x_i) = W_\theta x_i + b_\theta$.
 #
-# **Paper vs official code.** The paper calls θ, φ "learned linear projections"; the official block (HSPAN
-# repository `src/model/attention.py`, `NonLocalAttention`, which `srlib` follows) puts a **PReLU** after
-# each 1×1 convolution, does **not** scale the scores by $1/\sqrt{d}$, and adds a **residual**
-# connection, `out = x + y`. We build exactly that, by hand. θ and φ reduce the channels to
-# `C / reduction = 8`; g keeps `C = 16`.
+# We build the block of the official code (which `srlib` follows), by hand: a **PReLU** after each 1×1
+# convolution, no $1/\sqrt{d}$ scaling of the scores, and a **residual** connection, `out = x + y`
+# (section 4 lists these departures from the paper). θ and φ reduce the channels to `C / reduction = 8`;
+# g keeps `C = 16`.
 
 # %%
 gen = torch.Generator().manual_seed(1)
@@ -166,6 +172,12 @@ print("theta", tuple(theta.shape), " phi", tuple(phi.shape), " g", tuple(g.shape
 
 # %% [markdown]
 # ### 2.3 Scores, softmax, aggregation
+# Eq. 4 of NLSN, the *embedded Gaussian* non-local attention over all $n = L$ positions:
+#
+# $$y_i = \sum_{j=1}^{n} \frac{\exp\big(\theta(x_i)^\top \phi(x_j)\big)}
+# {\sum_{\hat j=1}^{n} \exp\big(\theta(x_i)^\top \phi(x_{\hat j})\big)}\, g(x_j).$$
+#
+# In three matrix steps:
 # * scores $s_{ij} = \theta(x_i)^\top \phi(x_j)$ for **all** pairs: one `(L, L)` matrix per image;
 # * weights $a_{ij} = \exp(s_{ij}) / \sum_{\hat j} \exp(s_{i\hat j})$: a softmax over the keys `j` (Eq. 4's
 #   fraction), so each row sums to 1;
@@ -181,7 +193,7 @@ assert y.shape == (1, L, C)
 out_by_hand = x + y.transpose(1, 2).reshape(1, C, H, W)  # residual connection of the official block
 print(f"scores {tuple(scores.shape)}: {scores.numel() * 4 / 2**20:.1f} MiB in float32 -- for a 56 x 56 map")
 score_range = (scores.min().item(), scores.max().item())  # kept for section 2.5
-del scores  # 37.5 MiB back
+del scores  # the L x L matrix freed
 
 # %% [markdown]
 # The same thing for one query `i`, written literally as Eq. 4 (an explicit exponential and an explicit sum
@@ -199,8 +211,9 @@ print("Eq. 4 written for one query matches its row of the matrix form")
 # `NonLocalAttention` holds the three embeddings as `conv_match1` (θ), `conv_match2` (φ) and
 # `conv_assembly` (g), each `Sequential(Conv2d 1×1, PReLU)` as in the official code. Loading our matrices
 # into it must give the same output. (Without a request for the map, the module uses PyTorch's fused
-# `scaled_dot_product_attention`, which never stores the `L × L` matrix; with `keep_map = True` it stores it.
-# To keep the notebook's memory low we drop our 37.5 MiB `weights` first and compare the module's map with our
+# attention kernel, `torch.nn.functional.scaled_dot_product_attention` ("SDPA"), which computes Eq. 4 block by
+# block and never stores the `L × L` matrix; with `keep_map = True` it stores it. To keep the notebook's
+# memory low we drop our `L × L` `weights` first and compare the module's map with our
 # Eq. 4 recomputed 512 query rows at a time: rows are independent, so each block is
 # `softmax(theta[rows] phi^T)`.)
 
@@ -228,7 +241,7 @@ print("hand-built Eq. 4 == srlib NonLocalAttention (output and attention map)")
 # %% [markdown]
 # ### 2.5 What does this *untrained* attention look at?
 # Row `i` of `weights`, reshaped to `H × W`, is the attention map of query `i`
-# (`srlib.viz.query_attention_map`). With random embeddings the scores are small numbers, so the softmax of
+# (`srlib.analysis.maps.query_attention_map`). With random embeddings the scores are small numbers, so the softmax of
 # 3136 of them is close to **uniform**: every query averages the whole image. The *normalised entropy*
 # (entropy / ln L: 1 = uniform, 0 = one-hot) measures it.
 
@@ -252,16 +265,16 @@ for k, (name, yx) in enumerate(zip(query_names, queries)):
 # hand-crafted embedding that already does that.
 
 # %%
-del weights, f_i  # free the L x L matrix (37.5 MiB)
+del weights, f_i  # free the L x L matrix
 
 # %% [markdown]
-# ## 3. Attention maps on a real image
+# ### 2.6 Attention maps on a real image
 #
 # **A hand-crafted stand-in for learned embeddings.** Let $\theta(x_i) = \phi(x_i) = d_i / \sqrt{\tau}$, where
 # $d_i$ is the 5×5 colour patch around pixel `i`, minus the image's mean colour, scaled to unit length
-# (`srlib.viz.patch_descriptors`). Then $\theta(x_i)^\top\phi(x_j) = \cos(\text{patch}_i, \text{patch}_j)/\tau$:
+# (`srlib.analysis.maps.patch_descriptors`). Then $\theta(x_i)^\top\phi(x_j) = \cos(\text{patch}_i, \text{patch}_j)/\tau$:
 # Eq. 4 becomes the patch similarity of classic non-local means (Buades et al., 2005), with a
-# *temperature* τ = 0.05 that sets how sharply it prefers the best matches. Sharing θ = φ is what NLSN's
+# *temperature* τ (`tau = 0.05` below) that sets how sharply it prefers the best matches. Sharing θ = φ is what NLSN's
 # sparse attention does too (NLSN Sec. 3.3, "Instantiations"; Table 4). The values are the RGB pixels, so
 # the output `nlm` is a non-local-means filtered image.
 #
@@ -288,6 +301,9 @@ print("attention rows", tuple(attn_rows.shape), "-> maps", tuple(maps.shape), "e
 # %%
 fig = plot_attention_maps(image, maps, queries, titles=[f"{k + 1}: {n}" for k, n in enumerate(query_names)],
                           ncols=3, panel_size=3.4)
+for label in fig.axes[0].texts:  # query numbers near the right edge go to the left of their circle
+    if label.xy[0] > W - 8:
+        label.xyann = (-14, -4)
 plt.show()
 
 # %% [markdown]
@@ -302,7 +318,7 @@ plt.show()
 #
 # How non-local is it? The table gives, per query, the largest weight, the *effective support*
 # `exp(entropy)` (how many positions the weight is spread over) and the share of weight **farther than 8
-# pixels** from the query (`srlib.viz.nonlocal_mass`), i.e. what a 17×17 window attention would miss.
+# pixels** from the query (`srlib.analysis.maps.nonlocal_mass`), i.e. what a 17×17 window attention would miss.
 
 # %% tags=["nbval-ignore-output"]
 st = attention_statistics(maps.flatten(1), top_k=4)
@@ -316,8 +332,8 @@ assert (st["max_weight"] < 0.5).all()  # and no single key dominates
 assert st["effective_support"][2] > 100  # the flat-region query spreads widely
 
 # %% [markdown]
-# ### Explore it yourself
-# The explorer computes this map (5×5 patch descriptors, τ = 0.05) for any query pixel: move `query x` /
+# ### 2.7 Explore it yourself
+# The explorer computes this map (5×5 patch descriptors, the same τ) for any query pixel: move `query x` /
 # `query y` or click on the picture. The outline marks the fewest keys carrying 90% of the weight. On your
 # own image: `AttentionExplorer("path/to/photo.png", mechanisms=("NLA",))`. (Interactive: run the notebook in
 # JupyterLab; the numbers it shows are unit-tested in `tests/test_viz_explorer.py`.)
@@ -331,14 +347,14 @@ assert explorer.state()["keys_for_90"] >= 1
 explorer
 
 # %% [markdown]
-# ## 4. The quadratic cost, measured
+# ### 2.8 The quadratic cost, measured
 #
 # Eq. 4 compares every position with every other: for `L = H·W` positions the score matrix has `L²` entries,
 # the scores cost `L²·d` multiply-adds and the aggregation `L²·C` more. Doubling the image side multiplies
 # `L` by 4 and the cost by 16.
 #
 # **Analytic numbers** (float32; GFLOPs counted as in NLSN Table 5, 1 multiply-add = 2 FLOPs, 64 channels,
-# `d = 16`; `srlib.attention.cost.nla_flops`), next to one 3×3 convolution on the same map:
+# `d = 16`; `srlib.analysis.flops.nla_flops`), next to one 3×3 convolution on the same map:
 
 # %%
 print(f"{'feature map':>12} {'L':>7} {'L x L matrix':>13} {'NLA GFLOPs':>11} {'3x3 conv GFLOPs':>16}")
@@ -356,16 +372,16 @@ for h, w, note in [(48, 48, "48x48 training patch"), (56, 56, "this notebook"), 
 # like the next papers, **sparsify** the attention.
 #
 # **Measured.** We run `NonLocalAttention(64 channels)` on random 64-channel feature maps of side 16 … 48 on
-# the CPU, one thread (`srlib.viz.measure_attention_cost`: best of 5 runs after a warm-up), in two versions
+# the CPU, one thread (`srlib.analysis.measure.measure_attention_cost`: best of 5 runs after a warm-up), in two versions
 # with the same weights. Time is the *CPU time* of this process (`clock="cpu"`, `time.process_time`): on a
 # machine shared with other jobs, wall-clock time inflates long runs more than short ones and bends the
 # curve; CPU time counts only our own work.
 # * *explicit* (`normalizer=softmax_last`, an explicit softmax): scores and weights are stored as `L × L`
 #   matrices, as in Eq. 4 written out;
-# * *fused* (the module's default): PyTorch's `scaled_dot_product_attention` streams over the keys and never
+# * *fused* (the module's default): PyTorch's SDPA kernel streams over the keys and never
 #   hands back the matrix (the idea of FlashAttention).
 #
-# Memory is the peak of the tensors alive at once, tracked call by call (`srlib.viz.peak_tensor_bytes`): exact
+# Memory is the peak of the tensors alive at once, tracked call by call (`srlib.analysis.measure.peak_tensor_bytes`): exact
 # and deterministic. Timings depend on the machine and its load, so nothing is asserted about them and
 # these cells are not compared by the notebook tests.
 
@@ -408,14 +424,17 @@ plt.show()
 print("fitted exponents of time:", {k: round(v, 2) for k, v in slopes.items()})
 
 # %% [markdown]
-# The time exponents (fitted from side 32 on, where the work dominates the per-call overhead) come out near
-# 2: a little below while the linear parts (the 1×1 embeddings, `O(L·C²)`) still weigh, a little above once
-# the `L × L` matrices outgrow the CPU caches. **Time grows quadratically**, stored matrix or not. The fused kernel removes the
-# quadratic *memory* (exponent 1 instead of 2), not the `L²` arithmetic. Removing the arithmetic needs
-# *sparsity*: attend to fewer keys.
+# The time exponents (fitted from side 32 on, where the work dominates the per-call overhead) are printed
+# under the plot. They are noisy: CPU time of calls of a few milliseconds, on a machine shared with other
+# jobs, so their exact values change from run to run. What does not change is the arithmetic: both versions
+# compute all `L²` scores, so time grows towards quadratically, stored matrix or not; below side 48 the
+# linear parts (the 1×1 embeddings, `O(L·C²)`) still weigh and pull the fitted exponent down, and once the
+# `L × L` matrices outgrow the CPU caches the explicit version slows further. The fused kernel removes the
+# quadratic *memory* (exponent 1 instead of 2, exact and asserted above), not the `L²` arithmetic. Removing
+# the arithmetic needs *sparsity*: attend to fewer keys. (`benchmarks/` measures both at larger sizes.)
 
 # %% [markdown]
-# ## 5. Softmax flattening (HSPAN paper, Fig. 1)
+# ## 3. Paper figures: softmax flattening (HSPAN Fig. 1)
 #
 # HSPAN's Fig. 1 draws nine score vectors from $\mathcal N(0, 1)$ with lengths $n = 4^2, 6^2, \dots, 20^2$ and
 # plots their softmax. We do the same (seeded), one example per `n`, on a common y-axis; the dashed line is
@@ -457,22 +476,67 @@ plt.show()
 # weights to exactly zero, **DLSN** and **LCoAN** learn which positions to group together.
 
 # %% [markdown]
-# ## 6. Exercises
+# ## 4. Paper vs code
 #
-# 1. **Temperature.** Recompute the maps of section 3 with τ = 0.01, 0.05, 0.2 and 1. Plot the effective
-#    support of each query against τ. Which τ gives maps that are still non-local but not uniform? Relate
-#    τ → ∞ to section 2.5.
-# 2. **Flattening on the image.** Take the flat-region query of section 3 and restrict its keys to centred
-#    windows of side 8, 16, 32 and 56 (renormalise the softmax inside the window). How do the largest weight
-#    and the entropy change with the window size? Compare with the HSPAN curves of section 5.
-# 3. **Scaled scores.** Transformers divide the scores by $\sqrt d$; the official SR code does not. Redo
-#    section 5 with scores drawn from $\mathcal N(0, \sigma^2)$ for σ = 0.5, 1, 2, 4. For which σ is the
-#    softmax still "distinguishable" at n = 20²? Show that the large-n entropy limit becomes
-#    $\ln n - \sigma^2/2$, and explain why it takes a much larger `n` to reach it when σ is large.
-# 4. **Non-local means.** `nlm` in section 3 is Eq. 4 applied to RGB values: the non-local-means filter.
-#    Add Gaussian noise (σ = 0.05) to the scene, recompute `desc`, `q` and `nlm` from the noisy image and
-#    compare the PSNR (`srlib.metrics.psnr`) of the noisy and the filtered image against the clean one.
-# 5. **Is a query its own best match?** In section 3 the descriptors have unit norm, so every query's
-#    largest score is its own (cos = 1). Replace `desc` by the *unnormalised* centred patches and count the
-#    queries whose largest weight is not on themselves. Which pixels "steal" the attention, and why? (The
-#    official NLSA, and `srlib.attention.buckets`, L2-normalise the keys.)
+# `srlib.attention.nla.NonLocalAttention` follows the official block (the `NonLocalAttention` class of the
+# HSPAN authors' repository, `src/model/attention.py`, also used as the "NLA" baseline by the other papers),
+# which departs from Eq. 4 as written in three places; `docs/official_code.md` collects such facts for all
+# five papers.
+#
+# * **Embeddings.** The paper calls θ, φ and g learned linear maps; the code puts a PReLU after each 1 × 1
+#   convolution (built by hand in section 2.2).
+# * **No scaling.** The scores are $\theta(x_i)^\top \phi(x_j)$, not divided by $\sqrt d$ as in
+#   Transformers: the network must learn the scale of its scores itself, which decides how flat the softmax
+#   is (section 3; exercise 00.3).
+# * **Residual.** The block returns $x + \rho\, y$ (here with `res_scale=1.0`), not $y$.
+#
+# The fused and explicit paths compute the same numbers (section 2.4) but not at the same memory cost
+# (section 2.8): the fused kernel never holds the `L × L` matrix, yet does the same `L²` arithmetic.
+#
+# ## 5. Exercises
+#
+# Exercises with a check: replace `None` by your answer and run the cell below it. Worked solutions are in
+# `notebooks/solutions/00_non_local_attention_solutions.ipynb`.
+#
+# **00.1** ★ warm-up — *Temperature.* Recompute the maps of section 2.6 with a few temperatures between
+# `tau = 0.01` and `tau = 1` and plot the effective support of each query against τ. Which τ gives maps that
+# are still non-local but not uniform? In the limit τ → ∞ every map becomes uniform (section 2.5 showed an
+# almost uniform one): what is then the effective support `exp(entropy)` of any query on this 56 × 56 scene?
+# (`AttentionExplorer(image, mechanisms=("NLA",), temperature=...)` of section 2.7 shows the map for any τ.)
+
+# %%
+answer_00_1 = None  # your answer: the effective support of a uniform map, an integer
+check("00.1", answer_00_1)
+
+# %% [markdown]
+# **00.2** ★★ practice (open) — *Flattening on the image.* Take the flat-region query of section 2.6 and
+# restrict its keys to centred windows of side 8, 16, 32 and 56 (renormalise the softmax inside the window).
+# How do the largest weight and the entropy change with the window size? Compare with the HSPAN curves of
+# section 3.
+#
+# **00.3** ★★ practice — *Scaled scores.* Transformers divide the scores by $\sqrt d$; the official SR code
+# does not. Redo section 3 with scores drawn from $\mathcal N(0, \sigma^2)$ for σ between `0.5` and `4`.
+# For which σ is the softmax still "distinguishable" at $n = 20^2$? Show that the large-n entropy limit
+# becomes $\ln n - \sigma^2/2$ and explain why it takes a much larger `n` to reach it when σ is large.
+# Check: the value of that limit for σ = 2 and $n = 20^2$ (in nats).
+
+# %%
+answer_00_3 = None  # your answer: a number in nats
+check("00.3", answer_00_3)
+
+# %% [markdown]
+# **00.4** ★★ practice — *Non-local means.* `nlm` in section 2.6 is Eq. 4 applied to RGB values: the
+# non-local-means filter. Add Gaussian noise of standard deviation `0.05` to the scene (clamped to
+# $[0, 1]$), recompute `desc`, `q` and `nlm` from the noisy image and compute the PSNR on Y
+# (`srlib.metrics.psnr(..., scale=1)`) of the noisy and of the filtered image against the clean one.
+# Check: the pair `(psnr_noisy, psnr_filtered)`.
+
+# %%
+answer_00_4 = None  # your answer: (PSNR of the noisy image, PSNR of the filtered image), in dB
+check("00.4", answer_00_4)
+
+# %% [markdown]
+# **00.5** ★★★ challenge (open) — *Is a query its own best match?* In section 2.6 the descriptors have unit
+# norm, so every query's largest score is its own (cos = 1). Replace `desc` by the *unnormalised* centred
+# patches and count the queries whose largest weight is not on themselves. Which pixels "steal" the
+# attention, and why? (The official NLSA, and `srlib.attention.buckets`, L2-normalise the keys.)

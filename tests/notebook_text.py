@@ -9,7 +9,8 @@ from typing import Any, Iterable
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 #: The course notebooks (not the solutions): 00a_super_resolution, 00_..., 01_... 06_...
-COURSE = sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb"))
+COURSE = sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb"),
+                key=lambda p: (p.name[:2], not p.name[2].isalpha(), p.name))  # course order: 00a before 00_
 SOLUTIONS = sorted((NOTEBOOKS / "solutions").glob("*.ipynb"))
 
 #: The H2 scheme every notebook follows, in this order (issue 13: one structure).
@@ -20,7 +21,7 @@ QUOTED = "<!-- quoted -->"
 
 #: Words after which a dotted number is a reference (section, equation, version), not a quantity.
 _REFERENCE_WORDS = r"(?:\bsec(?:tion|s)?\.?|§|\beqs?\.?|\bequations?|\bfigs?\.?|\bfigures?|\btables?|\balgorithm|" \
-    r"\btorch|\bpython|\bversion|\bjupyterlab|\bnumpy)"
+    r"\btorch|\bpython|\bversion|\bjupyterlab|\bnumpy|\bexercises?)"
 _NUMBER = re.compile(r"(?<![\w.])[-−]?\d+\.\d+(?![\w.]*\d)")
 _FLOAT = re.compile(r"[-−]?\d+\.\d+(?:[eE][-+]?\d+)?|[-−]?\d+(?:[eE][-+]?\d+)?")
 

@@ -105,6 +105,11 @@ def test_prose_checker_accepts_rounded_outputs_code_constants_maths_and_quotes()
     assert nt.unsourced_numbers(cells) == []
 
 
+def test_prose_checker_skips_exercise_keys():
+    cells = [_md("**01.3** ★★ practice — see exercise 00.3; the overlap is 0.45.")]
+    assert [n for _, n, _ in nt.unsourced_numbers(cells)] == ["0.45"]
+
+
 def test_prose_checker_only_looks_above():
     cells = [_md("We will see 0.82."), _code("", "0.82\n")]
     assert [n for _, n, _ in nt.unsourced_numbers(cells)] == ["0.82"]
