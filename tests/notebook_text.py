@@ -19,7 +19,7 @@ HEADING = re.compile(r"^## (\d+)\. (" + "|".join(re.escape(s) for s in SCHEME) +
 QUOTED = "<!-- quoted -->"
 
 #: Words after which a dotted number is a reference (section, equation, version), not a quantity.
-_REFERENCE_WORDS = r"(?:\bsec(?:tion|s)?\.?|§|\beqs?\.?|\bequations?|\bfigs?\.?|\bfigures?|\btables?|\balgorithm|" \
+_REFERENCE_WORDS = r"(?:\bsec(?:tion|s)?\.?|§|\beqs?\.?|\bequations?|\bfigs?\.?|\bfigures?|\btables?|\balgorithm|\bexercises?|" \
     r"\btorch|\bpython|\bversion|\bjupyterlab|\bnumpy)"
 _NUMBER = re.compile(r"(?<![\w.])[-−]?\d+\.\d+(?![\w.]*\d)")
 _FLOAT = re.compile(r"[-−]?\d+\.\d+(?:[eE][-+]?\d+)?|[-−]?\d+(?:[eE][-+]?\d+)?")
@@ -75,6 +75,7 @@ def prose_numbers(markdown: str) -> list[str]:
         line = re.sub(r"\]\([^)]*\)", "]", line)                 # link targets
         line = re.sub(r"\b(?:arXiv:?\s*|doi:?\s*|v)\d+\.\d+\S*", " ", line, flags=re.I)  # identifiers
         line = re.sub(r"^#+\s*\d+(?:\.\d+)*", " ", line)       # section numbers of headings
+        line = re.sub(r"\*\*\d\d[a-z]?\.\d+\*\*", " ", line)     # exercise keys: **01.3**
         line = re.sub(_REFERENCE_WORDS + r"\s*\d+(?:\.\d+)*(?:\s*[-–,]\s*\d+(?:\.\d+)*)*", " ", line, flags=re.I)
         found.extend(m.group(0).replace("−", "-") for m in _NUMBER.finditer(line))
     return found
