@@ -215,3 +215,29 @@ def layer_study(net: nn.Module, probe: Tensor, layer_names: Sequence[str], query
     a1 = maps["unit 1"]
     uniform = overlap_rate(a1, torch.full_like(a1, 1 / a1.shape[-1])).mean().item()
     return overlaps, query_maps, uniform
+
+
+def kmeans_trace(x: Tensor, history: Sequence[Tensor]) -> list[dict]:
+    """What each Lloyd iteration of the k-means initialisation did to the embeddings ``x`` (1, L, C).
+
+    Args:
+        history: the centroids ``(1, K, C)`` after each iteration, the seeds first.
+
+    Returns:
+        one row per iteration ``t``: ``{"t", "codes" (L,), "cos" (mean cosine of each position with its
+        centroid), "changed" (share of positions that changed cluster, None at t = 0), "shift" (mean centroid
+        move, None at t = 0), "empty" (clusters without a position), "largest" (size of the largest cluster)}``.
+    """
+    from torch.nn import functional as F
+
+    k = history[0].shape[-2]
+    rows = []
+    for t, m in enumerate(history):
+        c = assign_clusters(x, m)[0, 0]
+        sizes = torch.bincount(c, minlength=k)
+        rows.append(dict(t=t, codes=c,
+                         cos=(x[0] @ F.normalize(m[0], dim=-1).T).gather(1, c[:, None]).mean().item(),
+                         changed=None if t == 0 else (c != rows[-1]["codes"]).float().mean().item(),
+                         shift=None if t == 0 else (m - history[t - 1]).norm(dim=-1).mean().item(),
+                         empty=int((sizes == 0).sum()), largest=int(sizes.max())))
+    return rows

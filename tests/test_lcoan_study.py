@@ -92,3 +92,25 @@ def test_lcoan_figures_draw():
             lf.plot_ema_runs({"a": ([1.0, 2.0], [0.5, 0.6]), "literal": ([1.0, 3.0], [0.5, 0.9])}),
             lf.plot_bucket_recall([dict(K=4, method="k-means x1", rounds=1, recall=0.5, share=0.2, window=0.6)], 8, 64)]
     assert [len(f.axes) for f in figs] == [3, 2, 1]
+
+
+def test_kmeans_trace_follows_the_history():
+    from srlib.attention.lcoa import kmeans_step
+    from srlib.lcoan_study import kmeans_trace
+
+    x = F.normalize(torch.randn(1, 40, 5, generator=torch.Generator().manual_seed(3)), dim=-1)
+    h = [init_centroids(x, 4, 1, generator=torch.Generator().manual_seed(0))]
+    h.append(kmeans_step(x, h[0]))
+    rows = kmeans_trace(x, h)
+    assert [r["t"] for r in rows] == [0, 1] and rows[0]["changed"] is None and rows[0]["shift"] is None
+    assert torch.equal(rows[1]["codes"], assign_clusters(x, h[1])[0, 0])
+    assert rows[1]["changed"] == pytest.approx(float((rows[1]["codes"] != rows[0]["codes"]).float().mean()))
+    assert all(r["largest"] <= 40 and 0 <= r["empty"] < 4 for r in rows)
+    assert rows[1]["cos"] >= rows[0]["cos"] - 1e-6  # a Lloyd step does not lower the objective here
+
+
+def test_plot_codes_counts_used_clusters():
+    from srlib.viz.lcoan_figures import plot_codes
+
+    fig = plot_codes(torch.rand(3, 4, 4), torch.tensor([0, 1] * 8), 5)
+    assert fig.axes[1].get_title() == "k-means codes: 2 of 5 clusters used"

@@ -155,3 +155,23 @@ def plot_layer_overlaps(per_layer: Mapping[str, dict], uniform: float, top_k: in
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_codes(image: Tensor, codes: Tensor, n_clusters: int):
+    """An image ``(3, H, W)`` RGB in [0, 1] next to its k-means code map (``codes``: ``(H*W,)`` cluster ids);
+    the title counts the clusters in use."""
+    import matplotlib.pyplot as plt
+
+    from srlib.viz.buckets import bucket_colormap
+
+    h, w = image.shape[-2:]
+    fig, ax = plt.subplots(1, 2, figsize=(7, 3.4))
+    ax[0].imshow(image.permute(1, 2, 0).numpy())
+    ax[0].set_title(f"input ({h}x{w})")
+    ax[1].imshow(codes.view(h, w).numpy(), cmap=bucket_colormap(n_clusters), vmin=-0.5, vmax=n_clusters - 0.5)
+    used = int((torch.bincount(codes.flatten(), minlength=n_clusters) > 0).sum())
+    ax[1].set_title(f"k-means codes: {used} of {n_clusters} clusters used")
+    for a in ax:
+        _clean(a)
+    fig.tight_layout()
+    return fig
