@@ -15,97 +15,106 @@
 # %% [markdown]
 # # 05 · LCoAN: a learned (k-means) sparse pattern, and attention weights shared across depth
 #
+# ## 1. Context
+#
 # **Paper.** Y.-G. Zhao, C.-W. Zheng, J.-N. Su, G.-Y. Chen, M. Gan, *Efficient Learnable Collaborative
-# Attention for Single Image Super-Resolution* (LCoAN). Official code: `YigangZhao/LCoAN`
-# (`src/model/kmeans_attention.py`, `src/model/lcoan.py`).
+# Attention for Single Image Super-Resolution*, arXiv:2404.04922 (2024). Official code: `YigangZhao/LCoAN`
+# (`src/model/kmeans_attention.py`, `src/model/lcoan.py`); the facts about that code used here are explained
+# where they are used (and collected in `docs/official_code.md`).
 #
 # NLSN (notebook 01) makes non-local attention cheap by hashing: positions whose embeddings fall into the same
 # random spherical-LSH bucket attend to each other. LCoAN changes two things.
 #
 # 1. **Learnable Sparse Pattern (LSP), Eqs. (6)-(10).** The buckets are k-means clusters instead of random
 #    hash buckets. A query attends to the keys of its own cluster (Eq. 7). The centroids are "shared as model
-#    parameters across different images and learned online", through an exponential moving average with
-#    λ = 0.999 (Eq. 10). The claim (Fig. 3a): one k-means round is more accurate than LSH with several rounds.
+#    parameters across different images and learned online", through an exponential moving average (EMA:
+#    each update keeps a fraction $\lambda$ of the old centroid) with $\lambda = 0.999$ (Eq. 10). The claim
+#    (Fig. 3a): one k-means round is more accurate than LSH with several rounds.
 # 2. **Collaborative Attention (CoA), Eqs. (11)-(12).** Only the first attention module computes a pattern
-#    and weights, `A_s = LSP(X_1)`. Every deeper module reuses them for its own values:
-#    `O_m = X_m + β A_s W_m(X_m)`. The justification is Fig. 5: "the texture structure information of the
+#    and weights, $A_s = \mathrm{LSP}(X_1)$. Every deeper module reuses them for its own values:
+#    $O_m = X_m + \beta\, A_s W_m(X_m)$. The justification is Fig. 5: "the texture structure information of the
 #    image is stable in the network", and deep attention maps "tend to be more randomly distributed".
 #
 # The reported payoff is Table I (×2; time and memory on Urban100, PSNR on the ablation's test set): the
-# network's inference time falls from 272 s with NLA to 48 s with LCoA, memory from 15.7 GB to 5.5 GB, and
-# PSNR rises by 0.09 dB. On Set5 ×2, LCoAN reaches 38.34 dB with 15.67M parameters (Table II).
+# network's inference time falls from 272 s with NLA to 48 s with LCoA, memory from 15.7 GB to 5.5 GB, and <!-- quoted -->
+# PSNR rises by 0.09 dB. On Set5 ×2, LCoAN reaches 38.34 dB with 15.67M parameters (Table II). <!-- quoted -->
 #
-# This notebook covers:
+# **Words used below.** A *feature aggregation unit* (FAU) is LCoAN's residual group: a few residual blocks
+# and one LCoA module, its output added back to its input. The paper calls those blocks *RCAB* (residual
+# channel attention blocks, from RCAN): two 3×3 convolutions with a ReLU whose output is reweighted per
+# channel; the official code removes that channel reweighting, so here they are EDSR residual blocks
+# (notebook 00a). *LCoA* is LSP in the first FAU plus CoA in the others. *NLA* is dense softmax attention
+# (notebook 00).
 #
-# 1. k-means on a real image's features, step by step: assignment maps, centroid updates, the EMA of Eq. (10);
-# 2. k-means buckets vs LSH buckets on the same features: how often true nearest neighbours share a bucket
-#    (the idea behind Fig. 3a);
-# 3. LSP and CoA built by hand next to Eqs. (6)-(12), checked against `srlib`, and LCoA's use of the same bucket
-#    code as NLSA and GLA;
-# 4. time and peak memory of NLA, LSP, CoA and LCoA on the same input (Table I);
-# 5. a short real training run, official frozen centroids vs the paper's EMA, and what it does to the buckets;
-# 6. the overlap rate between shallow and deep attention maps (Fig. 5), defined exactly and computed per layer,
-#    then for the shipped trained LCoAN (`srlib.pretrained`) against the same network untrained;
-# 7. evaluation on Set5, the full GPU training command, paper vs official code, and exercises.
+# **This notebook.** Step by step (part 2): k-means on a real image's features and the EMA of Eq. (10);
+# k-means vs LSH buckets on the same features (the idea behind Fig. 3a); LSP and CoA built by hand next to
+# Eqs. (6)-(12), checked against `srlib`. Paper figures (part 3): time and memory of NLA, LSP, CoA and LCoA
+# (Table I), and the overlap of shallow and deep attention (Fig. 5) in the shipped trained LCoAN
+# (`srlib.pretrained`). Training (part 4): the course's tiny recipe, official frozen centroids vs the paper's
+# EMA. Evaluation (part 5), paper vs official code (part 6), exercises (part 7).
+#
+# ### 1.1 Data
+#
+# We use one real LR image throughout. The stored outputs were made with the benchmark data (`SRLIB_DATA`
+# set): Set5's butterfly (LR ×2, 128×128), which has many repeated wing textures, the self-similarity
+# non-local attention is meant to exploit, and the SunHays80 photographs for training. Without the data
+# everything falls back to scikit-image's bundled photographs (the astronaut here): outputs that depend on
+# the image are marked `nbval-ignore-output` and the numbers quoted from them change; the code and the
+# `assert`s are the same for both.
 
 # %%
 import os
 import shlex
 import subprocess
-import tempfile
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from IPython.display import Markdown, display
 
 import srlib.attention.gla as gla_module
 import srlib.attention.lcoa as lcoa_module
 import srlib.attention.nlsa as nlsa_module
 from srlib import data as sdata
 from srlib import metrics
-from srlib.attention.buckets import BucketLayout
-from srlib.attention.hashing import spherical_lsh
 from srlib.attention.lcoa import LCoA, assign_clusters, cluster_sizes, ema_centroids, init_centroids, kmeans_step
-from srlib.attention.nla import NonLocalAttention, non_local_attention, softmax_last
-from srlib.config import data_dir
-from srlib.inference import evaluate, forward_chop
+from srlib.course import TINY_RECIPE, format_quality_table, quality_table, shipped, tiny_train
+from srlib.exercises import check
+from srlib.lcoan_study import (
+    centre_crops,
+    compare_bucketings,
+    depth_study,
+    ema_run,
+    first_pattern,
+    kmeans_trace,
+    layer_study,
+    table1_stacks,
+)
 from srlib.models import build_model
 from srlib.models.lcoan import LCoAN, LCoANConfig
 from srlib.pretrained import build_small, pretrained
-from srlib.train import TrainConfig, paper_command, train
-from srlib.analysis.maps import features_for_attention, patch_descriptors, query_attention_map
+from srlib.train import paper_command
+from srlib.analysis.maps import features_for_attention, patch_descriptors
 from srlib.viz.maps import plot_attention_maps
-from srlib.viz.buckets import bucket_colormap, plot_attended
+from srlib.viz.buckets import plot_attended
+from srlib.viz.compare import plot_sr_crops
 from srlib.analysis.measure import measure_attention_cost
 from srlib.viz.explorer import AttentionExplorer
+from srlib.viz.lcoan_figures import (
+    plot_bucket_recall,
+    plot_codes,
+    plot_depth_agreement,
+    plot_ema_runs,
+    plot_kmeans_steps,
+    plot_layer_overlaps,
+    plot_training_runs,
+)
 from srlib.analysis.overlap import (
-    bucket_recall,
-    bucket_share,
-    bucketed_to_dense,
-    dense_attention_map,
-    depth_overlap_curve,
-    feature_attention_map,
-    layer_overlaps,
-    module_inputs,
-    overlap_rate,
-    pattern_agreement,
-    pattern_overlap,
-    topk_overlap,
-    true_neighbours,
-    window_recall,
+    dense_attention_map, overlap_rate, pattern_overlap, topk_overlap, true_neighbours, window_recall,
 )
 
 torch.set_num_threads(2)
 _ = torch.manual_seed(0)
-
-# %% [markdown]
-# ## 0 · Data
-#
-# We use one real LR image throughout. With the shared benchmark data this is Set5's butterfly (LR ×2,
-# 128×128), which has many repeated wing textures, the self-similarity non-local attention is meant to exploit.
-# Without the data we fall back to scikit-image's astronaut. Outputs that depend on the image are marked
-# `nbval-ignore-output`. The code and the `assert`s are the same for both.
 
 # %% tags=["nbval-ignore-output"]
 HAVE_SET5 = "Set5" in sdata.available_benchmarks(scale=2)
@@ -118,15 +127,21 @@ else:
 H, W = image.shape[-2:]
 crop = image[:, H // 2 - 32 : H // 2 + 32, W // 2 - 32 : W // 2 + 32]  # (3, 64, 64), RGB in [0, 1]
 assert crop.shape == (3, 64, 64) and 0 <= crop.min() and crop.max() <= 1
-print(f"data root {data_dir()}: {'Set5 butterfly' if HAVE_SET5 else 'scikit-image astronaut (fallback)'}, "
+print(f"image: {'Set5 butterfly' if HAVE_SET5 else 'scikit-image astronaut (fallback)'}, "
       f"LR {H}x{W}, centre crop {tuple(crop.shape)}")
 
 # %% [markdown]
-# ## 1 · k-means on real features, step by step
+# ## 2. Step by step
 #
-# LSP puts queries and keys on the unit sphere (Eq. 8: `‖Q_i − K_j‖² = 2 − 2 Q_iᵀK_j`). On the sphere the
-# nearest centroid is the one with the **largest dot product**, so assigning a position to a cluster is an
-# argmax hash, like NLSA's spherical LSH. The difference is that the directions are learned centroids instead of
+# ### 2.1 k-means on real features
+#
+# LSP puts queries and keys on the unit sphere, where (Eq. 8) $\lVert Q_i - K_j \rVert^2 = 2 - 2\, Q_i^\top K_j$.
+# On the sphere the nearest centroid is the one with the **largest dot product**, so assigning a position to a
+# cluster (Eq. 7) is an argmax hash, like NLSA's spherical LSH:
+#
+# $$c(x_i) = \arg\max_{u \in \{1, \dots, K\}} \mu_u^\top \frac{x_i}{\lVert x_i \rVert},$$
+#
+# with centroids $\mu_1, \dots, \mu_K$. The difference is that the directions are learned centroids instead of
 # random Gaussians.
 #
 # We need features that mean something without training. As in notebook 00, the stand-in for the learned
@@ -177,32 +192,17 @@ print("centroids:", tuple(means.shape), "| hand-built init == srlib.attention.lc
 # centroids moved, and how many clusters are empty.
 
 # %% tags=["nbval-ignore-output"]
-step_codes = [assign_clusters(x, m)[0, 0] for m in history]  # (L,) codes under the centroids of iteration t
+trace = kmeans_trace(x, history)  # srlib.lcoan_study: one row per iteration
+step_codes = [r["codes"] for r in trace]  # (L,) codes under the centroids of iteration t
 print(" iter | mean cos to centroid | changed | centroid shift | empty clusters | largest cluster")
-for t, (m, c) in enumerate(zip(history, step_codes)):
-    cos = (x[0] @ F.normalize(m[0], dim=-1).T).gather(1, c[:, None]).mean().item()
-    changed = "" if t == 0 else f"{(c != step_codes[t - 1]).float().mean().item():7.1%}"
-    shift = "" if t == 0 else f"{(m - history[t - 1]).norm(dim=-1).mean().item():.4f}"  # mean |u_t - u_(t-1)|
-    sizes = torch.bincount(c, minlength=K)
-    print(f" {t:4d} | {cos:20.3f} | {changed:>7} | {shift:>14} | {int((sizes == 0).sum()):14d} "
-          f"| {int(sizes.max()):6d} / {L}")
+for r in trace:
+    changed, shift = ("", "") if r["t"] == 0 else (f"{r['changed']:7.1%}", f"{r['shift']:.4f}")
+    print(f" {r['t']:4d} | {r['cos']:20.3f} | {changed:>7} | {shift:>14} | {r['empty']:14d} | {r['largest']:6d} / {L}")
 objective = [(x[0] @ F.normalize(m[0], dim=-1).T).max(-1).values.mean().item() for m in history]
 assert all(b >= a - 1e-6 for a, b in zip(objective[1:], objective[2:]))  # Lloyd steps never get worse
 
 # %%
-cmap = bucket_colormap(K)
-shown = [0, 1, 2, 5, 10]
-fig, axes = plt.subplots(1, len(shown) + 1, figsize=(3 * (len(shown) + 1), 3.2))
-axes[0].imshow(crop.permute(1, 2, 0).numpy())
-axes[0].set_title("LR crop (64x64)")
-for ax, t in zip(axes[1:], shown):
-    ax.imshow(step_codes[t].view(64, 64).numpy(), cmap=cmap, vmin=-0.5, vmax=K - 0.5, interpolation="nearest")
-    ax.set_title("seeds only" if t == 0 else f"after iteration {t}")
-for ax in axes:
-    ax.set_xticks([])
-    ax.set_yticks([])
-fig.suptitle("k-means cluster of every position (colour = cluster id; ids carry no order)")
-fig.tight_layout()
+fig = plot_kmeans_steps(crop, step_codes, shown=[0, 1, 2, 5, 10], n_clusters=K)
 plt.show()
 
 # %% [markdown]
@@ -210,7 +210,7 @@ plt.show()
 # location. Positions far apart share a cluster when their patches look alike, which is the self-similarity we
 # want attention to use.
 #
-# ### Centroid updates: the EMA of Eq. (10), and what the official code does
+# ### 2.2 Centroid updates: the EMA of Eq. (10), and what the official code does
 #
 # During training, the paper moves each centroid towards the queries and keys assigned to it:
 #
@@ -241,48 +241,27 @@ torch.testing.assert_close(ema_eq10, ema_centroids(means, x2, codes2, lam, targe
 print("EMA by hand == srlib ema_centroids for both targets; shapes", tuple(ema_code.shape))
 
 # %% [markdown]
-# A single step with λ = 0.999 moves a centroid 0.1% of the way. After `t` steps on similar batches it has moved
-# a fraction `1 − λᵗ` of the way, so the time constant is `1/(1 − λ)`: 10, 100 and 1000 steps for
-# λ = 0.9, 0.99, 0.999. Below, we feed the same batch again and again to both forms (every 4th position of
+# A single step with $\lambda = 0.999$ moves a centroid a thousandth of the way. After $t$ steps on similar
+# batches it has moved a fraction $1 - \lambda^t$ of the way, so the time constant is $1/(1 - \lambda)$: 10, 100
+# and 1000 steps for $\lambda = 0.9, 0.99, 0.999$. Below, we feed the same batch again and again to both forms (every 4th position of
 # the crop, to keep it fast).
 # Left: how far the centroids move. Right: how much of the batch the largest cluster takes.
 # With the literal sum, centroids of big clusters grow long, win more dot products and grow further.
 
 # %% tags=["nbval-ignore-output"]
 x2_sub = x2[:, ::4]  # (1, 1024, 75)
-
-
-def ema_run(decay, target, steps=150):
-    m, moved, largest = means.clone(), [], []
-    for _ in range(steps):
-        c = assign_clusters(x2_sub, m)
-        largest.append(cluster_sizes(c, K).max().item() / x2_sub.shape[1])
-        m = ema_centroids(m, x2_sub, c, decay, target)
-        moved.append((m - means).norm(dim=-1).mean().item())
-    return moved, largest
-
-
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
-for decay in (0.9, 0.99, 0.999):
-    moved, largest = ema_run(decay, "centroid")
-    ax1.plot(moved, label=f"λ = {decay} (code's form)")
-    ax2.plot(largest, label=f"λ = {decay} (code's form)")
-moved_sum, largest_sum = ema_run(0.99, "sum")
-ax1.plot(moved_sum, "k--", label="λ = 0.99, Eq. 10 literal (sum)")
-ax2.plot(largest_sum, "k--", label="λ = 0.99, Eq. 10 literal (sum)")
-ax1.set(xlabel="EMA steps on the same batch", ylabel="mean ‖u_t − u_0‖", yscale="log",
-        title="centroid movement")
-ax2.set(xlabel="EMA steps on the same batch", ylabel="share of positions", title="largest cluster")
-ax1.legend(fontsize=8)
-ax2.legend(fontsize=8)
-fig.tight_layout()
+ema_runs = {f"λ = {decay} (code's form)": ema_run(means, x2_sub, decay, "centroid") for decay in (0.9, 0.99, 0.999)}
+ema_runs["λ = 0.99, Eq. 10 literal (sum)"] = ema_run(means, x2_sub, 0.99, "sum")
+fig = plot_ema_runs(ema_runs)
 plt.show()
+largest = ema_runs["λ = 0.999 (code's form)"][1]
+largest_sum = ema_runs["λ = 0.99, Eq. 10 literal (sum)"][1]
 print(f"after 150 steps, largest cluster: code's form {largest[-1]:.0%} (λ=0.999), "
       f"literal sum {largest_sum[-1]:.0%}")
 assert largest_sum[-1] >= largest_sum[0]
 
 # %% [markdown]
-# ## 2 · k-means buckets vs LSH buckets on the same features (the idea behind Fig. 3a)
+# ### 2.3 k-means buckets vs LSH buckets on the same features (the idea behind Fig. 3a)
 #
 # Fig. 3a of the paper replaces k-means by LSH inside LCoA and reports PSNR: one k-means round beats LSH even with
 # several rounds. The quantity behind that claim is how often the keys a query *should* attend to end up where
@@ -304,22 +283,7 @@ assert largest_sum[-1] >= largest_sum[0]
 # %% tags=["nbval-ignore-output"]
 neighbours = true_neighbours(x, 8)  # (B, L, 8)
 WINDOW = 384
-rows = []
-for n_buckets in (16, 128):
-    for method, rounds in (("k-means", 1), ("LSH", 1), ("LSH", 2), ("LSH", 4)):
-        stats = []
-        for seed in range(2):
-            gen = torch.Generator().manual_seed(seed)
-            if method == "k-means":
-                codes_m = assign_clusters(x, init_centroids(x, n_buckets, 1, generator=gen))
-            else:
-                codes_m, _ = spherical_lsh(x, n_buckets, rounds, generator=gen)
-            layout_m = BucketLayout.from_codes(codes_m, WINDOW)
-            stats.append([bucket_recall(neighbours, codes_m).mean().item(), bucket_share(codes_m).mean().item(),
-                          window_recall(neighbours, layout_m).mean().item()])
-        recall, share, win = torch.tensor(stats).mean(0).tolist()
-        rows.append(dict(K=n_buckets, method=f"{method} x{rounds}", rounds=rounds, recall=recall, share=share,
-                         window=win))
+rows = compare_bucketings(x, neighbours, n_buckets=(16, 128), window=WINDOW, seeds=(0, 1))  # srlib.lcoan_study
 print("   K | buckets    | bucket recall | bucket share | lift | window recall "
       "| keys attended per query (with repeats)")
 for r in rows:
@@ -333,21 +297,7 @@ for n_buckets in (16, 128):
     assert 0 < km["window"] <= 1 and by[(n_buckets, "LSH x4")]["window"] >= lsh1["window"]
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
-for ax, n_buckets in zip(axes, (16, 128)):
-    sel = [r for r in rows if r["K"] == n_buckets]
-    pos = torch.arange(len(sel)).float()
-    ax.bar(pos - 0.2, [r["recall"] for r in sel], 0.4, label="same bucket (Eq. 7)")
-    ax.bar(pos + 0.2, [r["window"] for r in sel], 0.4, label="attended windows (code)")
-    ax.scatter(pos - 0.2, [r["share"] for r in sel], color="k", marker="_", s=300, zorder=3,
-               label="bucket share (chance level)")
-    ax.axhline(3 * WINDOW / L, color="gray", ls=":", lw=1, label="window chance (one round): 3·384 / L")
-    ax.set_xticks(pos.tolist(), [r["method"] for r in sel])
-    ax.set_title(f"K = {n_buckets} buckets, windows of {WINDOW}")
-axes[0].set_ylabel("fraction of the 8 true neighbours")
-handles, labels = axes[0].get_legend_handles_labels()
-fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
-fig.tight_layout(rect=(0, 0.08, 1, 1))
+fig = plot_bucket_recall(rows, WINDOW, L)
 plt.show()
 
 # %% [markdown]
@@ -370,17 +320,23 @@ plt.show()
 # than random hyperplanes do.
 
 # %% [markdown]
-# ## 3 · LSP and CoA by hand, next to the equations
+# ### 2.4 LSP and CoA by hand, next to the equations
 #
-# Now the real module, on the first features of a network: the head of an untrained EDSR (3×3 conv to 32
-# channels) on a 25×24 part of the crop, so that `L = 600` is not a multiple of the window and padding shows up.
+# Now the real module, on the first features of a network: the head of an untrained EDSR (its first 3×3
+# convolution, RGB to 32 channels; notebook 00a) on a 25×24 part of the crop, so that `L = 600` is not a multiple of the window and padding shows up.
 # The configuration is that of the small LCoAN preset: 32 channels, `reduction = 1`, `K = 16` clusters, windows
 # of `c = 48`.
 #
-# **LSP** (first module, `shared=None`), Eqs. (6)-(11), as the official code computes it:
+# **LSP** (first module, `shared=None`), Eqs. (6)-(11). With $S_i$ the keys query $i$ may see (its sorted
+# window and the two adjacent ones),
+#
+# $$y_i = \sum_{j \in S_i} \frac{\exp(q_i^\top \hat k_j)}{\sum_{l \in S_i} \exp(q_i^\top \hat k_l)}\, v_j, \qquad
+# O = X + \beta\, y, \qquad \hat k_j = \frac{q_j}{\lVert q_j \rVert},$$
+#
+# as the official code computes it:
 #
 # 1. `q = conv_match(X)` (3×3 conv) is both query and key; `v = conv_assembly(X)` (1×1 conv) the value;
-# 2. first call: initialise the centroids from this batch (section 1); code = nearest centroid of `q/‖q‖`;
+# 2. first call: initialise the centroids from this batch (section 2.1); code = nearest centroid of `q/‖q‖`;
 # 3. stable-sort positions by code, pad by repeating the last `L mod c` sorted rows, cut into windows of `c`;
 # 4. scores `q_i · k_j` with keys normalised (`k = q/‖q‖`, eps 5e-5), over the own, previous and next window
 #    (cyclic), softmax, weighted sum of the values, un-sort;
@@ -427,7 +383,7 @@ print("LSP by hand == srlib LCoA: codes", tuple(shared.codes.shape), "| weights 
       "| output", tuple(out_lsp.shape))
 
 # %% [markdown]
-# **CoA** (every later module, Eq. 12): `O_m = X_m + β · A_s W_m(X_m)`. Its own values `W_m(X_m)`
+# **CoA** (every later module, Eq. 12): $O_m = X_m + \beta\, A_s W_m(X_m)$. Its own values $W_m(X_m)$
 # (`conv_assembly`, 1×1) are sorted and windowed with the **shared order**, multiplied by the **shared
 # weights**, and un-sorted. It computes no similarity and no clustering; its `kmeans` is never initialised.
 
@@ -470,22 +426,14 @@ print("LCoA, NLSA and GLA share srlib.attention.buckets.{BucketLayout, bucketed_
 # keys one query attends to: its window and the two adjacent windows of the cluster-sorted order.
 
 # %% tags=["nbval-ignore-output"]
-fig, ax = plt.subplots(1, 2, figsize=(7, 3.4))
-ax[0].imshow(crop[:, :25, :24].permute(1, 2, 0).numpy())
-ax[0].set_title("input (25x24)")
-ax[1].imshow(shared.codes[0, 0].view(Hf, Wf).numpy(), cmap=bucket_colormap(16), vmin=-0.5, vmax=15.5)
-ax[1].set_title(f"k-means codes: {int((cluster_sizes(shared.codes, 16) > 0).sum())} of 16 clusters used")
-for a in ax:
-    a.set_xticks([])
-    a.set_yticks([])
-fig.tight_layout()
+fig = plot_codes(crop[:, :25, :24], shared.codes[0, 0], 16)
 plt.show()
 fig = plot_attended(crop[:, :25, :24], shared.layout, (12, 12))
 plt.show()
 
 # %% [markdown]
-# ### Explore it yourself
-# LCoA next to NLSA on the 64×64 crop of section 1, with the patch descriptors as the embedding (scores
+# ### 2.5 Explore it yourself
+# LCoA next to NLSA on the 64×64 crop of section 2.1, with the patch descriptors as the embedding (scores
 # `cos / 0.05`, as in notebook 00) and `K = 16` clusters. Move the query and watch its k-means cluster (left,
 # tinted) and where it attends (right): its window of the cluster-sorted order and the two adjacent ones. NLSA
 # hashes the same features with random spherical LSH, several rounds. Change the number of clusters and the
@@ -499,10 +447,13 @@ assert ex_state["support"] <= ex_state["n_candidates"] <= 3 * 144 and abs(ex_sta
 explorer
 
 # %% [markdown]
-# Parameters. Every CoA module of the official network keeps a `conv_match` (3×3, 128→128) it never uses: the
+# ### 2.6 Parameters
+#
+# Every CoA module of the official network keeps a `conv_match` (3×3, 128→128) it never uses: the
 # official code still evaluates it and throws the result away, and no gradient reaches it. `srlib` keeps the
 # parameters so that official checkpoints load, but skips the computation (same output). The counts below come
-# from the paper configuration, built on the `meta` device (no memory, no compute).
+# from the paper configuration, built on PyTorch's `meta` device: tensors with shapes but no storage, so the
+# parameters can be counted without allocating or initialising anything.
 
 # %%
 with torch.device("meta"):
@@ -515,9 +466,11 @@ print(f"unused conv_match in the {len(attn) - 1} CoA modules: {n_dead:,} ({n_dea
 assert n_total == 15_668_484 and n_dead == 9 * 147_584
 
 # %% [markdown]
-# ## 4 · Efficiency, in the spirit of Table I
+# ## 3. Paper figures
 #
-# Table I compares networks with 10 feature aggregation units whose attention is:
+# ### 3.1 Efficiency, in the spirit of Table I
+#
+# Table I compares networks with 10 feature aggregation units (FAUs) whose attention is:
 #
 # | case | attention in the 10 units | what is computed |
 # |---|---|---|
@@ -528,72 +481,20 @@ assert n_total == 15_668_484 and n_dead == 9 * 147_584
 #
 # We build the four stacks of attention modules at the paper's width (128 channels, 128 clusters, windows of
 # 384), without the convolutional backbone, and run them on the same random 128-channel feature maps of side 48
-# and 64 (`L = 2304` and `4096`) with `srlib.viz.measure_attention_cost`:
+# and 64 (`L = 2304` and `4096`) with `srlib.analysis.measure.measure_attention_cost`:
 #
 # * **time**: CPU time of the process on one thread (`clock="cpu"`), the best of 2 runs after a warm-up call.
 #   For LCoA the warm-up also performs the k-means initialisation, which happens only once. On a machine shared
 #   with other jobs, CPU time counts only our own work, as in notebook 00;
-# * **memory**: the peak of the tensors created during the call (`srlib.viz.peak_tensor_bytes`, exact for a
+# * **memory**: the peak of the tensors created during the call (`srlib.analysis.measure.peak_tensor_bytes`, exact for a
 #   given PyTorch version).
 #
 # Absolute numbers depend on the machine, so we compare ratios to NLA. The NLA stores its `L×L` scores and
 # weights, as the official modules do.
 
 # %%
-CH, M = 128, 10
-
-
-class NLAStack(nn.Module):
-    """Case 2: ten dense non-local attention modules (softmax, the L x L map is materialised)."""
-
-    def __init__(self):
-        super().__init__()
-        self.blocks = nn.ModuleList(NonLocalAttention(CH, 1, 0.1, normalizer=softmax_last) for _ in range(M))
-
-    def forward(self, x):
-        for block in self.blocks:
-            x = block(x)
-        return x
-
-
-class LCoAStack(nn.Module):
-    """Case 3 (collaborative=False: ten LSP) or case 5 (collaborative=True: one LSP and nine CoA)."""
-
-    def __init__(self, collaborative):
-        super().__init__()
-        self.collaborative = collaborative
-        self.blocks = nn.ModuleList(LCoA(CH, 3, 1, n_clusters=128, window_size=384, res_scale=0.1) for _ in range(M))
-
-    def forward(self, x):
-        shared = None
-        for block in self.blocks:
-            x, shared = block(x, shared if self.collaborative else None)
-        return x
-
-
-class DenseCoAStack(nn.Module):
-    """Case 4: dense weights computed by the first module and applied to the values of the nine others."""
-
-    def __init__(self):
-        super().__init__()
-        self.first = NonLocalAttention(CH, 1, 0.1, normalizer=softmax_last)
-        self.values = nn.ModuleList(nn.Conv2d(CH, CH, 1) for _ in range(M - 1))
-
-    def forward(self, x):
-        Bx, Cx, Hx, Wx = x.shape
-        q_, k_, v_ = self.first.embed(x)
-        y_, weights_ = non_local_attention(q_, k_, v_, softmax_last, return_map=True)  # (B, L, L) kept
-        x = x + 0.1 * y_.transpose(1, 2).reshape(Bx, Cx, Hx, Wx)
-        for conv in self.values:
-            y_ = torch.bmm(weights_, conv(x).flatten(2).transpose(1, 2))  # A_s W_m(X_m)
-            x = x + 0.1 * y_.transpose(1, 2).reshape(Bx, Cx, Hx, Wx)
-        return x
-
-
-torch.manual_seed(0)
-stacks = {"NLA": NLAStack(), "LSP": LCoAStack(False), "CoA": DenseCoAStack(), "LCoA": LCoAStack(True)}
-for s in stacks.values():
-    s.eval()
+stacks = table1_stacks(channels=128, modules=10, seed=0)  # srlib.lcoan_study: {"NLA", "LSP", "CoA", "LCoA"}
+CH = 128
 print({k: f"{sum(p.numel() for p in s.parameters()):,} parameters" for k, s in stacks.items()})
 
 # %% tags=["nbval-ignore-output"]
@@ -635,139 +536,10 @@ assert peak["LSP"][1] / peak["NLA"][1] < peak["LSP"][0] / peak["NLA"][0]  # the 
 #   measured memory, so only the direction of these ratios is comparable.
 
 # %% [markdown]
-# ## 5 · Training: official frozen centroids vs the paper's EMA
-#
-# The reference README notes that the official code initialises the centroids from the first batch and then
-# never writes its EMA update back. `srlib` defaults to that behaviour (`ema_update=False`) and offers the
-# paper's update as an option. Here we train the small LCoAN twice with `srlib.train.train`, on real data (the
-# shared SunHays80 photographs, LR made on the fly with MATLAB bicubic; scikit-image's photographs without
-# the data). Both runs use the same initial weights, the same batches, and the same k-means initialisation
-# draw (`model.body[0].lcoa.kmeans.generator`). The only difference is `ema_update`.
-#
-# Setup: small preset with 4 units (32 channels, 16 clusters, windows of 48), 60 Adam steps, batch 4, 24×24 LR
-# patches. We use λ = 0.99 instead of 0.999: with 0.999 a 60-step run moves the centroids by only `1 − 0.999⁶⁰`
-# ≈ 6% of the way, too little to see anything.
-#
-# A forward hook on the first module's `Kmeans` records, at every training step, the centroids after the call
-# and the cluster sizes of the batch. Those sizes are computed with the centroids from before that step's
-# update.
-
-# %% tags=["nbval-ignore-output"]
-train_set, train_source = sdata.default_train_set(2, 48)
-print(f"training data: {train_source} ({len(train_set)} images)")
-STEPS, DECAY, N_UNITS = 60, 0.99, 4
-train_cfg = TrainConfig(iterations=STEPS, batch_size=4, patch_size=48, milestones=(), val_every=0, ckpt_every=0,
-                        log_every=5, seed=0)
-
-
-def short_run(ema_update):
-    torch.manual_seed(0)  # same initial weights for both runs
-    net = build_model("lcoan", scale=2, preset="small", n_resgroups=N_UNITS, ema_decay=DECAY, ema_update=ema_update)
-    km = net.body[0].lcoa.kmeans
-    km.generator = torch.Generator().manual_seed(0)  # same initialisation draw
-    log = {"means": [], "sizes": []}
-
-    def record(module, inputs, codes):
-        if module.training:
-            log["means"].append(module.means.detach().clone())
-            log["sizes"].append(cluster_sizes(codes, module.n_clusters)[0])
-
-    handle = km.register_forward_hook(record)
-    with tempfile.TemporaryDirectory() as run_dir:
-        result = train(net, train_set, None, train_cfg, run_dir, progress=False, device="cpu")
-    handle.remove()
-    return net.eval(), log, result["history"]["train"]
-
-
-runs = {"frozen (code)": short_run(False), "EMA (paper)": short_run(True)}
-(frozen_net, frozen_log, frozen_hist), (ema_net, ema_log, ema_hist) = runs.values()
-init_means = frozen_log["means"][0]  # frozen: the centroids right after the initialisation
-assert torch.equal(frozen_log["sizes"][0], ema_log["sizes"][0])  # same init (first codes use pre-update centroids)
-assert all(torch.equal(m, init_means) for m in frozen_log["means"])  # official: never moves
-for name, (net, log, hist) in runs.items():
-    moved = (log["means"][-1] - init_means).norm(dim=-1)[0]
-    sizes = log["sizes"][-1]
-    print(f"{name:13s}: loss {hist[0]['loss']:.4f} -> {hist[-1]['loss']:.4f} | centroids moved {moved.mean():.3f} "
-          f"on average | last batch: {int((sizes == 0).sum())}/16 clusters empty, largest {int(sizes.max())} "
-          f"of {int(sizes.sum())}")
-
-# %%
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
-for (name, (net, log, hist)), col, ls in zip(runs.items(), ("C0", "C1"), ("-", "--")):
-    axes[0].plot([h["iteration"] for h in hist], [h["loss"] for h in hist], ls, color=col, label=name)
-    axes[1].plot([(m - init_means).norm(dim=-1).mean().item() for m in log["means"]], ls, color=col, label=name)
-    axes[2].plot([(s.max() / s.sum()).item() for s in log["sizes"]], ls, color=col,
-                 label=f"{name}: largest cluster / batch")
-    axes[2].plot([((s > 0).sum() / 16).item() for s in log["sizes"]], ls, color=col, alpha=0.45, lw=2.5,
-                 label=f"{name}: clusters in use / 16")
-axes[0].set(xlabel="iteration", ylabel="L1 loss", title="training loss (mean over 5 steps)")
-axes[1].set(xlabel="iteration", ylabel="mean ‖u_t − u_0‖", title="centroid movement")
-axes[2].set(xlabel="iteration", ylabel="share", title="cluster use on each training batch")
-for a in axes:
-    a.legend(fontsize=7)
-fig.tight_layout()
-plt.show()
-
-# %% [markdown]
-# Now the buckets on a fixed test input (a 40×40 part of the LR image, `L = 1600`), in eval mode. We compare:
-#
-# * the codes of the two trained networks;
-# * the **centroids alone**: the EMA network's embedding assigned with its initial (frozen) centroids and with
-#   its EMA centroids. This isolates the effect of the update from the small difference in the weights;
-# * cluster use, and the window recall of each network's own embedding (section 2);
-# * the sparse patterns themselves: the Jaccard overlap of the key sets each query attends to.
-
-# %% tags=["nbval-ignore-output"]
-probe = image[None, :, H // 2 - 20 : H // 2 + 20, W // 2 - 20 : W // 2 + 20]  # (1, 3, 40, 40)
-state = {}
-for name, (net, _, _) in runs.items():
-    lcoa = net.body[0].lcoa
-    emb_in = module_inputs(net, probe, ["body.0.attention.0"])["body.0.attention.0"]
-    lcoa.keep_details = True
-    with torch.no_grad():
-        lcoa(emb_in)
-    d = lcoa.details
-    lcoa.keep_details = False
-    emb_m = lcoa.conv_match(emb_in).flatten(2).transpose(1, 2).detach()
-    state[name] = dict(codes=d["codes"], emb=emb_m, layout=d["layout"],
-                       mask=bucketed_to_dense(d["score"], d["layout"]) > 0)
-fz, em = state["frozen (code)"], state["EMA (paper)"]
-same_codes = (fz["codes"] == em["codes"]).float().mean().item()
-ema_unit = F.normalize(em["emb"], dim=-1)
-ema_means = ema_net.body[0].lcoa.kmeans.means
-same_centroids = assign_clusters(ema_unit, init_means) == assign_clusters(ema_unit, ema_means)
-print(f"positions with the same code in both networks:          {same_codes:.1%}")
-print(f"same code, EMA network's embedding, init vs EMA centroids: {same_centroids.float().mean().item():.1%}")
-print(f"attended key sets, frozen vs EMA network (Jaccard):     {pattern_overlap(fz['mask'], em['mask']).mean():.3f}")
-for name, s in state.items():
-    sizes = cluster_sizes(s["codes"], 16)[0]
-    nb = true_neighbours(s["emb"], 8)
-    print(f"{name:13s}: {int((sizes > 0).sum()):2d}/16 clusters used, largest {int(sizes.max())}/{int(sizes.sum())}, "
-          f"window recall of 8 true neighbours {window_recall(nb, s['layout']).mean():.3f}")
-assert 0 <= same_codes <= 1 and torch.equal(frozen_net.body[0].lcoa.kmeans.means, init_means)
-
-# %% [markdown]
-# **What a 60-step run shows, honestly.**
-#
-# * The mechanics are as described. Frozen centroids stay exactly at their initial values. The EMA centroids
-#   move a little further at every step: `1 − λ` of the remaining way to the batch centroid.
-# * **The clusters are unbalanced in both runs from the very first batch.** The official initialisation runs
-#   k-means on *raw* vectors with dot-product assignment. Long vectors dominate, a few centroids win most
-#   positions, and a seed that never wins keeps its raw value, shorter than the unit centroids, so it rarely
-#   wins later. The EMA in the code's form leaves the centroid of an empty cluster where it is, so it cannot fix
-#   that. With the largest cluster holding a large share of each batch, the windows of 48 cut through a few
-#   giant clusters, and the pattern is close to sliding windows over an arbitrary order.
-# * The loss curves cannot be told apart. Most codes agree, but a few changed codes shift the sorted order
-#   and with it the windows, so the attended key sets agree less than the codes do. The difference grows with
-#   the number of steps and with `1 − λ`. Whether the paper's EMA helps the *final* PSNR needs the full run
-#   (section 8, with `--model-arg ema_update=True`). With λ = 0.999 over 1.5M iterations, the centroids have
-#   plenty of time to move.
-
-# %% [markdown]
-# ## 6 · The overlap rate between shallow and deep attention maps (Fig. 5)
+# ### 3.2 The overlap rate between shallow and deep attention maps (Fig. 5), defined
 #
 # Fig. 5 of the paper shows attention maps of a query at a shallow and at a deep layer, and calls the agreement
-# a "distribution overlap rate" without defining it. We define it exactly (`srlib.viz.overlap`).
+# a "distribution overlap rate" without defining it. We define it exactly (`srlib.analysis.overlap`).
 #
 # Let `p_i` and `q_i` be row `i` (query `i`) of two attention maps, each a probability distribution over the
 # `L` keys. Then
@@ -791,73 +563,10 @@ torch.testing.assert_close(ovl, torch.tensor([0.5, 0.7, 1.0]))
 torch.testing.assert_close(ovl, 1 - 0.5 * (p_rows - q_rows).abs().sum(-1))
 
 # %% [markdown]
-# **Per layer.** Which attention map does a layer have? In LCoAN only the first module computes one. To compare
-# the features themselves with one yardstick, we use a parameter-free map for the input `X_m` of each LCoA
-# module: `A_m = softmax_j(cos(x_i, x_j) / τ)` with τ = 0.1 (`feature_attention_map`). If the texture
-# structure is "stable in the network", as CoA assumes, these maps agree across depth. We compare every layer
-# with the first, on the 40×40 test input, before training (same seed) and after the 60 steps of section 5.
-
-# %% tags=["nbval-ignore-output"]
-torch.manual_seed(0)
-untrained = build_model("lcoan", scale=2, preset="small", n_resgroups=N_UNITS).eval()
-untrained.body[0].lcoa.kmeans.generator = torch.Generator().manual_seed(0)
-layer_names = [n for n, _ in frozen_net.attention_modules()]
-query = (16, 26)  # a query pixel of the 40x40 test input, for the picture below
-per_layer, query_maps, uniform_overlap = {}, {}, {}
-for name, net in (("untrained", untrained), ("after 60 steps", frozen_net)):
-    inputs = module_inputs(net, probe, layer_names)  # X_m entering each LCoA
-    maps = {f"unit {i + 1}": feature_attention_map(t, temperature=0.1) for i, t in enumerate(inputs.values())}
-    per_layer[name] = layer_overlaps(maps, reference=0, top_k=16)  # (B, L, L) maps -> mean overlap per unit
-    query_maps[name] = [query_attention_map(m[0], query, (40, 40)) for m in maps.values()]  # keep one row each
-    a1 = maps["unit 1"]
-    uniform_overlap[name] = overlap_rate(a1, torch.full_like(a1, 1 / a1.shape[-1])).mean().item()
-    del maps, a1
-print("layer           | " + " | ".join(per_layer["untrained"]["names"]))
-for name, res in per_layer.items():
-    print(f"{name:15s} | overlap rate " + " | ".join(f"{v:.3f}" for v in res["overlap"].tolist()))
-    print(f"{'':15s} | top-16       " + " | ".join(f"{v:.3f}" for v in res["topk"].tolist()))
-print(f"for scale: a uniform map overlaps A_1 by {uniform_overlap['after 60 steps']:.3f}; "
-      f"random key sets share 16/1600 = {16 / 1600:.3f} of their top 16")
-for res in per_layer.values():
-    assert res["overlap"][0] == 1 and torch.all((res["overlap"] >= 0) & (res["overlap"] <= 1))
-
-# %%
-fig, ax = plt.subplots(figsize=(6, 3.4))
-for (name, res), ls, mfc in zip(per_layer.items(), ("--", "-"), ("none", None)):
-    ax.plot(range(1, N_UNITS + 1), res["overlap"].tolist(), "o" + ls, color="C0", mfc=mfc,
-            label=f"{name}: overlap rate")
-    ax.plot(range(1, N_UNITS + 1), res["topk"].tolist(), "s" + ls, color="C3", mfc=mfc,
-            label=f"{name}: top-16 overlap")
-ax.axhline(uniform_overlap["after 60 steps"], color="gray", ls=":", lw=1, label="overlap of A_1 with a uniform map")
-ax.set(xlabel="feature aggregation unit m", ylabel="agreement with unit 1", ylim=(0, 1.05),
-       title="overlap of A_m with the shallowest map A_1", xticks=range(1, N_UNITS + 1))
-ax.legend(fontsize=8)
-fig.tight_layout()
-plt.show()
-
-# %% [markdown]
-# One query, as in Fig. 5: where its map puts weight at the first and at the last unit (after training).
-
-# %% tags=["nbval-ignore-output"]
-shown_maps = [query_maps["after 60 steps"][0], query_maps["after 60 steps"][-1]]
-ovl_q = overlap_rate(shown_maps[0].flatten(), shown_maps[1].flatten()).item()
-fig = plot_attention_maps(probe[0], torch.stack(shown_maps), [query, query],
-                          titles=["unit 1 (shallow)", f"unit {N_UNITS} (deep), overlap {ovl_q:.2f}"])
-plt.show()
-
-# %% [markdown]
-# Reading the numbers. In this small network every unit's input `X_m` is mostly the head's features, because
-# each unit adds its branch scaled by 0.1 and the LCoA inside scales by 0.1 again. The untrained maps therefore
-# agree strongly across depth, and 60 steps barely change that. This is the regime in which sharing `A_1` is
-# harmless. The paper's observation, that deep maps get "more randomly distributed", is about a *trained*
-# full-size network, whose units have learned to change the features. The shipped trained network is the
-# next test.
-
-# %% [markdown]
-# ### Fig. 5 with the shipped trained LCoAN
+# ### 3.3 Fig. 5 with the shipped trained LCoAN
 #
 # srlib ships `lcoan-small-x2` (README section "Trained small networks"). It is LCoAN with 32 channels and two
-# feature aggregation units of 4 residual blocks, one LCoA per unit (16 clusters, windows of 48), trained for
+# FAUs of 4 residual blocks, one LCoA per unit (16 clusters, windows of 48), trained for
 # 650 iterations on 30 photographs. Its first LCoA computes the pattern from its input `X_1`, and the second
 # reuses it (Eq. 12). We follow the features through the whole depth, at the inputs of the 8 residual blocks
 # and of both LCoAs (10 depths), and compare each with `X_1`, the features the shared pattern comes from:
@@ -866,7 +575,7 @@ plt.show()
 #   (`depth_overlap_curve`);
 # * **the pattern itself**: the shallow LCoA, with its trained `conv_match` and centroids, run on the features
 #   of every depth (`pattern_agreement`). We count the share of positions that keep their k-means cluster, and
-#   the Jaccard overlap of the 144 keys each query sees (its window and the two adjacent ones). Two random sets
+#   the Jaccard overlap (intersection over union) of the 144 keys each query sees (its window and the two adjacent ones). Two random sets
 #   of 144 of the 2304 keys overlap by about 0.03.
 #
 # The inputs are the central 48×48 LR crops of the five evaluation images (Set5, or the scikit-image
@@ -874,11 +583,7 @@ plt.show()
 # initialised from the first crop.
 
 # %% tags=["nbval-ignore-output"]
-probes = []
-for i in range(len(eval_set)):
-    lr_i = eval_set[i]["lr"]
-    top, left = (lr_i.shape[1] - 48) // 2, (lr_i.shape[2] - 48) // 2
-    probes.append(lr_i[None, :, top : top + 48, left : left + 48].contiguous())  # (1, 3, 48, 48)
+probes = centre_crops(eval_set, 48)  # (1, 3, 48, 48) each
 nets = {"trained": pretrained("lcoan-small-x2")}  # eval mode, SHA-256 of the weight file checked
 torch.manual_seed(0)
 nets["untrained"] = build_small("lcoan").eval()
@@ -886,12 +591,8 @@ nets["untrained"].body[0].attention[0].kmeans.generator = torch.Generator().manu
 depth_names = [n for g in range(2) for n in (*(f"body.{g}.local_body.{b}" for b in range(4)), f"body.{g}.attention.0")]
 depth_labels = [f"U{g + 1} {what}" for g in range(2) for what in ("B1", "B2", "B3", "B4", "LCoA")]
 SHALLOW, DEEP = depth_names.index("body.0.attention.0"), depth_names.index("body.1.attention.0")
-curves, agreement = {}, {}
-for name, net in nets.items():
-    curves[name] = depth_overlap_curve(net, probes, depth_names, reference=SHALLOW, top_k=16)
-    lcoa_s = net.body[0].attention[0]  # the shallow LCoA: computes the shared pattern
-    per_probe = [pattern_agreement(lcoa_s, module_inputs(net, x_p, depth_names), reference=SHALLOW) for x_p in probes]
-    agreement[name] = {k: torch.stack([r[k] for r in per_probe]).mean(0) for k in ("code_agreement", "pattern_overlap")}
+studies = {name: depth_study(net, probes, depth_names, reference=SHALLOW, top_k=16) for name, net in nets.items()}
+curves, agreement = {n: c for n, (c, _) in studies.items()}, {n: a for n, (_, a) in studies.items()}
 print(f"{len(probes)} crops of {'Set5' if HAVE_SET5 else 'the scikit-image photographs'}; agreement with X_1 "
       f"(input of U1 LCoA)")
 print(f"{'':26s}" + " ".join(f"{lab:>7s}" for lab in depth_labels))
@@ -909,85 +610,202 @@ assert (curves["trained"]["per_input"][:, DEEP] < curves["untrained"]["per_input
 assert agreement["trained"]["code_agreement"][DEEP] < agreement["untrained"]["code_agreement"][DEEP]
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(13, 3.8), sharey=True)
-x_pos = list(range(len(depth_names)))
-for name, ls, mfc in (("trained", "-", None), ("untrained", "--", "none")):
-    axes[0].plot(x_pos, curves[name]["overlap"].tolist(), "o" + ls, color="C0", mfc=mfc, label=f"{name}: overlap rate")
-    axes[0].plot(x_pos, curves[name]["topk"].tolist(), "s" + ls, color="C3", mfc=mfc, label=f"{name}: top-16 overlap")
-    axes[1].plot(x_pos, agreement[name]["code_agreement"].tolist(), "o" + ls, color="C2", mfc=mfc,
-                 label=f"{name}: same cluster")
-    axes[1].plot(x_pos, agreement[name]["pattern_overlap"].tolist(), "s" + ls, color="C4", mfc=mfc,
-                 label=f"{name}: attended keys (Jaccard)")
-axes[1].axhline(0.03, color="gray", ls=":", lw=1, label="Jaccard of two random key sets")
-axes[0].set(ylabel="agreement with X_1", ylim=(0, 1.05), title="maps softmax(cos/0.1) of the features at each depth")
-axes[1].set(title="the shallow LCoA's pattern recomputed from the features at each depth")
-for ax in axes:
-    ax.axvline(SHALLOW, color="k", lw=0.8, alpha=0.4)
-    ax.axvline(DEEP, color="k", lw=0.8, alpha=0.4)
-    ax.set_xticks(x_pos, depth_labels, rotation=45, fontsize=8)
-    ax.legend(fontsize=7)
-fig.tight_layout()
+fig = plot_depth_agreement(curves, agreement, depth_labels, marks=(SHALLOW, DEEP), chance=0.03)
+plt.show()
+
+# %%
+tr_, un_ = "trained", "untrained"
+jac_ = torch.cat([agreement[n_]["pattern_overlap"] for n_ in nets])
+src_ = "Set5" if HAVE_SET5 else "the fallback photographs"
+display(Markdown(f"""What the trained weights show, in the run stored here ({src_}; other images give other numbers
+and the same picture):
+
+* **The paper's premise holds in part.** The features entering the deep LCoA give a map that shares
+  {curves[tr_]['overlap'][DEEP]:.2f} of its mass with the map of `X_1` (untrained: {curves[un_]['overlap'][DEEP]:.2f}),
+  and {curves[tr_]['topk'][DEEP]:.0%} of the top-16 keys. Reusing the shallow attention is a fair approximation of
+  what the same yardstick sees in the deep features.
+* **Training makes the features drift**, in the direction of the paper's remark that deep maps are "more randomly
+  distributed": the overlap at the deep LCoA is lower than untrained for every crop. The shape of the curve comes
+  from the residual structure. Inside a unit the overlap with `X_1` grows block by block towards the LCoA, because
+  each block adds to the same stream. A unit returns its input plus a tenth of its branch, so the second unit starts
+  again from features close to the first unit's input: the overlap falls back to about its value at the first
+  block, then stays flat.
+* **The sparse pattern is more fragile than the maps.** Run on the deep features, the trained shallow LCoA puts only
+  {agreement[tr_]['code_agreement'][DEEP]:.0%} of the positions into the same cluster as on `X_1` (untrained:
+  {agreement[un_]['code_agreement'][DEEP]:.0%}). A cluster code is a hard decision: a small change of a feature can
+  move it across a boundary. Away from `X_1` itself, the key sets a query sees overlap by
+  {jac_[jac_ < 0.999].min():.2f} to {jac_[jac_ < 0.999].max():.2f} (Jaccard), trained or not, although that is far
+  above the chance level of two random key sets. The windows cut the cluster-sorted order at fixed places, so a
+  few positions changing cluster shift every window after them."""))
+
+# %% [markdown]
+# * **Scale.** This network has two LCoAs, 32 channels and 650 training iterations. The paper's has ten LCoAs
+#   with 128 channels, trained for 1.5M iterations. The README gives the same analysis on ten crops. The trained
+#   EDSR shows the same block-by-block decay, so the drift is a property of residual feature evolution, not
+#   something specific to LCoAN. Whether sharing costs PSNR is what Table I measures, and that needs full
+#   training.
+# %% [markdown]
+# ## 4. Training
+#
+# ### 4.1 Official frozen centroids vs the paper's EMA
+#
+# The official code initialises the centroids from the first batch it sees and computes an EMA update that it
+# never writes back (its `update()` call is commented out), so the centroids stay frozen. `srlib` defaults to
+# that behaviour (`ema_update=False`) and offers the paper's update as an option. Here we train the small
+# LCoAN twice with the course's one tiny recipe (`srlib.course.tiny_train`, printed below; the same in every
+# notebook), on the SunHays80 training photographs with LR made on the fly by MATLAB-compatible bicubic
+# (scikit-image's photographs without the data). Both runs use the same initial weights, the same batches,
+# and the same k-means initialisation draw (`model.body[0].lcoa.kmeans.generator`). The only difference is
+# `ema_update`.
+#
+# Setup: small preset with 4 FAUs (32 channels, 16 clusters, windows of 48). One change to the paper, said
+# here: $\lambda = 0.99$ instead of $0.999$, because a short run with $0.999$ would move the centroids by
+# only $1 - 0.999^{t}$ of the way (a few percent), too little to see anything.
+#
+# A forward hook on the first module's `Kmeans` records, at every training step, the centroids after the call
+# and the cluster sizes of the batch. Those sizes are computed with the centroids from before that step's
+# update.
+
+# %% tags=["nbval-ignore-output"]
+STEPS, DECAY, N_UNITS = TINY_RECIPE["iterations"], 0.99, 4
+TRAINED = f"after {STEPS} steps"
+print("recipe:", {k: v for k, v in TINY_RECIPE.items() if k not in ("val_every", "ckpt_every")})
+
+
+def short_run(ema_update):
+    torch.manual_seed(0)  # same initial weights for both runs
+    net = build_model("lcoan", scale=2, preset="small", n_resgroups=N_UNITS, ema_decay=DECAY, ema_update=ema_update)
+    km = net.body[0].lcoa.kmeans
+    km.generator = torch.Generator().manual_seed(0)  # same initialisation draw
+    log = {"means": [], "sizes": []}
+
+    def record(module, inputs, codes):
+        if module.training:
+            log["means"].append(module.means.detach().clone())
+            log["sizes"].append(cluster_sizes(codes, module.n_clusters)[0])
+
+    handle = km.register_forward_hook(record)
+    result = tiny_train(net)  # the course recipe, same batches for both runs
+    handle.remove()
+    return net.eval(), log, result["history"]["train"], result["source"]
+
+
+runs = {"frozen (code)": short_run(False)[:3], "EMA (paper)": short_run(True)[:3]}
+(frozen_net, frozen_log, frozen_hist), (ema_net, ema_log, ema_hist) = runs.values()
+init_means = frozen_log["means"][0]  # frozen: the centroids right after the initialisation
+assert torch.equal(frozen_log["sizes"][0], ema_log["sizes"][0])  # same init (first codes use pre-update centroids)
+assert all(torch.equal(m, init_means) for m in frozen_log["means"])  # official: never moves
+for name, (net, log, hist) in runs.items():
+    moved = (log["means"][-1] - init_means).norm(dim=-1)[0]
+    sizes = log["sizes"][-1]
+    print(f"{name:13s}: loss {hist[0]['loss']:.4f} -> {hist[-1]['loss']:.4f} | centroids moved {moved.mean():.3f} "
+          f"on average | last batch: {int((sizes == 0).sum())}/16 clusters empty, largest {int(sizes.max())} "
+          f"of {int(sizes.sum())}")
+
+# %%
+fig = plot_training_runs(runs, init_means, n_clusters=16)
 plt.show()
 
 # %% [markdown]
-# What the trained weights show, in the run stored here (Set5; the fallback photographs give other numbers
-# and the same picture):
+# ### 4.2 The buckets after training
 #
-# * **The paper's premise holds in part.** The features entering the deep LCoA give a map that shares about
-#   0.82 of its mass with the map of `X_1` (untrained: 0.94), and about 60 % of the top-16 keys. Reusing the
-#   shallow attention is a fair approximation of what the same yardstick sees in the deep features.
-# * **Training makes the features drift**, in the direction of the paper's remark that deep maps are "more
-#   randomly distributed": the overlap at the deep LCoA is lower than untrained for every crop. The shape of
-#   the curve comes from the residual structure. Inside a unit the overlap with `X_1` grows block by block
-#   towards the LCoA, because each block adds to the same stream. A unit returns its input plus 0.1 times its
-#   branch, so the second unit starts again from features close to the first unit's input: the overlap falls
-#   back to about its value at the first block, then stays flat.
-# * **The sparse pattern is more fragile than the maps.** Run on the deep features, the trained shallow LCoA
-#   puts only about 10 % of the positions into the same cluster as on `X_1` (untrained: about 60 %). A
-#   cluster code is a hard decision: a small change of a feature can move it across a boundary. The key sets
-#   a query sees overlap by only 0.3 to 0.45 (Jaccard) at every depth, trained or not, although that is ten
-#   times chance. The windows cut the cluster-sorted order at fixed places, so a few positions changing
-#   cluster shift every window after them.
-# * **Scale.** This network has two LCoAs, 32 channels and 650 training iterations. The paper's has ten LCoAs
-#   with 128 channels, trained for 1.5M iterations. The README gives the same analysis on ten crops (0.75
-#   trained, 0.92 untrained between the two LCoA inputs). The trained EDSR shows the same block-by-block
-#   decay, so the drift is a property of residual feature evolution, not something specific to LCoAN. Whether
-#   sharing costs PSNR is what Table I measures, and that needs full training.
-
-# %% [markdown]
-# ## 7 · Evaluation on Set5
+# Now the buckets on a fixed test input (a 40×40 part of the LR image, `L = 1600`), in eval mode. We compare:
 #
-# The 60-step network from section 5 (frozen centroids, as in the official code) on Set5 ×2 (PSNR/SSIM on Y,
-# 2-pixel border cropped, standard protocol). Bicubic upsampling is the baseline. A network trained for 60 steps
-# is not expected to beat it: the point is the pipeline. Without the benchmark data this runs on the
-# scikit-image photographs.
-#
-# To keep the memory of a CPU run small, each image is super-resolved tile by tile
-# (`srlib.inference.forward_chop`: 96×96 LR tiles with 16 pixels of context, one tile at a time, like the
-# official code's `--chop`). LCoA then clusters and attends within a tile, not across the whole image. On a
-# GPU, pass the network itself (`evaluate(frozen_net, ...)`) to let every position see the whole image.
+# * the codes of the two trained networks;
+# * the **centroids alone**: the EMA network's embedding assigned with its initial (frozen) centroids and with
+#   its EMA centroids. This isolates the effect of the update from the small difference in the weights;
+# * cluster use, and the window recall of each network's own embedding (section 2.3);
+# * the sparse patterns themselves: the Jaccard overlap of the key sets each query attends to.
 
 # %% tags=["nbval-ignore-output"]
-def tiled(lr):  # (1, 3, h, w) -> (1, 3, 2h, 2w), one tile at a time
-    return forward_chop(frozen_net, lr, 2, tile=96, overlap=16, tile_batch=1)
-
-
-result = evaluate(tiled, eval_set, scale=2)
-bicubic = [metrics.psnr(sdata.imresize(eval_set[i]["lr"], 2).clamp(0, 1), eval_set[i]["hr"], 2)
-           for i in range(len(eval_set))]
-print("image      | LCoAN (60 steps) PSNR / SSIM | bicubic PSNR")
-for row, b in zip(result["per_image"], bicubic):
-    print(f"{row['name']:10s} | {row['psnr']:7.2f} dB / {row['ssim']:.4f}     | {b:6.2f} dB")
-print(f"mean       | {result['psnr']:7.2f} dB / {result['ssim']:.4f}     | {sum(bicubic) / len(bicubic):6.2f} dB"
-      f"   (paper, full LCoAN on Set5: 38.34 dB / 0.9619)")
-assert result["n_images"] == len(eval_set) == 5
-assert 15 < result["psnr"] < 45 and 0 < result["ssim"] <= 1
+probe = image[None, :, H // 2 - 20 : H // 2 + 20, W // 2 - 20 : W // 2 + 20]  # (1, 3, 40, 40)
+state = {name: first_pattern(net, probe) for name, (net, _, _) in runs.items()}  # codes, embedding, layout, mask
+fz, em = state["frozen (code)"], state["EMA (paper)"]
+same_codes = (fz["codes"] == em["codes"]).float().mean().item()
+ema_unit = F.normalize(em["emb"], dim=-1)
+ema_means = ema_net.body[0].lcoa.kmeans.means
+same_centroids = assign_clusters(ema_unit, init_means) == assign_clusters(ema_unit, ema_means)
+print(f"positions with the same code in both networks:          {same_codes:.1%}")
+print(f"same code, EMA network's embedding, init vs EMA centroids: {same_centroids.float().mean().item():.1%}")
+print(f"attended key sets, frozen vs EMA network (Jaccard):     {pattern_overlap(fz['mask'], em['mask']).mean():.3f}")
+for name, s in state.items():
+    sizes = cluster_sizes(s["codes"], 16)[0]
+    nb = true_neighbours(s["emb"], 8)
+    print(f"{name:13s}: {int((sizes > 0).sum()):2d}/16 clusters used, largest {int(sizes.max())}/{int(sizes.sum())}, "
+          f"window recall of 8 true neighbours {window_recall(nb, s['layout']).mean():.3f}")
+assert 0 <= same_codes <= 1 and torch.equal(frozen_net.body[0].lcoa.kmeans.means, init_means)
 
 # %% [markdown]
-# ## 8 · Full training on a GPU
+# **What a short run shows, honestly.**
 #
-# The paper's recipe: DIV2K (800 images), 48×48 LR patches (96×96 HR at ×2), batch 16, Adam (0.9, 0.999, 1e-8),
-# learning rate 1e-4 halved every 300 epochs, 1500 epochs. With EDSR's 1000 iterations per "epoch", that is 1.5M
+# * The mechanics are as described. Frozen centroids stay exactly at their initial values. The EMA centroids
+#   move a little further at every step: `1 − λ` of the remaining way to the batch centroid.
+# * **The clusters are unbalanced in both runs from the very first batch.** The official initialisation runs
+#   k-means on *raw* vectors with dot-product assignment. Long vectors dominate, a few centroids win most
+#   positions, and a seed that never wins keeps its raw value, shorter than the unit centroids, so it rarely
+#   wins later. The EMA in the code's form leaves the centroid of an empty cluster where it is, so it cannot fix
+#   that. With the largest cluster holding a large share of each batch, the windows of 48 cut through a few
+#   giant clusters, and the pattern is close to sliding windows over an arbitrary order.
+# * The loss curves cannot be told apart. Most codes agree, but a few changed codes shift the sorted order
+#   and with it the windows, so the attended key sets agree less than the codes do. The difference grows with
+#   the number of steps and with `1 − λ`. Whether the paper's EMA helps the *final* PSNR needs the full run
+#   (section 4.4, with `--model-arg ema_update=True`). With λ = 0.999 over 1.5M iterations, the centroids have
+#   plenty of time to move.
+
+# %% [markdown]
+# ### 4.3 Shallow vs deep maps in the tiny network
+#
+# Which attention map does a layer have? In LCoAN only the first module computes one. To compare
+# the features themselves with one yardstick, we use a parameter-free map for the input `X_m` of each LCoA
+# module: `A_m = softmax_j(cos(x_i, x_j) / τ)` with τ = 0.1 (`feature_attention_map`). If the texture
+# structure is "stable in the network", as CoA assumes, these maps agree across depth. We compare every layer
+# with the first, on the 40×40 test input, before training (same seed) and after the tiny training of section 4.1.
+
+# %% tags=["nbval-ignore-output"]
+torch.manual_seed(0)
+untrained = build_model("lcoan", scale=2, preset="small", n_resgroups=N_UNITS).eval()
+untrained.body[0].lcoa.kmeans.generator = torch.Generator().manual_seed(0)
+layer_names = [n for n, _ in frozen_net.attention_modules()]
+query = (16, 26)  # a query pixel of the 40x40 test input, for the picture below
+per_layer, query_maps, uniform_overlap = {}, {}, {}
+for name, net in (("untrained", untrained), (TRAINED, frozen_net)):  # maps softmax(cos / 0.1) of each X_m
+    per_layer[name], query_maps[name], uniform_overlap[name] = layer_study(net, probe, layer_names, query, 0.1, 16)
+print("layer           | " + " | ".join(per_layer["untrained"]["names"]))
+for name, res in per_layer.items():
+    print(f"{name:15s} | overlap rate " + " | ".join(f"{v:.3f}" for v in res["overlap"].tolist()))
+    print(f"{'':15s} | top-16       " + " | ".join(f"{v:.3f}" for v in res["topk"].tolist()))
+print(f"for scale: a uniform map overlaps A_1 by {uniform_overlap[TRAINED]:.3f}; "
+      f"random key sets share 16/1600 = {16 / 1600:.3f} of their top 16")
+for res in per_layer.values():
+    assert res["overlap"][0] == 1 and torch.all((res["overlap"] >= 0) & (res["overlap"] <= 1))
+
+# %%
+fig = plot_layer_overlaps(per_layer, uniform_overlap[TRAINED], top_k=16)
+plt.show()
+
+# %% [markdown]
+# One query, as in Fig. 5: where its map puts weight at the first and at the last unit (after training).
+
+# %% tags=["nbval-ignore-output"]
+shown_maps = [query_maps[TRAINED][0], query_maps[TRAINED][-1]]
+ovl_q = overlap_rate(shown_maps[0].flatten(), shown_maps[1].flatten()).item()
+fig = plot_attention_maps(probe[0], torch.stack(shown_maps), [query, query],
+                          titles=["unit 1 (shallow)", f"unit {N_UNITS} (deep), overlap {ovl_q:.2f}"])
+plt.show()
+
+# %% [markdown]
+# Reading the numbers. In this small network every unit's input `X_m` is mostly the head's features, because
+# each unit adds its branch scaled by 0.1 and the LCoA inside scales by 0.1 again. The untrained maps therefore
+# agree strongly across depth, and the tiny training barely changes that. This is the regime in which sharing `A_1` is
+# harmless. The paper's observation, that deep maps get "more randomly distributed", is about a *trained*
+# full-size network, whose units have learned to change the features; section 3.3 showed what the shipped
+# trained network does.
+
+# %% [markdown]
+# ### 4.4 Full training on a GPU
+#
+# The paper's recipe: DIV2K (800 images), 48×48 LR patches (96×96 HR at ×2), batch 16, Adam (0.9, 0.999, 1e-8), <!-- quoted -->
+# learning rate 1e-4 halved every 300 epochs, 1500 epochs. With EDSR's 1000 iterations per "epoch", that is 1.5M <!-- quoted -->
 # iterations with milestones every 300k. The paper says "halved after 300 epochs", which could also mean a
 # single halving. ×3 and ×4 start from the ×2 weights. Set `SRLIB_RUN_FULL=1` on a CUDA machine to run it from
 # here (days on one GPU). Download DIV2K first with `python -m srlib.data.download div2k`. The second command is
@@ -1003,14 +821,65 @@ if RUN_FULL:
     subprocess.run(shlex.split(FULL_CMD), check=True)
 
 # %% [markdown]
-# ## 9 · Paper vs official code
+# ## 5. Evaluation
+#
+# The tiny networks of part 4 next to bicubic, the shipped trained LCoAN and the EDSR trained with the same
+# budget (same features, blocks, data and recipe, no attention), on the default evaluation set (Set5 ×2, or
+# the bundled photographs without the data): PSNR/SSIM on Y with a 2-pixel border cropped
+# (`srlib.course.quality_table`, the standard protocol). Every network sees whole images, so LCoA clusters
+# and attends across the whole image (its memory grows like `L × 3c`, not `L × L`). The paper's LCoAN
+# reaches 38.34 dB / 0.9619 on Set5 ×2 (Table II). <!-- quoted -->
+
+# %%
+eval_set, eval_name = sdata.default_eval_set(2, "Set5")
+shipped_lcoan = shipped("lcoan-small-x2")
+rows = quality_table({"tiny LCoAN, frozen centroids (this notebook)": frozen_net,
+                      "tiny LCoAN, EMA centroids (this notebook)": ema_net,
+                      "LCoAN small, shipped": shipped_lcoan,
+                      "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}, eval_set, 2)
+print(format_quality_table(rows, f"{eval_name}: PSNR / SSIM on Y, 2-pixel border cropped"))
+q_ = {r["name"]: r for r in rows}
+assert q_["LCoAN small, shipped"]["gain_db"] > 0  # the trained network beats bicubic
+if eval_name == "Set5 x2":
+    assert abs(q_["bicubic"]["psnr"] - 33.68) < 0.05
+
+# %%
+fz_, em_ = q_["tiny LCoAN, frozen centroids (this notebook)"], q_["tiny LCoAN, EMA centroids (this notebook)"]
+sh_, ed_ = q_["LCoAN small, shipped"], q_["EDSR small, shipped (same budget)"]
+display(Markdown(
+    f"**What the table shows.** After {STEPS} CPU iterations the tiny LCoANs are at {fz_['gain_db']:+.2f} dB "
+    f"(frozen centroids) and {em_['gain_db']:+.2f} dB (EMA) from bicubic: the loop runs, the networks are far from "
+    f"trained. The two centroid rules differ by {abs(fz_['psnr'] - em_['psnr']):.2f} dB in this one run "
+    f"({'EMA' if em_['psnr'] > fz_['psnr'] else 'frozen'} ahead); with one seed and {STEPS} steps, whether that "
+    f"difference survives other seeds and longer training is what this run cannot say. The shipped LCoAN is {sh_['gain_db']:+.2f} dB above bicubic, the same-budget EDSR "
+    f"{ed_['gain_db']:+.2f} dB: at this scale the network without attention is "
+    f"{'ahead' if ed_['psnr'] > sh_['psnr'] else 'behind'} by {abs(ed_['psnr'] - sh_['psnr']):.2f} dB."))
+
+# %% [markdown]
+# One crop side by side: bicubic, the tiny LCoAN (frozen centroids), the shipped LCoAN and HR, with each
+# method's PSNR on the whole image.
+
+# %%
+crop_item = eval_set[2 if eval_name == "Set5 x2" else 0]  # Set5: the butterfly
+with torch.no_grad():
+    srs = {"bicubic": sdata.imresize(crop_item["lr"], 2), "tiny LCoAN": frozen_net(crop_item["lr"][None])[0],
+           "LCoAN shipped": shipped_lcoan(crop_item["lr"][None])[0]}
+srs = {k: (v.clamp(0, 1) * 255).round() / 255 for k, v in srs.items()}  # 8-bit, as evaluated
+psnr_crop = {k: metrics.psnr(v, crop_item["hr"], 2) for k, v in srs.items()}
+print(crop_item["name"], {k: round(float(v), 2) for k, v in psnr_crop.items()})
+top_, left_ = crop_item["hr"].shape[1] // 2 - 48, crop_item["hr"].shape[2] // 2 - 48
+fig = plot_sr_crops({**srs, "HR": crop_item["hr"]}, top=top_, left=left_, size=96, psnr=psnr_crop)
+plt.show()
+
+# %% [markdown]
+# ## 6. Paper vs code
 #
 # `srlib` follows the official code wherever they differ, so official checkpoints load and behave as trained.
 # Options expose the paper's version where that makes sense.
 #
 # | # | topic | paper | official code (and `srlib`) |
 # |---|---|---|---|
-# | 1 | centroid updates | EMA, λ = 0.999, "learned online" (Eq. 10) | EMA computed, never written back: frozen after the first batch. `ema_update=True` applies it |
+# | 1 | centroid updates | EMA, λ = 0.999, "learned online" (Eq. 10) <!-- quoted --> | EMA computed, never written back: frozen after the first batch. `ema_update=True` applies it |
 # | 2 | initialisation | not described | first forward call (train *or* eval): `K` of the `B·L` raw vectors by `randperm`, 10 k-means iterations on raw, unnormalised vectors; an empty cluster keeps its raw seed; all rounds identical; the CoA modules' `kmeans` is never initialised |
 # | 3 | EMA form | plain sums of the assigned queries and keys (Eq. 10) | `λu + (1−λ)·normalize(Σx)` (dormant). `ema_target="sum"` is Eq. 10 literally |
 # | 4 | assignment | nearest centroid on the unit sphere (Eq. 8) | argmax of the dot product with the stored, non-normalised centroids |
@@ -1020,26 +889,55 @@ if RUN_FULL:
 # | 8 | β (Eq. 12) | a scaling parameter | `res_scale` = 0.1, and the unit scales its whole branch by 0.1 again |
 # | 9 | what CoA reuses | attention weights `A_s` | layout and weights, not detached: gradients of all nine CoA modules flow into the first `conv_match` |
 # | 10 | CoA parameters | "the two linear transformations (Q and K) can be ignored" | every CoA module keeps and evaluates its `conv_match`: 9 × 147,584 = 1,328,256 unused parameters (8.5%). `srlib` keeps them for checkpoints but skips the computation |
-# | 11 | size | 15.67M at ×2, ×3, ×4 | 15,668,484 / 16,406,404 / 16,258,820 |
-# | 12 | blocks | RCAB, all kernels 3×3 | "RCAB" without channel attention, `res_scale` ignored inside; a separate `m_conv` after the units; an unused parameter `a` |
+# | 11 | size | 15.67M at ×2, ×3, ×4 <!-- quoted --> | 15,668,484 / 16,406,404 / 16,258,820 |
+# | 12 | blocks | RCAB (residual channel attention blocks), all kernels 3×3 | "RCAB" without channel attention, `res_scale` ignored inside; a separate `m_conv` after the units; an unused parameter `a` |
 # | 13 | rounds | one k-means round | one round (`n_hashes` default 1) |
 
 # %% [markdown]
-# ## 10 · Exercises
+# ## 7. Exercises
 #
-# 1. **Fix the collapse.** Initialise the centroids by spherical k-means on *normalised* vectors
-#    (`init_centroids(F.normalize(x, dim=-1), ...)`) and compare cluster use and window recall with the
-#    official initialisation, on the features of section 1 and inside the training run of section 5. Is an empty
-#    cluster ever revived by the EMA?
-# 2. **λ and the time constant.** Repeat section 5 with λ = 0.999 and 600 steps, and with
-#    `ema_target="sum"`. Plot the centroid movement against `1 − λᵗ`. Which form keeps the clusters balanced?
-# 3. **Fig. 5 on a longer-trained network.** Train with the command of section 8 (or longer on CPU with the
-#    small preset), then recompute `depth_overlap_curve` as in section 6. Do deep maps drift further? Replace
-#    `feature_attention_map` by `dense_attention_map` of each unit's own `conv_match` in a network with
-#    `collaborative=False` (Table I case 3).
-# 4. **Fig. 3a at equal cost.** In section 2, give LSH `R` rounds windows of `384 / R`, so every method attends to
-#    the same number of keys. Which hash wins now? Plot window recall against K for k-means.
-# 5. **Where sharing saves memory.** Measure the four stacks of section 4 with gradients enabled (a backward pass
-#    on `out.sum()`). How do the memory ratios compare with Table I now?
-# 6. **CoA gradients.** Check with `torch.autograd.grad` that the loss of a CoA module's output reaches the first
-#    module's `conv_match` weights, and that the CoA module's own `conv_match` gets no gradient.
+# Worked solutions are in `notebooks/solutions/05_lcoan_solutions.ipynb` (a teacher can hand out this
+# notebook without that folder). Each checked exercise has a cell: replace `None` by your answer and run it.
+#
+# **05.1** ★ warm-up — **The EMA time constant.** After `t` EMA steps towards a fixed target, a centroid has
+# moved a fraction $1 - \lambda^t$ of the way. How many steps does it take with $\lambda = 0.999$ (the
+# paper's value) to move half of the way? Give the smallest whole number.
+
+# %%
+answer_05_1 = None  # your answer: a whole number of steps
+check("05.1", answer_05_1)
+
+# %% [markdown]
+# **05.2** ★★ practice — **The overlap rate by hand.** For the two attention rows `p = [0.1, 0.6, 0.3]` and
+# `q = [0.4, 0.4, 0.2]`, compute the overlap rate $\mathrm{OVL}(p, q) = \sum_j \min(p_j, q_j)$ of section 3.2,
+# then check it against `1 - (1/2) sum_j |p_j - q_j|`.
+
+# %%
+answer_05_2 = None  # your answer: a number
+check("05.2", answer_05_2)
+
+# %% [markdown]
+# **05.3** ★★ practice — **Dead parameters.** Every CoA module of the paper's LCoAN keeps a `conv_match` it
+# never uses (section 2.6). How many parameters does the ×4 network (`LCoANConfig(scale=4)`) hold in total?
+# Build it on the `meta` device and count.
+
+# %%
+answer_05_3 = None  # your answer: a whole number
+check("05.3", answer_05_3)
+
+# %% [markdown]
+# **05.4** ★★★ challenge — **Fix the collapse.** Initialise the centroids by spherical k-means on *normalised*
+# vectors (`init_centroids(F.normalize(x, dim=-1), ...)`) and compare cluster use and window recall with the
+# official initialisation, on the features of section 2.1 and inside the training run of section 4.1. Is an
+# empty cluster ever revived by the EMA? (Open question: worked answer in the solutions.)
+#
+# **05.5** ★★★ challenge — **Fig. 5 on a longer-trained network.** Train with the command of section 4.4 (or
+# longer on CPU with the small preset), then recompute `depth_overlap_curve` as in section 3.3. Do deep maps
+# drift further? (Open question.)
+#
+# **05.6** ★★ practice — **Fig. 3a at equal cost.** In section 2.3, give LSH with `R` rounds windows of
+# `384 / R`, so every method attends to the same number of keys. Which hash wins now? (Open question.)
+#
+# **05.7** ★★★ challenge — **CoA gradients.** Check with `torch.autograd.grad` that the loss of a CoA
+# module's output reaches the first module's `conv_match` weights, and that the CoA module's own `conv_match`
+# gets no gradient. (Open question with a code answer in the solutions.)

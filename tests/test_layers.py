@@ -31,7 +31,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("srlib.data", "srlib.metrics"),
     ("srlib.attention",),
     ("srlib.models",),
-    ("srlib.pretrained", "srlib.inference", "srlib.train", "srlib.analysis"),
+    ("srlib.pretrained", "srlib.inference", "srlib.train", "srlib.analysis",
+     "srlib.course_dlsn", "srlib.lcoan_study"),  # measuring modules of notebooks 03 and 05
     ("srlib.viz",),
     ("srlib.course", "srlib.exercises"),  # the notebooks' shared recipe/tables and their self-checking exercises
 )
