@@ -36,7 +36,7 @@ def test_bisection_check_takes_a_function():
 
 
 def test_lcoa_limit_check():
-    from srlib.attention.cost import attention_flops_table
+    from srlib.analysis.flops import attention_flops_table
 
     want = attention_flops_table(100, 100, 64)["LCoA-CoA"].total / 1e9
     assert check("06.5", want, quiet=True) and not check("06.5", 1.1 * want, quiet=True)

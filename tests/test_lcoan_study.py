@@ -23,7 +23,7 @@ from srlib.lcoan_study import (
     table1_stacks,
 )
 from srlib.models import build_model
-from srlib.viz.overlap import true_neighbours
+from srlib.analysis.overlap import true_neighbours
 
 
 def test_table1_stacks_keep_the_shape_and_share_weights_only_when_collaborative():
