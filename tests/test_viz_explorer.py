@@ -238,6 +238,15 @@ def test_state_is_compact_and_the_forward_details_come_on_demand(feats):
     assert d.computed and torch.equal(d["codes"], own["codes"])
     assert set(d) >= {"codes", "layout", "projections", "n_buckets", "embedding", "score", "bucket_score", "lss",
                       "round_weights"}
+    # a state prepared with the learnable score switched off keeps describing that scoring when read later
+    from srlib.viz.hashing import learnable_score_disabled
+
+    gla = _gla("official")
+    with learnable_score_disabled(gla):
+        off = prepare_attention("GLA", feats, gla, seed=1)
+    assert gla.lss_variant == "official" and off.details["lss"] is None
+    dense = _dense_bucketed_map(off.details)  # the replayed forward pass, outside the block
+    torch.testing.assert_close(off.query((3, 4))["map"].double().view(-1), dense[_pos((3, 4))])
 
 
 @pytest.mark.parametrize(

@@ -2,20 +2,23 @@
 
 Two layers:
 
-* **Functions** (no widgets, unit-tested): :func:`prepare_attention` runs one srlib attention module on a
-  feature map once per *knob setting* and keeps what every query needs (embeddings, hash codes, bucket layout,
-  chunk weights, random features); :meth:`AttentionState.query` then cuts out the weights of one query over
-  all ``L = H*W`` positions in ``O(L)`` or ``O(R * 3c)`` work. :func:`query_attention` does both in one call;
+* **Functions** (no widgets, unit-tested): :func:`prepare_attention` runs the shared part of one srlib
+  attention module on a feature map once per *knob setting* and keeps only what every query needs, all of it
+  ``O(L)`` (embeddings, hash codes and bucket layout, random features); :meth:`AttentionState.query` then
+  computes the weights of one query over all ``L = H*W`` positions in ``O(L D)`` (dense, ENLA) or
+  ``O(R * 3c * D)`` (bucketed) work, never an ``L x L`` map. :func:`query_attention` does both in one call;
   :class:`AttentionCache` keeps recent states so that moving the query never recomputes the expensive part.
-* **Widget** :class:`AttentionExplorer` (ipywidgets + a matplotlib PNG): pick the query with x/y sliders (or
-  a click on the picture, when ``ipyevents`` is installed), the mechanism, the layer and the knob that matters.
+* **Widget** :class:`AttentionExplorer` (ipywidgets + a PNG drawn with numpy and PIL, redrawn in place): pick
+  the query with x/y sliders (or a click on the picture, when ``ipyevents`` is installed), the mechanism, the
+  layer and the knob that matters. ``benchmarks/explorer.py`` measures how fast it answers.
 
 What the map of one query ``p`` is, per mechanism (``y_p = sum_j map_j v_j`` for the mechanism's values ``v``):
 
 ========  =================================================================================================
 ``NLA``   softmax row ``softmax_j(theta(x_p) . phi(x_j))``, NLSN Eq. (4)
 ``NLSA``  sum over hash rounds of ``w_r(p)`` times the chunk-restricted softmax of round ``r`` scattered back
-          to positions (NLSN Eqs. 9-11; :func:`srlib.viz.hashing.attention_on_positions`)
+          to positions (NLSN Eqs. 9-11; the row of :func:`srlib.viz.hashing.attention_on_positions`, computed
+          from the query's own keys, :meth:`AttentionState._bucketed_row`)
 ``ENLA``  ``phi(q_p) . phi(k_j) / sum_j' phi(q_p) . phi(k_j')`` with positive random features (ENLCN Eqs. 4-6);
           the exact ``softmax_j(q_p . k_j)`` it approximates is returned too (``exact=True`` shows it)
 ``GLA``   as NLSA with super-bit LSH and GLA's own round weights (DLSN Eqs. 14, 17-18)
@@ -85,7 +88,7 @@ __all__ = [
 MECHANISMS: tuple[str, ...] = ("NLA", "NLSA", "ENLA", "GLA", "HSPA", "LCoA")
 
 _NONE = -1  # widget stand-in for a knob value of None (HSPA top-k "all")
-_ROW_BLOCK = 4096  # positions per block where an L x m product is built (ENLA key features)
+_ROW_BLOCK = 2048  # positions per block where an L x m product is built (ENLA key features)
 _CHUNKS = (16, 32, 48, 64, 96, 128, 144, 192, 256, 384, 512)
 
 
@@ -569,8 +572,9 @@ def _bucket_layout(mechanism: str, module: nn.Module, features: Tensor, gen: tor
 
 
 def _replay_forward(mechanism: str, module: nn.Module, features: Tensor, attrs: dict, draws: Any):
-    """A function running ``module``'s own ``keep_details`` forward pass with the state's knobs and random draws
-    (eval mode, the module's attributes and ``details`` restored afterwards); returns that call's details."""
+    """A function running ``module``'s own ``keep_details`` forward pass with the state's knobs, scoring
+    attributes and random draws (eval mode; the module's attributes and ``details`` restored afterwards);
+    returns that call's details. The module's weights are those it has when the function runs."""
 
     @torch.no_grad()
     def replay() -> dict:
@@ -673,10 +677,12 @@ def prepare_attention(
                                               generator=torch.Generator().manual_seed(seed),
                                               dtype=q.dtype).to(q.device)
         state.q, state.k, state.projection, state.feature_eps = q[0], k[0], proj, fn.feature_eps
-        # (L, m) key features, once per setting; in blocks of rows (each row is independent) so that the
-        # transient L x m products stay a fraction of the kept result
-        state.phi_k = torch.cat([positive_random_features(kb, proj, fn.feature_eps)
-                                 for kb in state.k.split(_ROW_BLOCK)])
+        # (L, m) key features, once per setting; filled in blocks of rows (each row is independent) so that
+        # the transient products stay a fraction of the kept result
+        state.phi_k = state.k.new_empty(state.k.shape[0], m)
+        for start in range(0, state.k.shape[0], _ROW_BLOCK):
+            rows = slice(start, start + _ROW_BLOCK)
+            state.phi_k[rows] = positive_random_features(state.k[rows], proj, fn.feature_eps)
     else:
         attrs = dict(overrides)
         if "n_hashes" in attrs:
@@ -693,6 +699,8 @@ def prepare_attention(
             if mechanism == "GLA" and module.lss_variant != "none":
                 state.extra["lss_features"] = module.conv_assembly_fc(features).flatten(2).transpose(1, 2)[0]
         draws = cheap.get("rotations", cheap.get("projections"))
+        if mechanism == "GLA":  # replay with the scoring of now, e.g. inside learnable_score_disabled
+            attrs.update(lss_variant=module.lss_variant, round_weights=module.round_weights)
         replay = _replay_forward(mechanism, module, features, attrs, draws)
         state.details = _Details(cheap, _FORWARD_DETAILS[mechanism], replay)
         state.q = cheap["embedding"][0]  # (L, D)
@@ -725,6 +733,29 @@ def query_attention(
     """
     state = prepare_attention(mechanism, features, module, temperature=temperature, seed=seed, **knobs)
     return state.query(query_yx, mass=mass)
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap pages freed by a state's temporaries back to the operating system (glibc ``malloc_trim``).
+
+    A state is built from large temporaries (projections ``(L, R, b)``, ``L x m`` products) that are freed at
+    once; glibc keeps such memory in the process heap, so without this the resident size of a long explorer
+    session creeps up by tens of MiB per knob change. A no-op where the C library has no ``malloc_trim``.
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
 
 
 class AttentionCache:
@@ -790,6 +821,7 @@ class AttentionCache:
         self._store[key] = state  # the state holds features and module, so their ids stay unique
         while len(self._store) > self.maxsize:
             self._store.popitem(last=False)
+        _return_freed_memory()
         return state
 
     def __len__(self) -> int:
@@ -1063,7 +1095,10 @@ class AttentionExplorer:
 
     Controls: mechanism, layer (when several modules are given), query ``x`` / ``y`` sliders (click on the
     picture also sets the query when ``ipyevents`` is installed), and the mechanism's :data:`KNOBS`. A knob
-    change computes one :class:`AttentionState` (cached); a query change only cuts out one row.
+    change computes one :class:`AttentionState` (cached); a query change only computes one row and redraws
+    the picture's pixels (:class:`_Picture`: the same ``ipywidgets.Image``, new PNG bytes). On a 512 x 512
+    photograph (grid 128 x 128) a query move takes about 10 ms of CPU and a mechanism or knob change at most
+    a few tenths of a second (``benchmarks/results/explorer.md``).
 
     Args:
         image: ``(3, H, W)`` RGB in ``[0, 1]``, a path to an image file, or a sample name (``"astronaut"``).
