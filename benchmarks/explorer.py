@@ -125,9 +125,10 @@ def child(image: str, repeats: int, moves: int, threads: int, extremes: bool) ->
             "threads": threads, "cache_misses": ex.cache.misses, "cache_hits": ex.cache.hits}
 
 
-def _run_child(image: Path, args, extremes: bool) -> dict:
+def _run_child(image: Path, args, extremes: bool, root: Path = ROOT) -> dict:
+    """One fresh process driving the explorer of the srlib found in ``root``."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("OMP_NUM_THREADS", str(args.threads))
     env.setdefault("MPLBACKEND", "Agg")
     with tempfile.TemporaryDirectory() as tmp:
@@ -210,6 +211,29 @@ def write_markdown(path: Path, info: dict, runs: dict, summaries: dict, args) ->
         f"building the explorer (image, features, first state and picture) took {run['build_s']:.2f} s. "
         "Before this change (issue text, same photograph size): query move 0.20–0.39 s, mechanism switch "
         "0.3–2.4 s (GLA 2.4 s, NLSA 1.7 s), peak RSS 889 MiB.", "",
+    ]
+    if "compared" in summaries:
+        before, before_cpu = summaries["compared"], summaries["compared_cpu"]
+        lines += [
+            f"### The same pass on the srlib of `{args.compare_with.name}` (before this change), same machine "
+            "and session", "",
+            "| figure | before: wall / CPU | now: wall / CPU |", "|---|---:|---:|",
+            f"| query move, median | {_ms(before['query_move_median_s'])} / {_ms(before_cpu['query_move_median_s'])}"
+            f" ms | {_ms(std['query_move_median_s'])} / {_ms(cpu['query_move_median_s'])} ms |",
+            f"| worst per-mechanism median of a switch or knob change | "
+            f"{before['worst_switch_or_knob_median_s']:.2f} / {before_cpu['worst_switch_or_knob_median_s']:.2f} s | "
+            f"{std['worst_switch_or_knob_median_s']:.2f} / {cpu['worst_switch_or_knob_median_s']:.2f} s |",
+            f"| peak RSS | {before['peak_rss_mib']:.0f} MiB | {std['peak_rss_mib']:.0f} MiB |", "",
+            "| mechanism | before: switch, wall / CPU (ms) | now | before: query move | now |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for m, v in std["per_mechanism"].items():
+            b, bc, c = before["per_mechanism"][m], before_cpu["per_mechanism"][m], cpu["per_mechanism"][m]
+            lines.append(f"| {m} | {_ms(b['switch'])} / {_ms(bc['switch'])} | {_ms(v['switch'])} / "
+                         f"{_ms(c['switch'])} | {_ms(b['query_move'])} / {_ms(bc['query_move'])} | "
+                         f"{_ms(v['query_move'])} / {_ms(c['query_move'])} |")
+        lines.append("")
+    lines += [
         "## Per mechanism: median wall / CPU time (ms)", "",
         "| mechanism | query move | (max wall) | switch (new state) | knob change (new state) | (max wall) "
         "| knob back (cached) |", "|---|---:|---:|---:|---:|---:|---:|",
@@ -249,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--moves", type=int, default=20, help="query moves per mechanism and pass")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="folder for explorer.json / explorer.md")
+    ap.add_argument("--compare-with", type=Path, metavar="DIR",
+                    help="also run the standard pass on the srlib package in DIR (e.g. an older revision: "
+                         "git archive REV srlib | tar -x -C DIR) and report it next to this checkout")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
     ap.add_argument("--extremes", action="store_true", help=argparse.SUPPRESS)
@@ -272,14 +299,20 @@ def main(argv: list[str] | None = None) -> int:
         Image.fromarray(np.ascontiguousarray(photo)).save(image)
         t = time.perf_counter()
         runs = {"standard": _run_child(image, args, extremes=False), "extremes": _run_child(image, args, True)}
+        if args.compare_with:
+            runs["compared"] = _run_child(image, args, extremes=False, root=args.compare_with)
         info["wall_time_s"] = f"{time.perf_counter() - t:.0f}"
     info["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     summaries = {"standard": summarise(runs["standard"], "s"), "standard_cpu": summarise(runs["standard"], "cpu_s"),
                  "extremes": summarise(runs["extremes"], "s")}
+    if args.compare_with:
+        summaries["compared"] = summarise(runs["compared"], "s")
+        summaries["compared_cpu"] = summarise(runs["compared"], "cpu_s")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "explorer.json").write_text(json.dumps(
         {"machine": info, "targets": TARGETS, "settings": {"repeats": args.repeats, "moves": args.moves,
-                                                            "threads": args.threads},
+                                                            "threads": args.threads,
+                                                            "compare_with": str(args.compare_with or "")},
          "summary": summaries, "runs": runs}, indent=1))
     write_markdown(args.out / "explorer.md", info, runs, summaries, args)
     std, cpu = summaries["standard"], summaries["standard_cpu"]

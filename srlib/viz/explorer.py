@@ -1056,7 +1056,7 @@ class _Picture:
         k90 = int(r["keys_for_90"])
         if 0 < k90 < h * w:  # white outline of the fewest keys that carry 90% of the weight
             top = np.zeros(h * w, dtype=bool)
-            top[torch.argsort(flat, descending=True)[:k90].numpy()] = True
+            top[torch.topk(flat, k90, sorted=False).indices.numpy()] = True
             m = np.pad(up(top.reshape(h, w)), 1)
             inner = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
             right[m[1:-1, 1:-1] & ~inner] = 255
