@@ -1072,8 +1072,10 @@ class _Picture:
         title1 = f"{r['mechanism']}: 90% of the weight on {k90} keys (outlined)"
         if draw.textlength(title1, font=g["font"]) > pw:
             title1 = f"{r['mechanism']}: 90% on {k90} keys (outlined)"
-        for x, title in ((x0, title0), (x1, title1)):
-            draw.text((x + pw / 2, y0 / 2), title, fill=(0, 0, 0), font=g["font"], anchor="mm")
+        for x, title in ((x0, title0), (x1, title1)):  # centred above the panel
+            left, top, right_, bottom = draw.textbbox((0, 0), title, font=g["font"])
+            at = (x + (pw - (right_ - left)) / 2 - left, (y0 - (bottom - top)) / 2 - top)
+            draw.text(at, title, fill=(0, 0, 0), font=g["font"])
         arm = max(4.0, 0.6 * s)
         for panel, rgb in ((0, (255, 0, 0)), (1, (0, 255, 255))):
             px, py = self.pixel_of(r["query_yx"], panel)
