@@ -198,15 +198,24 @@ def write_markdown(path: Path, info: dict, runs: dict, summaries: dict, args) ->
         "| figure | target | wall | CPU | |", "|---|---:|---:|---:|---|",
         f"| query move, median over all mechanisms | ≤ 50 ms | {_ms(std['query_move_median_s'])} ms "
         f"(90th pct. {_ms(std['query_move_p90_s'])}) | {_ms(cpu['query_move_median_s'])} ms "
-        f"(90th pct. {_ms(cpu['query_move_p90_s'])}) | {verdict(std['query_move_median_s'], TARGETS['query_move_s'])} |",
+        f"(90th pct. {_ms(cpu['query_move_p90_s'])}) | wall {verdict(std['query_move_median_s'], TARGETS['query_move_s'])}"
+        f", CPU {verdict(cpu['query_move_median_s'], TARGETS['query_move_s'])} |",
         f"| mechanism or knob change, worst per-mechanism median | ≤ 0.5 s | "
         f"{std['worst_switch_or_knob_median_s']:.2f} s | {cpu['worst_switch_or_knob_median_s']:.2f} s | "
-        f"{verdict(std['worst_switch_or_knob_median_s'], TARGETS['switch_s'])} |",
+        f"wall {verdict(std['worst_switch_or_knob_median_s'], TARGETS['switch_s'])}, "
+        f"CPU {verdict(cpu['worst_switch_or_knob_median_s'], TARGETS['switch_s'])} |",
         f"| peak RSS, all six mechanisms and the knob changes below | ≤ 450 MiB | {std['peak_rss_mib']:.0f} MiB | | "
         f"{verdict(std['peak_rss_mib'], TARGETS['peak_rss_mib'])} |",
         f"| peak RSS, stress run: largest knob values | (≤ 450 MiB) | {ext['peak_rss_mib']:.0f} MiB | | "
         f"{verdict(ext['peak_rss_mib'], TARGETS['peak_rss_mib'])} |",
         "",
+        f"Load average {info.get('loadavg', '?')} at the start and {info.get('loadavg_end', '?')} at the end, on "
+        f"{info.get('logical_cpus', '?')} logical CPUs: where it exceeds the CPU count, the wall times mostly "
+        "measure the queue for a core, and the CPU column is the figure to compare with the targets.", "",
+        "The stress run sets, one after the other, 8 hash rounds (NLSA, GLA), 1024 random features (ENLA), full "
+        "sort (HSPA) and 256 clusters (LCoA). What it adds is the mechanisms' own work: NLSA's and GLA's hashing "
+        "(`srlib.attention.hashing.argmax_hash`) builds all `L x R x b` projections at once (over 100 MiB of "
+        "temporaries at 8 rounds), and ENLA keeps an `L x m` key-feature matrix (64 MiB at m = 1024).", "",
         f"The process holds {run['rss_after_import_mib']:.0f} MiB after `import torch, srlib.viz.explorer`; "
         f"building the explorer (image, features, first state and picture) took {run['build_s']:.2f} s. "
         "Before this change (issue text, same photograph size): query move 0.20–0.39 s, mechanism switch "
