@@ -176,6 +176,26 @@ def summarise(run: dict, field: str) -> dict:
     }
 
 
+def _rounded(obj):
+    """Floats rounded to 6 decimals (microseconds, 1e-6 MiB) for a compact JSON file."""
+    if isinstance(obj, float):
+        return round(obj, 6)
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rounded(v) for v in obj]
+    return obj
+
+
+def _flags(args) -> str:
+    """The command-line options of this run that differ from the defaults."""
+    defaults = (("repeats", 3), ("moves", 20), ("threads", 1))
+    out = "".join(f" --{name} {getattr(args, name)}" for name, default in defaults if getattr(args, name) != default)
+    if args.compare_with:
+        out += f" --compare-with {args.compare_with.name}"
+    return out
+
+
 def _ms(s: float) -> str:
     return "–" if s != s else f"{1000 * s:.0f}"
 
@@ -186,7 +206,8 @@ def write_markdown(path: Path, info: dict, runs: dict, summaries: dict, args) ->
     verdict = lambda value, target: "meets" if value <= target else "**misses**"  # noqa: E731
     lines = [
         "# Attention explorer: latency and memory", "",
-        "`python benchmarks/explorer.py` (" + ", ".join(f"{k} = {v}" for k, v in info.items()) + ")", "",
+        f"`python benchmarks/explorer.py{_flags(args)}` ("
+        + ", ".join(f"{k} = {v}" for k, v in info.items()) + ")", "",
         f"Photograph: scikit-image `astronaut`, {run['image'][2]} x {run['image'][1]} RGB, read from a PNG file; "
         f"feature grid {run['grid'][0]} x {run['grid'][1]} (L = {run['grid'][0] * run['grid'][1]:,}, 5 x 5 colour "
         f"patches, 75 channels). {args.threads} thread(s), {args.repeats} passes over the six mechanisms (empty "
@@ -198,8 +219,9 @@ def write_markdown(path: Path, info: dict, runs: dict, summaries: dict, args) ->
         "| figure | target | wall | CPU | |", "|---|---:|---:|---:|---|",
         f"| query move, median over all mechanisms | ≤ 50 ms | {_ms(std['query_move_median_s'])} ms "
         f"(90th pct. {_ms(std['query_move_p90_s'])}) | {_ms(cpu['query_move_median_s'])} ms "
-        f"(90th pct. {_ms(cpu['query_move_p90_s'])}) | wall {verdict(std['query_move_median_s'], TARGETS['query_move_s'])}"
-        f", CPU {verdict(cpu['query_move_median_s'], TARGETS['query_move_s'])} |",
+        f"(90th pct. {_ms(cpu['query_move_p90_s'])}) | "
+        f"wall {verdict(std['query_move_median_s'], TARGETS['query_move_s'])}, "
+        f"CPU {verdict(cpu['query_move_median_s'], TARGETS['query_move_s'])} |",
         f"| mechanism or knob change, worst per-mechanism median | ≤ 0.5 s | "
         f"{std['worst_switch_or_knob_median_s']:.2f} s | {cpu['worst_switch_or_knob_median_s']:.2f} s | "
         f"wall {verdict(std['worst_switch_or_knob_median_s'], TARGETS['switch_s'])}, "
@@ -318,11 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         summaries["compared"] = summarise(runs["compared"], "s")
         summaries["compared_cpu"] = summarise(runs["compared"], "cpu_s")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "explorer.json").write_text(json.dumps(
+    (args.out / "explorer.json").write_text(json.dumps(_rounded(
         {"machine": info, "targets": TARGETS, "settings": {"repeats": args.repeats, "moves": args.moves,
                                                             "threads": args.threads,
                                                             "compare_with": str(args.compare_with or "")},
-         "summary": summaries, "runs": runs}, indent=1))
+         "summary": summaries, "runs": runs})) + "\n")
     write_markdown(args.out / "explorer.md", info, runs, summaries, args)
     std, cpu = summaries["standard"], summaries["standard_cpu"]
     print(f"query move {1000 * std['query_move_median_s']:.1f} ms wall / {1000 * cpu['query_move_median_s']:.1f} ms "
