@@ -465,6 +465,21 @@ def test_cache_computes_once_per_knob_setting(feats):
     assert cache.get("NLSA", feats, chunk_size=32) is not s1
 
 
+def test_cache_evicts_by_bytes_before_computing(feats):
+    cache = AttentionCache(maxsize=8, max_bytes=0)
+    nla = cache.get("NLA", feats)
+    assert len(cache) == 1 and cache.nbytes() >= 2 * L * C * 8  # q and k, float64 (L, C) each
+    enla = cache.get("ENLA", feats, n_features=8)
+    assert len(cache) == 1 and cache.get("ENLA", feats, n_features=8) is enla  # NLA went first
+    assert cache.get("NLA", feats) is not nla and cache.misses == 3
+    roomy = AttentionCache(maxsize=8)
+    for m in ("NLA", "NLSA", "LCoA"):
+        roomy.get(m, feats, **({"chunk_size": 32} if m == "NLSA" else {"window_size": 32} if m == "LCoA" else {}))
+    assert len(roomy) == 3 and roomy.nbytes() > cache.nbytes()
+    with pytest.raises(ValueError, match="max_bytes"):
+        AttentionCache(max_bytes=-1)
+
+
 def test_defaults_are_the_papers_values():
     assert default_knobs("NLSA") == {"n_hashes": 4, "chunk_size": 144}
     assert default_knobs("ENLA") == {"amplification": 6.0, "n_features": 128, "exact": False}

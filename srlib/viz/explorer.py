@@ -735,6 +735,19 @@ def query_attention(
     return state.query(query_yx, mass=mass)
 
 
+def _state_tensors(state: AttentionState) -> Iterator[Tensor]:
+    """The tensors a state keeps of its own (not the input features, which the explorer holds anyway)."""
+    for t in (state.q, state.k, state.projection, state.phi_k, *state.extra.values()):
+        if isinstance(t, Tensor):
+            yield t
+    if isinstance(state.details, _Details):
+        for v in state.details._data.values():
+            if isinstance(v, Tensor):
+                yield v
+            elif isinstance(v, BucketLayout):
+                yield from (v.sort_idx, v.undo_idx)
+
+
 def _return_freed_memory() -> None:
     """Hand the heap pages freed by a state's temporaries back to the operating system (glibc ``malloc_trim``).
 
@@ -769,14 +782,19 @@ class AttentionCache:
     Args:
         maxsize: states kept (each holds ``O(L)`` numbers: embeddings, codes and sort order, ENLA's ``L x m``
             key features).
+        max_bytes: also evict (least recently used first, before a new state is computed) while the cached
+            states hold more than this many bytes (:meth:`nbytes`); ``None``: no limit.
     Raises:
-        ValueError: ``maxsize < 1``.
+        ValueError: ``maxsize < 1`` or ``max_bytes < 0``.
     """
 
-    def __init__(self, maxsize: int = 8) -> None:
+    def __init__(self, maxsize: int = 8, max_bytes: int | None = None) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        if max_bytes is not None and max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0 or None, got {max_bytes}")
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
         self._store: OrderedDict = OrderedDict()
         self._demo_lcoa: OrderedDict = OrderedDict()  # (features id, temperature, seed, K) -> (features, module)
         self.hits = 0
@@ -805,6 +823,10 @@ class AttentionCache:
             self._store.move_to_end(key)
             return self._store[key]
         self.misses += 1
+        # room first: the new state's temporaries should not come on top of states that will be evicted anyway
+        while self._store and (len(self._store) >= self.maxsize or (
+                self.max_bytes is not None and self.nbytes() > self.max_bytes)):
+            self._store.popitem(last=False)
         given, full = module, knobs
         lcoa_key = None
         if mechanism == "LCoA" and module is None:
@@ -826,6 +848,15 @@ class AttentionCache:
 
     def __len__(self) -> int:
         return len(self._store)
+
+    def nbytes(self) -> int:
+        """Bytes of the tensors the cached states hold (each storage counted once; shared features excluded)."""
+        seen: dict[int, int] = {}
+        for state in self._store.values():
+            for t in _state_tensors(state):
+                st = t.untyped_storage()
+                seen[st.data_ptr()] = st.nbytes()
+        return sum(seen.values())
 
     def clear(self) -> None:
         self._store.clear()
@@ -1181,7 +1212,7 @@ class AttentionExplorer:
                 raise ValueError(f"layer_modules has {m!r}, which is not among the mechanisms {mechanisms}")
         for m in mechanisms:
             self.layers[m] = self._layers_of(m, layer_modules.get(m))
-        self.cache = AttentionCache(maxsize=4)
+        self.cache = AttentionCache(maxsize=4, max_bytes=64 * 2**20)  # e.g. ENLA's L x m features
         self.result: dict[str, Any] | None = None
         self.error: str | None = None
         self._busy = False
