@@ -290,7 +290,9 @@ def write_markdown(path: Path, info: dict, runs: dict, summaries: dict, args) ->
         "* The picture is two panels drawn with numpy into one canvas (the image on the feature grid, a colour "
         "table, the outline, the crosses) and encoded by PIL (PNG, zlib level 1); no matplotlib figure.",
         "* ENLA's `exact` toggle shares the state of the other value; a demo LCoA keeps its k-means centroids "
-        "when only the window changes; freed temporaries go back to the system after each new state.",
+        "when only the window changes; before a new state is computed, the cache drops the least recently "
+        "used ones while they hold more than 64 MiB (e.g. ENLA's features at large `m`), and freed temporaries "
+        "go back to the system after each new state.",
         "* What is left in a switch is each mechanism's own set-up on 16,384 positions: LCoA's k-means "
         "initialisation (official: 10 iterations over all positions, for every new number of clusters) is the "
         "slowest, then hashing with many rounds and ENLA's key features for large `m`.", "",
