@@ -146,6 +146,109 @@ def _effective_output(mechanism, state, feats):
     return _seq((out - feats) / m.res_scale), _seq(v)
 
 
+def _module_details(mechanism, state, feats):
+    """``details`` of the module's own ``keep_details`` forward pass, run here with the state's random draws."""
+    m = state.module
+    d = state.details
+    m.keep_details = True
+    try:
+        with torch.no_grad():
+            if mechanism == "NLSA":
+                m(feats, rotations=d["rotations"])
+            elif mechanism == "GLA":
+                m(feats, projections=d["projections"])
+            else:
+                m(feats)
+        return m.details
+    finally:
+        m.keep_details, m.details = False, None
+
+
+def _round_weights(details):
+    rw = details.get("round_weights")  # GLA keeps its own (official or Eq. 18); else NLSN Eq. 11
+    return torch.softmax(details["bucket_score"], dim=1) if rw is None else rw
+
+
+def _dense_bucketed_map(details):
+    """The ``(L, L)`` weights ``A[p, j]`` a bucketed module applied, from its chunk weights ``score (1, R, n, c,
+    3c)``, its sort order and round weights, walking the padded sorted order chunk by chunk."""
+    layout, score = details["layout"], details["score"][0]
+    R, n, c, _ = score.shape
+    pad = layout.padding
+    rw = _round_weights(details)
+    A = torch.zeros(L, L, dtype=score.dtype)
+    for r in range(R):
+        order = layout.sort_idx[0, r]
+        padded = torch.cat([order, order[L - pad:]])  # slot L + t holds a copy of slot L - pad + t
+        for ch in range(n):
+            keys = torch.cat([padded[k * c:(k + 1) * c] for k in (ch, (ch - 1) % n, (ch + 1) % n)])
+            for i in range(c):
+                if ch * c + i >= L:
+                    continue  # a padded copy: its result is dropped
+                q = int(order[ch * c + i])
+                A[q].index_add_(0, keys, rw[0, r, q] * score[r, ch, i])
+    return A
+
+
+def _gla(lss_variant, round_weights="official"):
+    torch.manual_seed(5)
+    return GlobalLearnableAttention(n_hashes=2, channels=C, k_size=3, reduction=2, chunk_size=32,
+                                    lss_variant=lss_variant, round_weights=round_weights).double()
+
+
+@pytest.mark.parametrize(
+    "mechanism, make, knobs",
+    [("NLSA", None, {"n_hashes": 3, "chunk_size": 32}), ("NLSA", None, {"n_hashes": 1, "chunk_size": 48}),
+     ("GLA", None, {"n_hashes": 2, "chunk_size": 48}), ("LCoA", None, {"n_clusters": 6, "window_size": 32}),
+     ("GLA", lambda: _gla("official"), {}), ("GLA", lambda: _gla("paper"), {}),
+     ("GLA", lambda: _gla("official", "paper"), {}), ("GLA", lambda: _gla("none", "paper"), {}),
+     ("LCoA", lambda: LearnableCollaborativeAttention(channels=C, k_size=3, reduction=2, n_clusters=4,
+                                                      window_size=40).double(), {})],
+    ids=["nlsa", "nlsa-r1", "gla-demo", "lcoa-demo", "gla-lss-official", "gla-lss-paper", "gla-eq18",
+         "gla-eq18-no-lss", "lcoa-given"],
+)
+def test_every_bucketed_row_equals_the_modules_full_map(feats, mechanism, make, knobs):
+    # each row is recomputed from the layout alone; the full L x L map here comes from the module's own
+    # forward pass (all chunk weights), with the same random draws
+    state = prepare_attention(mechanism, feats, make() if make else None, seed=2, **knobs)
+    dense = _dense_bucketed_map(_module_details(mechanism, state, feats))
+    torch.testing.assert_close(dense.sum(1), torch.ones(L, dtype=dense.dtype))
+    negative = 0
+    for p in range(L):
+        torch.testing.assert_close(state._bucketed_row(p)[0].double(), dense[p], rtol=1e-6, atol=1e-9)
+        if bool((dense[p] < 0).any()):  # DLSN Eq. 18 with a learned term: round weights of either sign
+            negative += 1
+            with pytest.raises(ValueError, match="non-negative"):
+                state.query((p // W, p % W))
+        else:
+            r = state.query((p // W, p % W))
+            torch.testing.assert_close(r["map"].double().view(-1), dense[p], rtol=1e-6, atol=1e-9)
+    assert negative == 0 or state.module.round_weights == "paper"
+    assert not state.details.computed  # the rows never needed the chunk weights of all queries
+
+
+def test_state_is_compact_and_the_forward_details_come_on_demand(feats):
+    state = prepare_attention("GLA", feats, _gla("official"), seed=1)
+    d = state.details
+    assert not d.computed and "score" in d and "lss" in d  # listed, not computed
+    held = [t for t in (state.q, state.extra["lss_features"], d["codes"], d["embedding"]) if t is not None]
+    assert all(t.numel() <= L * C for t in held)  # O(L) numbers, no (R, n, c, 3c) weights
+    own = _module_details("GLA", state, feats)
+    assert torch.equal(d["score"], own["score"]) and torch.equal(d["lss"], own["lss"])  # first read: forward
+    assert d.computed and torch.equal(d["codes"], own["codes"])
+    assert set(d) >= {"codes", "layout", "projections", "n_buckets", "embedding", "score", "bucket_score", "lss",
+                      "round_weights"}
+    # a state prepared with the learnable score switched off keeps describing that scoring when read later
+    from srlib.analysis.hashing import learnable_score_disabled
+
+    gla = _gla("official")
+    with learnable_score_disabled(gla):
+        off = prepare_attention("GLA", feats, gla, seed=1)
+    assert gla.lss_variant == "official" and off.details["lss"] is None
+    dense = _dense_bucketed_map(off.details)  # the replayed forward pass, outside the block
+    torch.testing.assert_close(off.query((3, 4))["map"].double().view(-1), dense[_pos((3, 4))])
+
+
 @pytest.mark.parametrize(
     "mechanism, knobs",
     [("NLSA", {"n_hashes": 3, "chunk_size": 32}), ("GLA", {"n_hashes": 2, "chunk_size": 48}),
@@ -194,9 +297,9 @@ def test_bucket_membership_and_candidates_match_the_layout(feats, mechanism, kno
     assert r["n_candidates"] == int(cand.sum())
     assert bool(r["bucket"].view(-1)[p]) and bool(r["candidates"].view(-1)[p])
     assert not bool((r["map"].view(-1)[~cand] != 0).any())  # no weight outside the reachable keys
-    # round weights: GLA's own, else softmax over rounds of the bucket scores (NLSN Eq. 11)
-    rw = d.get("round_weights")
-    rw = torch.softmax(d["bucket_score"], dim=1) if rw is None else rw
+    # round weights: GLA's own, else softmax over rounds of the bucket scores (NLSN Eq. 11), both from the
+    # module's own forward pass
+    rw = _round_weights(_module_details(mechanism, state, feats))
     assert r["round_weights"] == pytest.approx([float(w) for w in rw[0, :, p]])
     assert sum(r["round_weights"]) == pytest.approx(1.0)
 
@@ -362,6 +465,21 @@ def test_cache_computes_once_per_knob_setting(feats):
     assert cache.get("NLSA", feats, chunk_size=32) is not s1
 
 
+def test_cache_evicts_by_bytes_before_computing(feats):
+    cache = AttentionCache(maxsize=8, max_bytes=0)
+    nla = cache.get("NLA", feats)
+    assert len(cache) == 1 and cache.nbytes() >= 2 * L * C * 8  # q and k, float64 (L, C) each
+    enla = cache.get("ENLA", feats, n_features=8)
+    assert len(cache) == 1 and cache.get("ENLA", feats, n_features=8) is enla  # NLA went first
+    assert cache.get("NLA", feats) is not nla and cache.misses == 3
+    roomy = AttentionCache(maxsize=8)
+    for m in ("NLA", "NLSA", "LCoA"):
+        roomy.get(m, feats, **({"chunk_size": 32} if m == "NLSA" else {"window_size": 32} if m == "LCoA" else {}))
+    assert len(roomy) == 3 and roomy.nbytes() > cache.nbytes()
+    with pytest.raises(ValueError, match="max_bytes"):
+        AttentionCache(max_bytes=-1)
+
+
 def test_defaults_are_the_papers_values():
     assert default_knobs("NLSA") == {"n_hashes": 4, "chunk_size": 144}
     assert default_knobs("ENLA") == {"amplification": 6.0, "n_features": 128, "exact": False}
@@ -435,11 +553,92 @@ def test_widget_knobs_errors_and_click(image):
     ex._knob_widgets["ENLA"]["exact"].value = True
     s = ex.state()
     assert s["knobs"]["exact"] is True and s["tv_to_exact"] is not None
-    # a click on the map panel at the centre of pixel (y=8, x=2) moves the query there
-    inv, height, _ = ex._axes[1]
-    px, py = inv.inverted().transform((2, 8))
-    ex._on_click({"type": "click", "dataX": px, "dataY": height - py})
+    # a click (ipyevents: PNG pixels from the top left) on the map panel inside cell (y=8, x=2) moves the
+    # query there, and the picture then shows the map panel's cyan cross on that very pixel
+    px, py = ex._picture.pixel_of((8, 2), panel=1)
+    ex._on_click({"type": "click", "dataX": round(px), "dataY": round(py)})
     assert ex.query_yx == (8, 2)
+    assert tuple(_png_pixels(ex.picture.value)[round(py), round(px)]) == (0, 255, 255)
+    px, py = ex._picture.pixel_of((3, 11), panel=0)  # the image panel works too
+    ex._on_click({"type": "click", "dataX": round(px), "dataY": round(py)})
+    assert ex.query_yx == (3, 11)
+    assert tuple(_png_pixels(ex.picture.value)[round(py), round(px)]) == (255, 0, 0)
+    ex._on_click({"type": "click", "dataX": 1, "dataY": 1})  # the title strip: nothing happens
+    ex._on_click({"type": "click"})
+    assert ex.query_yx == (3, 11)
+
+
+def _png_pixels(png: bytes):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def test_picture_shows_the_map_bucket_and_query(image):
+    import numpy as np
+    from matplotlib import colormaps
+
+    ex = AttentionExplorer(image, mechanisms=("NLSA", "NLA"), query=(5, 17), knobs={"NLSA": {"chunk_size": 48}})
+    g = ex._picture.grid
+    s, (ph, pw) = g["scale"], g["size"]
+    assert (ph, pw) == (24 * s, 24 * s) and s == round(3.6 * 80 / 24)  # integer pixels per grid cell
+    px = _png_pixels(ex.picture.value)
+    (x0, y0), (x1, _) = g["origins"]
+    assert px.shape == (y0 + ph + 4, x1 + pw + 4, 3) and x1 >= px.shape[1] // 2  # the map: the right half
+    r = ex.result
+    amap, bucket = r["map"].double(), r["bucket"]
+    grey = np.asarray(g["rgb"]) @ np.array([0.299, 0.587, 0.114])
+    far = [(y, x) for y in range(24) for x in range(24) if abs(y - 5) > 2 or abs(x - 17) > 2]  # off the crosses
+    for y, x in far[::7]:
+        cy, cx = y0 + y * s + s // 2, x0 + x * s + s // 2  # inside the cell, off its outline
+        t = 0.45 if bool(bucket[y, x]) else 0.0  # the bucket tinted cyan
+        expected = np.asarray(g["rgb"])[y, x] * (1 - t) + np.array([0.0, 255.0, 255.0]) * t
+        assert np.abs(px[cy, cx] - expected).max() <= 1.0, (y, x)
+    y, x = divmod(int(amap.argmax()), 24)  # the largest weight: the top colour of inferno over the grey image
+    if abs(y - 5) > 2 or abs(x - 17) > 2:
+        top = np.asarray(colormaps["inferno"](1.0)[:3]) * 255 * 0.75 + 0.25 * grey[y, x]
+        cy, cx = y0 + y * s + s // 2, x1 + x * s + s // 2
+        assert np.abs(px[cy, cx] - top).max() <= 1.5
+    zero = [(y, x) for y, x in far if float(amap[y, x]) == 0.0][0]  # no weight: the darkest colour
+    cy, cx = y0 + zero[0] * s + s // 2, x1 + zero[1] * s + s // 2
+    dark = np.asarray(colormaps["inferno"](0.0)[:3]) * 255 * 0.75 + 0.25 * grey[zero]
+    assert np.abs(px[cy, cx] - dark).max() <= 1.5
+    # the crosses at the query, red on the image, cyan on the map
+    for panel, colour in ((0, (255, 0, 0)), (1, (0, 255, 255))):
+        qx, qy = ex._picture.pixel_of((5, 17), panel)
+        assert tuple(px[round(qy), round(qx)]) == colour
+    # a query move redraws the map panel in place: same size, other pixels
+    ex.controls["y"].value = 18
+    after = _png_pixels(ex.picture.value)
+    assert after.shape == px.shape and (np.abs(after[:, x1:] - px[:, x1:]).sum(-1) > 30).mean() > 0.01
+    ex.controls["mechanism"].value = "NLA"  # no bucket: the image panel is the plain image
+    left = _png_pixels(ex.picture.value)[y0:y0 + ph, x0:x0 + pw]
+    plain = np.asarray(g["rgb8"]).repeat(s, 0).repeat(s, 1)
+    assert (np.abs(left - plain).sum(-1) > 0).mean() < 0.02  # all but the cross
+
+
+def test_cache_shares_what_a_knob_does_not_change(feats):
+    cache = AttentionCache()
+    approx = cache.get("ENLA", feats, n_features=16)
+    exact = cache.get("ENLA", feats, n_features=16, exact=True)
+    assert (cache.misses, exact.phi_k is approx.phi_k, exact.knobs["exact"], approx.knobs["exact"]) == (
+        1, True, True, False)
+    torch.testing.assert_close(exact.query((2, 3))["map"], exact.query((2, 3))["exact_map"])
+    # a demo LCoA keeps its centroids when only the window changes: the same maps as fresh modules
+    first = cache.get("LCoA", feats, n_clusters=6, window_size=32)
+    other = cache.get("LCoA", feats, n_clusters=6, window_size=16)
+    default = cache.get("LCoA", feats, n_clusters=6)
+    assert other.module is first.module and default.knobs == {"n_clusters": 6, "window_size": 144}
+    for state, window in ((other, 16), (default, 144), (first, 32)):
+        fresh = prepare_attention("LCoA", feats, n_clusters=6, window_size=window)
+        assert state.knobs == fresh.knobs and torch.equal(state.details["codes"], fresh.details["codes"])
+        for yx in [(0, 0), (6, 9)]:
+            assert torch.equal(state.query(yx)["map"], fresh.query(yx)["map"])
+    assert cache.get("LCoA", feats, n_clusters=4, window_size=16).module is not first.module
 
 
 def test_widget_with_layer_modules_and_image_sources(tmp_path, image):

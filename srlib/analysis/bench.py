@@ -54,7 +54,7 @@ import torch
 import torch.nn as nn
 
 from srlib.analysis.flops import FlopCount, enla_flops, gla_flops, hspa_flops, lcoa_flops, nla_flops, nlsa_flops
-from srlib.analysis.measure import cuda_peak_bytes, loglog_slope, peak_tensor_bytes, time_calls
+from srlib.analysis.measure import cuda_peak_bytes, loglog_slope, peak_tensor_bytes, return_freed_memory, time_calls
 
 __all__ = [
     "MODES",
@@ -313,16 +313,6 @@ def _proc_status_kib(key: str) -> int | None:
     return None
 
 
-def _malloc_trim() -> None:
-    """``malloc_trim(0)`` of glibc (no-op elsewhere): return free heap memory to the OS."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 class _RssPeak:
     """Peak resident memory above the current level, using the resettable ``VmHWM`` of Linux when possible
     (``echo 5 > /proc/self/clear_refs``), else the never-reset ``ru_maxrss`` (exact only for the first
@@ -330,7 +320,7 @@ class _RssPeak:
 
     def __init__(self) -> None:
         gc.collect()
-        _malloc_trim()  # give freed heap pages back, so that reusing them counts again
+        return_freed_memory()  # give freed heap pages back, so that reusing them counts again
         self.resettable = False
         try:
             Path("/proc/self/clear_refs").write_text("5")

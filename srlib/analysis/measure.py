@@ -25,7 +25,8 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["time_calls", "peak_tensor_bytes", "cuda_peak_bytes", "measure_attention_cost", "loglog_slope"]
+__all__ = ["time_calls", "peak_tensor_bytes", "cuda_peak_bytes", "measure_attention_cost", "loglog_slope",
+           "return_freed_memory"]
 
 #: Clocks of :func:`time_calls`: wall time, or CPU time of this process (all its threads).
 CLOCKS = ("wall", "cpu")
@@ -280,3 +281,27 @@ def measure_attention_cost(
             result["peak_bytes"].append(peak)
             result["cuda_peak_bytes"].append(cuda_peak)
     return result
+
+
+def return_freed_memory() -> None:
+    """Hand freed heap pages back to the operating system (glibc ``malloc_trim(0)``).
+
+    Large temporaries (attention scores, ``L x m`` feature products) are freed at once, but glibc keeps such
+    memory in the process heap: without this, the resident size of a long session (the explorer) creeps up,
+    and a resident-memory peak measured after it (the harness) would not count reused pages. A no-op where the
+    C library has no ``malloc_trim``.
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None

@@ -2,20 +2,23 @@
 
 Two layers:
 
-* **Functions** (no widgets, unit-tested): :func:`prepare_attention` runs one srlib attention module on a
-  feature map once per *knob setting* and keeps what every query needs (embeddings, hash codes, bucket layout,
-  chunk weights, random features); :meth:`AttentionState.query` then cuts out the weights of one query over
-  all ``L = H*W`` positions in ``O(L)`` or ``O(R * 3c)`` work. :func:`query_attention` does both in one call;
+* **Functions** (no widgets, unit-tested): :func:`prepare_attention` runs the shared part of one srlib
+  attention module on a feature map once per *knob setting* and keeps only what every query needs, all of it
+  ``O(L)`` (embeddings, hash codes and bucket layout, random features); :meth:`AttentionState.query` then
+  computes the weights of one query over all ``L = H*W`` positions in ``O(L D)`` (dense, ENLA) or
+  ``O(R * 3c * D)`` (bucketed) work, never an ``L x L`` map. :func:`query_attention` does both in one call;
   :class:`AttentionCache` keeps recent states so that moving the query never recomputes the expensive part.
-* **Widget** :class:`AttentionExplorer` (ipywidgets + a matplotlib PNG): pick the query with x/y sliders (or
-  a click on the picture, when ``ipyevents`` is installed), the mechanism, the layer and the knob that matters.
+* **Widget** :class:`AttentionExplorer` (ipywidgets + a PNG drawn with numpy and PIL, redrawn in place): pick
+  the query with x/y sliders (or a click on the picture, when ``ipyevents`` is installed), the mechanism, the
+  layer and the knob that matters. ``benchmarks/explorer.py`` measures how fast it answers.
 
 What the map of one query ``p`` is, per mechanism (``y_p = sum_j map_j v_j`` for the mechanism's values ``v``):
 
 ========  =================================================================================================
 ``NLA``   softmax row ``softmax_j(theta(x_p) . phi(x_j))``, NLSN Eq. (4)
 ``NLSA``  sum over hash rounds of ``w_r(p)`` times the chunk-restricted softmax of round ``r`` scattered back
-          to positions (NLSN Eqs. 9-11; :func:`srlib.viz.hashing.attention_on_positions`)
+          to positions (NLSN Eqs. 9-11; the row of :func:`srlib.analysis.hashing.attention_on_positions`, computed
+          from the query's own keys, :meth:`AttentionState._bucketed_row`)
 ``ENLA``  ``phi(q_p) . phi(k_j) / sum_j' phi(q_p) . phi(k_j')`` with positive random features (ENLCN Eqs. 4-6);
           the exact ``softmax_j(q_p . k_j)`` it approximates is returned too (``exact=True`` shows it)
 ``GLA``   as NLSA with super-bit LSH and GLA's own round weights (DLSN Eqs. 14, 17-18)
@@ -26,7 +29,7 @@ What the map of one query ``p`` is, per mechanism (``y_p = sum_j map_j v_j`` for
 Modules. Pass trained srlib modules (``module=`` / ``layer_modules=``, e.g. from :func:`collect_attention_layers`
 on a network), or let :func:`demo_module` build one: a seeded srlib module whose query/key embedding is the
 identity scaled by the temperature, so that the score of two *unit* feature vectors is ``cos / temperature``
-(for ENLA the amplification ``k`` plays that role: ``k cos``). With :func:`~srlib.viz.attention_maps.patch_descriptors`
+(for ENLA the amplification ``k`` plays that role: ``k cos``). With :func:`~srlib.analysis.maps.patch_descriptors`
 as features this is the non-local-means similarity of notebook ``00``: the maps are meaningful without training.
 
 Images: :class:`AttentionExplorer` takes a tensor, an image file (yours, or a benchmark image), or the name
@@ -42,7 +45,7 @@ import io
 import math
 import os
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -51,16 +54,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from srlib.attention.buckets import BucketLayout
 from srlib.attention.enla import ENLCA, gaussian_orthogonal_matrix, positive_random_features
-from srlib.attention.gla import GlobalLearnableAttention
+from srlib.attention.gla import GlobalLearnableAttention, paper_round_weights
 from srlib.attention.hspa import HSPA
 from srlib.attention.lcoa import LearnableCollaborativeAttention
 from srlib.attention.nla import NonLocalAttention, softmax_last
 from srlib.attention.nlsa import NonLocalSparseAttention
 from srlib.attention.softthreshold import SoftThreshold
+from srlib.analysis.buckets import attended_keys
 from srlib.analysis.maps import patch_descriptors
-from srlib.analysis.buckets import attended_mask
-from srlib.analysis.hashing import attention_on_positions
+from srlib.analysis.measure import return_freed_memory as _return_freed_memory
 from srlib.analysis.sparsity import mass_coverage
 
 __all__ = [
@@ -85,6 +89,7 @@ __all__ = [
 MECHANISMS: tuple[str, ...] = ("NLA", "NLSA", "ENLA", "GLA", "HSPA", "LCoA")
 
 _NONE = -1  # widget stand-in for a knob value of None (HSPA top-k "all")
+_ROW_BLOCK = 2048  # positions per block where an L x m product is built (ENLA key features)
 _CHUNKS = (16, 32, 48, 64, 96, 128, 144, 192, 256, 384, 512)
 
 
@@ -173,7 +178,7 @@ def _check_knobs(mechanism: str, knobs: Mapping[str, Any]) -> dict[str, Any]:
 def keys_carrying(weights: Tensor, mass: float = 0.9) -> int:
     """How many keys carry ``mass`` of a query's attention: the fewest largest weights whose sum reaches it.
 
-    One row of :func:`srlib.viz.sparsity.mass_coverage` (the single implementation): for a one-hot row 1, for
+    One row of :func:`srlib.analysis.sparsity.mass_coverage` (the single implementation): for a one-hot row 1, for
     a uniform row over ``N`` keys ``ceil(mass * N)``. Softmax gives every key a positive weight; this counts
     the keys that matter.
 
@@ -189,7 +194,7 @@ def keys_carrying(weights: Tensor, mass: float = 0.9) -> int:
         raise ValueError("weights must be a non-empty tensor")
     row = weights.detach().reshape(-1)
     if bool((row < 0).any()):
-        raise ValueError("weights must be non-negative")
+        raise ValueError(f"weights must be non-negative, got a minimum of {float(row.min()):.4g}")
     if not float(row.sum()) > 0:
         raise ValueError("weights are all zero: no key carries any weight")
     if not 0 < mass <= 1:
@@ -335,9 +340,60 @@ def _temporarily(obj: Any, **attrs: Any) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------------------
 # Per-knob state and per-query rows
 # --------------------------------------------------------------------------------------------------------
+#: ``details`` entries of the bucketed mechanisms that need the module's whole forward pass (chunk weights of
+#: every query, ``O(R L 3c)`` floats): computed only when read (:class:`_Details`), never by the explorer.
+_FORWARD_DETAILS: dict[str, tuple[str, ...]] = {
+    "NLSA": ("score", "bucket_score"),
+    "GLA": ("score", "bucket_score", "lss", "round_weights"),
+    "LCoA": ("score", "bucket_score", "collaborative"),
+}
+
+
+class _Details(Mapping):
+    """``module.details`` of a bucketed mechanism, the cheap part kept, the expensive part on demand.
+
+    Holds what every query needs (``codes (1, R, L)``, ``layout``, ``embedding (1, L, D)``, the random draws
+    ``rotations`` / ``projections``, ``n_buckets``, LCoA's ``means``). Reading one of the forward-pass entries
+    (:data:`_FORWARD_DETAILS`: ``score (1, R, n, c, 3c)``, ``bucket_score (1, R, L)``, GLA's ``lss`` and
+    ``round_weights``) runs the module's own ``keep_details`` forward once, replayed with the same draws
+    (``replay()`` returns that call's ``details``), and keeps its result.
+    """
+
+    def __init__(self, cheap: dict[str, Any], lazy: Sequence[str], replay: Any) -> None:
+        self._data = dict(cheap)
+        self._lazy = tuple(k for k in lazy if k not in cheap)
+        self._replay = replay
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._data and key in self._lazy:
+            full = self._replay()
+            for name in self._lazy:
+                self._data.setdefault(name, full.get(name))
+            self._lazy = ()
+        return self._data[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data or key in self._lazy
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._data
+        yield from (k for k in self._lazy if k not in self._data)
+
+    def __len__(self) -> int:
+        return len(self._data) + sum(1 for k in self._lazy if k not in self._data)
+
+    @property
+    def computed(self) -> bool:
+        """Whether the forward-pass entries have been computed (read at least once)."""
+        return not self._lazy
+
+
 @dataclass
 class AttentionState:
     """Everything one knob setting needs to answer any query; built by :func:`prepare_attention`.
+
+    Compact by design: what is kept grows like ``L`` (embeddings, codes, sort order), never like ``L^2`` or
+    ``R L 3c``; :meth:`query` recomputes the one row it is asked for.
 
     Attributes:
         mechanism: one of :data:`MECHANISMS`.
@@ -345,11 +401,15 @@ class AttentionState:
         knobs: the knob values in effect.
         module: the srlib module that was run.
         features: ``(1, C, H, W)`` input features.
-        q, k: ``(L, D)`` queries / keys (dense mechanisms and ENLA), else ``None``.
+        q, k: ``(L, D)`` queries / keys (dense mechanisms and ENLA); bucketed mechanisms: ``q`` is the shared
+            query/key embedding (``k`` is ``None``: keys are ``q / max(|q|, key_eps)``, NLSN Eq. 9).
         normalizer: NLA / HSPA score normaliser applied to a query's scores ``(1, 1, L)``.
         projection: ``(m, D)`` ENLA random matrix ``F``; ``phi_k``: ``(L, m)`` key features (ENLA).
-        details: the module's ``details`` dict (bucketed mechanisms: ``codes (1, R, L)``, ``layout``,
-            ``score (1, R, n, c, 3c)``, bucket scores / round weights), else ``None``.
+        details: bucketed mechanisms: the module's ``details`` (``codes (1, R, L)``, ``layout``,
+            ``embedding``, random draws; the chunk weights ``score (1, R, n, c, 3c)`` and ``bucket_score
+            (1, R, L)`` are computed by the module's own forward pass only when read); else ``None``.
+        key_eps: ``eps`` of the key normalisation (bucketed mechanisms, official 5e-5).
+        extra: GLA's learnable-score inputs (``lss_features (L, C)``, ``lss_variant``) and round weighting.
     """
 
     mechanism: str
@@ -363,7 +423,8 @@ class AttentionState:
     phi_k: Tensor | None = None
     feature_eps: float = 0.0
     normalizer: Any = None
-    details: dict | None = None
+    details: Mapping | None = None
+    key_eps: float = 5e-5
     extra: dict = field(default_factory=dict)
 
     @property
@@ -380,9 +441,49 @@ class AttentionState:
             raise ValueError(f"query {(y, x)} lies outside the {H}x{W} feature map")
         return y * W + x
 
+    def _bucketed_row(self, p: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Row ``p`` of a bucketed mechanism from the layout alone, ``O(R * 3c * D)``.
+
+        In round ``r`` query ``p`` scores its ``3c`` keys ``j`` (its chunk and the two neighbouring chunks of
+        the sorted order, :func:`~srlib.analysis.hashing.attended_keys`) with ``raw_rj = q_p . k_j`` (+ GLA's
+        learned term), takes the softmax ``a_rj`` and the log-normaliser ``b_r = logsumexp_j raw_rj``
+        (NLSN Eqs. 9-10, DLSN Eq. 14); rounds are mixed with ``w_r = softmax_r(b_r)`` (NLSN Eq. 11; GLA's
+        ``round_weights="paper"``: DLSN Eq. 18, ``sum_j raw_rj`` normalised over rounds). The weight on
+        position ``j`` is ``sum_r w_r * sum_{slots holding j} a_rj`` (a padded duplicate adds to the row it
+        copies): exactly what the module's forward pass applies to the values of query ``p``.
+
+        Returns:
+            ``(row (L,), keys (R, 3c) positions, w (R,) round weights)``.
+        """
+        d = self.details
+        layout = d["layout"]
+        keys = attended_keys(layout, [p])[0, :, 0]  # (R, 3c) key positions, [own, prev, next] chunks
+        emb = self.q
+        k = F.normalize(emb[keys], p=2, dim=-1, eps=self.key_eps)  # (R, 3c, D): k_j = q_j / max(|q_j|, eps)
+        raw = k @ emb[p]  # (R, 3c): q_p . k_j, NLSN Eq. 9 / DLSN Eq. 10
+        variant = self.extra.get("lss_variant", "none")
+        if variant == "official":  # s_l(i, j) = MLP(f_j)[i], i = the query's slot in its chunk (DLSN code)
+            slot = layout.undo_idx[0, :, p] % layout.chunk_size  # (R,)
+            per_key = self.module.fc(self.extra["lss_features"][keys])  # (R, 3c, c)
+            raw = raw + per_key.gather(2, slot.view(-1, 1, 1).expand(-1, keys.shape[1], 1))[..., 0]
+        elif variant == "paper":  # s_l(i, j) = MLP(f_i)[j], DLSN Eq. 9 and 11
+            raw = raw + self.module.fc(self.extra["lss_features"][p]).unsqueeze(0)
+        log_norm = torch.logsumexp(raw, dim=-1)  # (R,) bucket scores b_r(p)
+        weights = torch.exp(raw - log_norm.unsqueeze(-1))  # (R, 3c), Eq. 10
+        if self.extra.get("round_weights") == "paper":  # DLSN Eq. 18 as written
+            w = paper_round_weights(raw.sum(-1).view(1, -1, 1)).view(-1)
+        else:  # NLSN Eq. 11 (official NLSA, GLA and LCoA)
+            w = torch.softmax(log_norm, dim=0)
+        row = torch.zeros(self.length, dtype=weights.dtype, device=weights.device)
+        row.index_add_(0, keys.reshape(-1), (weights * w.unsqueeze(-1)).reshape(-1))
+        return row, keys, w
+
     @torch.no_grad()
     def query(self, query_yx: Sequence[int], mass: float = 0.9) -> dict[str, Any]:
         """The attention of one query over all positions, and the numbers the explorer shows.
+
+        Work: ``O(L D)`` (NLA, HSPA: one row of scores), ``O(L m)`` (ENLA), ``O(R 3c D + R L)`` (NLSA, GLA,
+        LCoA: the query's chunk scores, plus its bucket mask).
 
         Args:
             query_yx: ``(y, x)`` of the query on the feature grid.
@@ -418,19 +519,18 @@ class AttentionState:
             out["tv_to_exact"] = 0.5 * float((approx.double() - exact.double()).abs().sum())
             row = exact if self.knobs.get("exact") else approx
         else:  # bucketed: NLSA, GLA, LCoA
-            d = self.details
-            row = attention_on_positions(d, p)  # rounds combined with the module's own round weights
-            codes = d["codes"][0]  # (R, L)
+            row, keys, w = self._bucketed_row(p)
+            codes = self.details["codes"][0]  # (R, L)
             same = codes == codes[:, p : p + 1]  # (R, L): same bucket / cluster as the query, per round
-            cand = attended_mask(d["layout"], p)[0]  # (R, L)
-            rw = d.get("round_weights")
-            rw = torch.softmax(d["bucket_score"], dim=1) if rw is None else rw  # NLSN Eq. 11
-            out["bucket"] = same.any(0).view(H, W).cpu()
-            out["bucket_size"] = int(same.any(0).sum())
+            cand = torch.zeros(self.length, dtype=torch.bool, device=keys.device)
+            cand[keys.reshape(-1)] = True
+            bucket = same.any(0)
+            out["bucket"] = bucket.view(H, W).cpu()
+            out["bucket_size"] = int(bucket.sum())
             out["bucket_sizes"] = [int(s) for s in same.sum(1)]
-            out["candidates"] = cand.any(0).view(H, W).cpu()
-            out["n_candidates"] = int(cand.any(0).sum())
-            out["round_weights"] = [float(w) for w in rw[0, :, p]]
+            out["candidates"] = cand.view(H, W).cpu()
+            out["n_candidates"] = int(cand.sum())
+            out["round_weights"] = [float(v) for v in w]
         row = row.detach().cpu()
         out["map"] = row.view(H, W)
         out["keys_for_90"] = keys_carrying(row, mass)
@@ -443,6 +543,59 @@ def _sequence(x: Tensor) -> Tensor:
     return x.flatten(2).transpose(1, 2)[0]  # (1, C, H, W) -> (L, C)
 
 
+def _bucket_layout(mechanism: str, module: nn.Module, features: Tensor, gen: torch.Generator) -> dict[str, Any]:
+    """Hash and sort only (no chunk attention): the cheap part of a bucketed module's forward pass.
+
+    The same steps, in the same order and with the module's own methods, as the first lines of
+    ``NonLocalSparseAttention.forward`` (embedding, spherical LSH, layout), ``GlobalLearnableAttention.forward``
+    (embedding, super-bit LSH, layout, learnable-score features) and ``LearnableCollaborativeAttention._lsp``
+    (embedding, nearest k-means centroid: initialises an uninitialised module's centroids, official first
+    call, drawing from ``gen``; layout). Returns the cheap ``details`` entries.
+    """
+    emb = module.conv_match(features).flatten(2).transpose(1, 2)  # (1, L, D): queries = keys
+    if mechanism == "LCoA":
+        with _temporarily(module.kmeans, generator=gen):
+            codes = module.kmeans(emb)  # (1, R, L), Eq. 7-8
+        layout = BucketLayout.from_codes(codes, module.window_size)
+        return {"codes": codes, "layout": layout, "embedding": emb, "means": module.kmeans.means.detach().clone()}
+    draws = module.projections
+    if draws is None:
+        with _temporarily(module, generator=gen):
+            codes, draws, n_buckets = module.hash(emb)  # NLSN Eq. 7 / DLSN Eq. 12-13
+    else:
+        codes, draws, n_buckets = module.hash(emb)
+    layout = BucketLayout.from_codes(codes, module.chunk_size)
+    out = {"codes": codes, "layout": layout, "embedding": emb, "n_buckets": n_buckets}
+    out["rotations" if mechanism == "NLSA" else "projections"] = draws
+    if mechanism == "GLA" and module.lss_variant == "none":
+        out["lss"] = None
+    return out
+
+
+def _replay_forward(mechanism: str, module: nn.Module, features: Tensor, attrs: dict, draws: Any):
+    """A function running ``module``'s own ``keep_details`` forward pass with the state's knobs, scoring
+    attributes and random draws (eval mode; the module's attributes and ``details`` restored afterwards);
+    returns that call's details. The module's weights are those it has when the function runs."""
+
+    @torch.no_grad()
+    def replay() -> dict:
+        was_training = module.training
+        with _temporarily(module, **attrs, keep_details=True, details=None):
+            try:
+                module.eval()
+                if mechanism == "NLSA":
+                    module(features, rotations=draws)
+                elif mechanism == "GLA":
+                    module(features, projections=draws)
+                else:
+                    module(features)
+            finally:
+                module.train(was_training)
+            return module.details
+
+    return replay
+
+
 @torch.no_grad()
 def prepare_attention(
     mechanism: str,
@@ -453,7 +606,7 @@ def prepare_attention(
     seed: int = 0,
     **knobs: Any,
 ) -> AttentionState:
-    """Run ``mechanism`` once on ``features`` and keep what per-query maps need (the expensive part).
+    """Run the part of ``mechanism`` every query shares, once, on ``features`` (the expensive part).
 
     Without ``module`` a :func:`demo_module` is built from ``temperature``, ``seed`` and ``knobs``. With a
     ``module`` (e.g. a trained layer), the settable knobs (:func:`settable_knobs`) are applied for this call
@@ -461,9 +614,10 @@ def prepare_attention(
     LCoA, ENLA features when ``n_features`` differs from the module's) come from a generator seeded with
     ``seed``, so the result is deterministic. Modules run in eval mode (their training flag is restored).
 
-    Work per mechanism: NLA/HSPA embed queries and keys (``O(L C)``); ENLA also the key features ``phi(K)``
-    (``O(L m C)``); NLSA/GLA/LCoA run the module's forward pass with ``keep_details`` (hashing, sorting, chunk
-    attention: ``O(R L 3c C)``).
+    Work and memory per mechanism, all linear in ``L``: NLA/HSPA embed queries and keys (``O(L C)``); ENLA also
+    the key features ``phi(K)`` (``O(L m C)``, ``L x m`` kept); NLSA/GLA/LCoA embed, hash and sort (``O(L C b
+    R)``: the module's own hashing, :func:`_bucket_layout`), without the chunk attention of all queries
+    (``R L 3c`` weights), which :meth:`AttentionState.query` recomputes for one query at a time.
 
     Args:
         mechanism: one of :data:`MECHANISMS`.
@@ -524,26 +678,37 @@ def prepare_attention(
                                               generator=torch.Generator().manual_seed(seed),
                                               dtype=q.dtype).to(q.device)
         state.q, state.k, state.projection, state.feature_eps = q[0], k[0], proj, fn.feature_eps
-        state.phi_k = positive_random_features(state.k, proj, fn.feature_eps)  # (L, m), once per setting
+        # (L, m) key features, once per setting; filled in blocks of rows (each row is independent) so that
+        # the transient products stay a fraction of the kept result
+        state.phi_k = state.k.new_empty(state.k.shape[0], m)
+        for start in range(0, state.k.shape[0], _ROW_BLOCK):
+            rows = slice(start, start + _ROW_BLOCK)
+            state.phi_k[rows] = positive_random_features(state.k[rows], proj, fn.feature_eps)
     else:
         attrs = dict(overrides)
         if "n_hashes" in attrs:
             attrs["n_hashes"] = int(attrs["n_hashes"])
-        attrs["keep_details"] = True
-        if mechanism in ("NLSA", "GLA"):
-            attrs["generator"] = gen
-        ctx_k = _temporarily(module.kmeans, generator=gen) if mechanism == "LCoA" else contextlib.nullcontext()
         was_training = module.training
-        with _temporarily(module, **attrs), ctx_k:
-            before = module.details
+        with _temporarily(module, **attrs):
             try:
                 module.eval()  # e.g. no k-means EMA step on a module that is being trained
-                module(features)
+                cheap = _bucket_layout(mechanism, module, features, gen)
             except RuntimeError as err:  # e.g. padding larger than the sequence inside torch ops
                 raise ValueError(f"{mechanism} with {full}: {err}") from err
             finally:
                 module.train(was_training)
-            state.details, module.details = module.details, before
+            if mechanism == "GLA" and module.lss_variant != "none":
+                state.extra["lss_features"] = module.conv_assembly_fc(features).flatten(2).transpose(1, 2)[0]
+        draws = cheap.get("rotations", cheap.get("projections"))
+        if mechanism == "GLA":  # replay with the scoring of now, e.g. inside learnable_score_disabled
+            attrs.update(lss_variant=module.lss_variant, round_weights=module.round_weights)
+        replay = _replay_forward(mechanism, module, features, attrs, draws)
+        state.details = _Details(cheap, _FORWARD_DETAILS[mechanism], replay)
+        state.q = cheap["embedding"][0]  # (L, D)
+        state.key_eps = float(getattr(module, "key_eps", 5e-5))
+        if mechanism == "GLA":
+            state.extra["lss_variant"] = module.lss_variant
+            state.extra["round_weights"] = module.round_weights
     return state
 
 
@@ -571,21 +736,47 @@ def query_attention(
     return state.query(query_yx, mass=mass)
 
 
+def _state_tensors(state: AttentionState) -> Iterator[Tensor]:
+    """The tensors a state keeps of its own (not the input features, which the explorer holds anyway)."""
+    for t in (state.q, state.k, state.projection, state.phi_k, *state.extra.values()):
+        if isinstance(t, Tensor):
+            yield t
+    if isinstance(state.details, _Details):
+        for v in state.details._data.values():
+            if isinstance(v, Tensor):
+                yield v
+            elif isinstance(v, BucketLayout):
+                yield from (v.sort_idx, v.undo_idx)
+
+
+
+
 class AttentionCache:
     """Least-recently-used store of :class:`AttentionState`: one per (mechanism, layer, knob setting).
 
-    Moving the query reuses the cached state (``O(L)`` per query); changing a knob computes one new state.
-    ``hits`` and ``misses`` count lookups.
+    Moving the query reuses the cached state (``O(L)`` per query); changing a knob computes one new state,
+    except where the knob does not change what the state holds: ENLA's ``exact`` (which row is shown) shares
+    the state of the other value, and a demo LCoA module (its k-means centroids, initialised from the
+    features) is reused when only the window changes. ``hits`` and ``misses`` count lookups.
 
     Args:
-        maxsize: states kept (each holds embeddings, or chunk weights ``R * L * 3c`` floats).
+        maxsize: states kept (each holds ``O(L)`` numbers: embeddings, codes and sort order, ENLA's ``L x m``
+            key features).
+        max_bytes: also evict (least recently used first, before a new state is computed) while the cached
+            states hold more than this many bytes (:meth:`nbytes`); ``None``: no limit.
+    Raises:
+        ValueError: ``maxsize < 1`` or ``max_bytes < 0``.
     """
 
-    def __init__(self, maxsize: int = 8) -> None:
+    def __init__(self, maxsize: int = 8, max_bytes: int | None = None) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        if max_bytes is not None and max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0 or None, got {max_bytes}")
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
         self._store: OrderedDict = OrderedDict()
+        self._demo_lcoa: OrderedDict = OrderedDict()  # (features id, temperature, seed, K) -> (features, module)
         self.hits = 0
         self.misses = 0
 
@@ -601,6 +792,10 @@ class AttentionCache:
         **knobs: Any,
     ) -> AttentionState:
         """The state for these arguments (computed by :func:`prepare_attention` on a miss)."""
+        if mechanism == "ENLA" and "exact" in knobs:  # one state for both: it only picks the row shown
+            base = self.get(mechanism, features, module, layer=layer, temperature=temperature, seed=seed,
+                            **{k: v for k, v in knobs.items() if k != "exact"})
+            return replace(base, knobs={**base.knobs, "exact": True}) if knobs["exact"] else base
         key = (mechanism, layer, id(features), id(module), float(temperature), int(seed),
                tuple(sorted(knobs.items(), key=lambda kv: kv[0])))
         if key in self._store:
@@ -608,17 +803,44 @@ class AttentionCache:
             self._store.move_to_end(key)
             return self._store[key]
         self.misses += 1
-        state = prepare_attention(mechanism, features, module, temperature=temperature, seed=seed, **knobs)
+        # room first: the new state's temporaries should not come on top of states that will be evicted anyway
+        while self._store and (len(self._store) >= self.maxsize or (
+                self.max_bytes is not None and self.nbytes() > self.max_bytes)):
+            self._store.popitem(last=False)
+        given, full = module, knobs
+        lcoa_key = None
+        if mechanism == "LCoA" and module is None:
+            full = _check_knobs(mechanism, knobs)
+            lcoa_key = (id(features), float(temperature), int(seed), full["n_clusters"])
+            if lcoa_key in self._demo_lcoa:
+                given = self._demo_lcoa[lcoa_key][1]  # same construction and centroids as a fresh demo module
+        state = prepare_attention(mechanism, features, given, temperature=temperature, seed=seed, **full)
+        if lcoa_key is not None:
+            self._demo_lcoa[lcoa_key] = (features, state.module)
+            self._demo_lcoa.move_to_end(lcoa_key)
+            while len(self._demo_lcoa) > self.maxsize:
+                self._demo_lcoa.popitem(last=False)
         self._store[key] = state  # the state holds features and module, so their ids stay unique
         while len(self._store) > self.maxsize:
             self._store.popitem(last=False)
+        _return_freed_memory()
         return state
 
     def __len__(self) -> int:
         return len(self._store)
 
+    def nbytes(self) -> int:
+        """Bytes of the tensors the cached states hold (each storage counted once; shared features excluded)."""
+        seen: dict[int, int] = {}
+        for state in self._store.values():
+            for t in _state_tensors(state):
+                st = t.untyped_storage()
+                seen[st.data_ptr()] = st.nbytes()
+        return sum(seen.values())
+
     def clear(self) -> None:
         self._store.clear()
+        self._demo_lcoa.clear()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -731,6 +953,150 @@ def _load_image(image: Any) -> Tensor:
     raise ValueError(f"image must be a tensor, a path or a sample name, got {type(image).__name__}")
 
 
+class _Picture:
+    """The explorer's picture: two panels drawn straight into one RGB array and encoded as PNG (numpy + PIL).
+
+    Left panel: the image, the query (red cross) and, for bucketed mechanisms, the positions sharing its
+    bucket / cluster tinted cyan (alpha 0.45). Right panel: the attention map of the query over the grey image,
+    as ``(weight / max weight)^0.5`` in matplotlib's ``inferno`` colours (alpha 0.75), the fewest keys carrying
+    90% of the weight outlined in white, the query as a cyan cross.
+
+    The image is shown on the feature grid (area-averaged to ``(h, w)``) and every grid cell is drawn as an
+    ``s x s`` block, ``s`` the integer scale that brings the longer side closest to ``panel_px`` pixels, so
+    that a picture pixel maps back to exactly one cell (:meth:`position_at`) and the PNG's repeated rows
+    compress fast. What does not depend on the query (the image and its grey version on the grid, the canvas
+    array, the font) is made once per grid; a query only recolours ``h * w`` cells and rewrites the panels of
+    that array in place (a few milliseconds at 128 x 128, independent of the mechanism).
+
+    Args:
+        image: ``(3, H, W)`` RGB in ``[0, 1]`` (stretched onto the feature grid).
+        panel_px: target side of a panel in pixels (``>= 8``).
+    Raises:
+        ValueError: ``panel_px < 8``.
+    """
+
+    TITLE = 18  # pixels above the panels for their titles
+    MARGIN = 4
+    GAP = 8
+    BUCKET_TINT = (0.0, 255.0, 255.0)
+
+    def __init__(self, image: Tensor, panel_px: int) -> None:
+        if panel_px < 8:
+            raise ValueError(f"panel_px must be >= 8, got {panel_px}")
+        self.image = image
+        self.panel_px = int(panel_px)
+        self._grids: dict[tuple[int, int], dict[str, Any]] = {}
+        self.grid: dict[str, Any] | None = None  # geometry of the last picture
+
+    def _geometry(self, hw: tuple[int, int]) -> dict[str, Any]:
+        import numpy as np
+        from matplotlib import colormaps
+        from PIL import Image, ImageFont
+
+        if hw in self._grids:
+            return self._grids[hw]
+        h, w = hw
+        s = max(1, round(self.panel_px / max(h, w)))
+        ph, pw = h * s, w * s
+        x0, x1, y0 = self.MARGIN, self.MARGIN + pw + self.GAP, self.TITLE
+        rgb8 = (self.image.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+        rgb = np.asarray(Image.fromarray(rgb8).resize((w, h), Image.Resampling.BOX), dtype=np.float32)
+        grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601 luma, (h, w)
+        try:
+            font = ImageFont.load_default(size=11)
+        except (TypeError, OSError):  # Pillow without FreeType: the bitmap font
+            font = ImageFont.load_default()
+        g = {
+            "hw": hw, "scale": s, "size": (ph, pw), "origins": ((x0, y0), (x1, y0)), "font": font,
+            "canvas": np.full((y0 + ph + self.MARGIN, x1 + pw + self.MARGIN, 3), 255, dtype=np.uint8),
+            "rgb": rgb, "rgb8": rgb.round().astype(np.uint8), "grey_part": (0.25 * grey)[..., None],
+            "lut": (colormaps["inferno"](np.linspace(0.0, 1.0, 256))[:, :3] * (0.75 * 255.0)).astype(np.float32),
+        }
+        self._grids[hw] = g
+        return g
+
+    def position_at(self, px: float, py: float) -> tuple[int, int] | None:
+        """The grid cell ``(y, x)`` under picture pixel ``(px, py)`` (from the top left), either panel, or ``None``."""
+        if self.grid is None:
+            return None
+        g = self.grid
+        s, (ph, pw) = g["scale"], g["size"]
+        for x0, y0 in g["origins"]:
+            if x0 <= px < x0 + pw and y0 <= py < y0 + ph:
+                return int((py - y0) // s), int((px - x0) // s)
+        return None
+
+    def pixel_of(self, query_yx: tuple[int, int], panel: int = 1) -> tuple[float, float]:
+        """Picture pixel ``(px, py)`` of the centre of grid cell ``query_yx`` in ``panel`` (0 left, 1 right).
+
+        Raises:
+            ValueError: nothing drawn yet.
+        """
+        if self.grid is None:
+            raise ValueError("nothing drawn yet")
+        x0, y0 = self.grid["origins"][panel]
+        s = self.grid["scale"]
+        return x0 + (query_yx[1] + 0.5) * s, y0 + (query_yx[0] + 0.5) * s
+
+    def render(self, r: Mapping[str, Any]) -> bytes:
+        """PNG bytes of the two panels for one :meth:`AttentionState.query` result ``r``."""
+        import numpy as np
+        from PIL import Image, ImageDraw
+
+        amap = r["map"].double()
+        h, w = amap.shape
+        g = self._geometry((h, w))
+        self.grid = g
+        s, (ph, pw), canvas = g["scale"], g["size"], g["canvas"]
+        (x0, y0), (x1, _) = g["origins"]
+
+        def up(a):  # (h, w, ...) -> (ph, pw, ...): every cell an s x s block
+            return a.repeat(s, axis=0).repeat(s, axis=1) if s > 1 else a
+
+        if r["bucket"] is None:
+            left = g["rgb8"]
+        else:  # the query's bucket / cluster tinted
+            a = r["bucket"].numpy()[..., None] * np.float32(0.45)
+            left = (g["rgb"] * (1 - a) + np.array(self.BUCKET_TINT, dtype=np.float32) * a).astype(np.uint8)
+        canvas[y0 : y0 + ph, x0 : x0 + pw] = up(left)
+        flat = amap.reshape(-1)
+        shown = (flat / flat.max().clamp_min(1e-30)).sqrt().numpy()
+        colour = g["lut"][(shown * 255.0 + 0.5).astype(np.intp)].reshape(h, w, 3) + g["grey_part"]
+        right = canvas[y0 : y0 + ph, x1 : x1 + pw]
+        right[...] = up(colour.astype(np.uint8))
+        k90 = int(r["keys_for_90"])
+        if 0 < k90 < h * w:  # white outline of the fewest keys that carry 90% of the weight
+            top = np.zeros(h * w, dtype=bool)
+            top[torch.topk(flat, k90, sorted=False).indices.numpy()] = True
+            m = np.pad(up(top.reshape(h, w)), 1)
+            inner = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+            right[m[1:-1, 1:-1] & ~inner] = 255
+        canvas[:y0] = 255
+
+        img = Image.fromarray(canvas)  # a copy: titles and crosses never reach the canvas
+        draw = ImageDraw.Draw(img)
+        if r["bucket"] is not None:
+            what = "cluster" if r["mechanism"] == "LCoA" else "bucket"
+            title0 = f"query and its {what} ({r['bucket_size']} px)"
+        else:
+            title0 = "query"
+        title1 = f"{r['mechanism']}: 90% of the weight on {k90} keys (outlined)"
+        if draw.textlength(title1, font=g["font"]) > pw:
+            title1 = f"{r['mechanism']}: 90% on {k90} keys (outlined)"
+        for x, title in ((x0, title0), (x1, title1)):  # centred above the panel
+            left, top, right_, bottom = draw.textbbox((0, 0), title, font=g["font"])
+            at = (x + (pw - (right_ - left)) / 2 - left, (y0 - (bottom - top)) / 2 - top)
+            draw.text(at, title, fill=(0, 0, 0), font=g["font"])
+        arm = max(4.0, 0.6 * s)
+        for panel, rgb in ((0, (255, 0, 0)), (1, (0, 255, 255))):
+            px, py = self.pixel_of(r["query_yx"], panel)
+            draw.line([(px - arm, py - arm), (px + arm, py + arm)], fill=rgb, width=3)
+            draw.line([(px - arm, py + arm), (px + arm, py - arm)], fill=rgb, width=3)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", compress_level=1)
+        return buf.getvalue()
+
+
 class AttentionExplorer:
     """Widget: pick a query pixel and a mechanism and see where that query attends.
 
@@ -742,7 +1108,10 @@ class AttentionExplorer:
 
     Controls: mechanism, layer (when several modules are given), query ``x`` / ``y`` sliders (click on the
     picture also sets the query when ``ipyevents`` is installed), and the mechanism's :data:`KNOBS`. A knob
-    change computes one :class:`AttentionState` (cached); a query change only cuts out one row.
+    change computes one :class:`AttentionState` (cached); a query change only computes one row and redraws
+    the picture's pixels (:class:`_Picture`: the same ``ipywidgets.Image``, new PNG bytes). On a 512 x 512
+    photograph (grid 128 x 128) a query move takes about 10 ms of CPU and a mechanism or knob change at most
+    a few tenths of a second (``benchmarks/results/explorer.md``).
 
     Args:
         image: ``(3, H, W)`` RGB in ``[0, 1]``, a path to an image file, or a sample name (``"astronaut"``).
@@ -760,7 +1129,8 @@ class AttentionExplorer:
             ``temperature`` means the same for any input; given modules get them unchanged); default True.
         knobs: initial knob values, ``{mechanism: {knob: value}}`` (e.g. ``{"LCoA": {"n_clusters": 16}}``);
             values outside a slider's options are added to them.
-        dpi: resolution of the picture (80: about 610 x 330 pixels for a square map).
+        dpi: size of the picture: each panel about ``3.6 * dpi`` pixels on its longer side (80: 288), at an
+            integer number of pixels per grid cell (a 128 x 128 grid: 2, two 256 x 256 panels).
 
     Attributes:
         widget: the ipywidgets container; ``result``: the last :meth:`AttentionState.query` dict (``None`` before
@@ -822,12 +1192,12 @@ class AttentionExplorer:
                 raise ValueError(f"layer_modules has {m!r}, which is not among the mechanisms {mechanisms}")
         for m in mechanisms:
             self.layers[m] = self._layers_of(m, layer_modules.get(m))
-        self.cache = AttentionCache(maxsize=4)
+        self.cache = AttentionCache(maxsize=4, max_bytes=64 * 2**20)  # e.g. ENLA's L x m features
         self.result: dict[str, Any] | None = None
         self.error: str | None = None
         self._busy = False
         self._seen: set = set()
-        self._axes: list = []
+        self._picture = _Picture(self.image, panel_px=round(3.6 * self.dpi))
 
         h, w = self.features.shape[-2:]
         qy, qx = query if query is not None else (h // 2, w // 2)
@@ -1001,17 +1371,18 @@ class AttentionExplorer:
             self._refresh()
 
     def _on_click(self, event: dict) -> None:
-        if "dataX" not in event or not self._axes:
+        """ipyevents click on the picture: ``dataX`` / ``dataY`` are pixels of the PNG from its top left."""
+        if "dataX" not in event or "dataY" not in event:
             return
-        px, py = float(event["dataX"]), float(event["dataY"])
-        for inv, height, (h, w) in self._axes:
-            x, y = inv.transform((px, height - py))
-            if -0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5:
-                with self._quiet():
-                    self.controls["x"].value = int(round(x))
-                    self.controls["y"].value = int(round(y))
-                self._refresh()
-                return
+        yx = self._picture.position_at(float(event["dataX"]), float(event["dataY"]))
+        if yx is None:
+            return
+        h, w = self.layers[self.mechanism][self.controls["layer"].value][1].shape[-2:]
+        if (h, w) != self._picture.grid["hw"]:
+            return  # a picture of another grid is on display
+        with self._quiet():
+            self.controls["y"].value, self.controls["x"].value = yx
+        self._refresh()
 
     @contextlib.contextmanager
     def _quiet(self):
@@ -1064,55 +1435,11 @@ class AttentionExplorer:
         return "<div style='font-family:monospace;font-size:12px'>" + "<br>".join(parts) + "</div>"
 
     def render_png(self) -> bytes:
-        """The two panels for :attr:`result` as PNG bytes (matplotlib Agg, no pyplot state touched)."""
-        import numpy as np
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        r = self.result
-        amap = r["map"].double()
-        h, w = amap.shape
-        rgb = self.image.clamp(0, 1).permute(1, 2, 0).numpy()
-        gray = (self.image.clamp(0, 1) * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0).numpy()
-        extent = (-0.5, w - 0.5, h - 0.5, -0.5)  # image stretched onto the feature grid
-        fig = Figure(figsize=(7.6, 3.6 * h / w + 0.5), dpi=self.dpi)
-        FigureCanvasAgg(fig)
-        ax0, ax1 = fig.subplots(1, 2)
-        ax0.imshow(rgb, extent=extent, interpolation="nearest")
-        if r["bucket"] is not None:
-            tint = np.zeros((h, w, 4))
-            tint[..., 1:3] = 1.0
-            tint[..., 3] = 0.45 * r["bucket"].numpy()
-            ax0.imshow(tint, extent=extent, interpolation="nearest")
-            what = "cluster" if r["mechanism"] == "LCoA" else "bucket"
-            ax0.set_title(f"query and its {what} ({r['bucket_size']} px)", fontsize=10)
-        else:
-            ax0.set_title("query", fontsize=10)
-        ax1.imshow(gray, cmap="gray", vmin=0, vmax=1, extent=extent, interpolation="nearest")
-        shown = (amap / amap.max().clamp_min(1e-30)) ** 0.5
-        ax1.imshow(shown.numpy(), cmap="inferno", alpha=0.75, vmin=0, vmax=1, extent=extent,
-                   interpolation="nearest")
-        # outline the fewest keys that carry 90% of the weight (the number in the title)
-        order = torch.argsort(amap.reshape(-1), descending=True)[: r["keys_for_90"]]
-        top = torch.zeros(h * w, dtype=torch.bool)
-        top[order] = True
-        if 0 < r["keys_for_90"] < h * w:
-            ax1.contour(np.arange(w), np.arange(h), top.view(h, w).numpy().astype(float), levels=[0.5],
-                        colors="white", linewidths=0.7)
-        ax1.set_title(f"{r['mechanism']}: 90% of the weight on {r['keys_for_90']} keys (outlined)", fontsize=10)
-        y, x = r["query_yx"]
-        for ax, colour in ((ax0, "red"), (ax1, "cyan")):
-            ax.plot(x, y, marker="x", ms=10, mew=2.5, color=colour)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_xlim(-0.5, w - 0.5)
-            ax.set_ylim(h - 0.5, -0.5)
-        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.9, wspace=0.04)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=self.dpi)
-        height = fig.bbox.height
-        self._axes = [(ax.transData.inverted().frozen(), height, (h, w)) for ax in (ax0, ax1)]
-        return buf.getvalue()
+        """The two panels for :attr:`result` as PNG bytes (numpy + PIL, see :class:`_Picture`; no matplotlib
+        figure, no pyplot state)."""
+        if self.result is None:
+            raise ValueError("no result to draw (the last computation failed or none ran yet)")
+        return self._picture.render(self.result)
 
     # -- display -------------------------------------------------------------------------------------------
     def show(self):
