@@ -685,3 +685,20 @@ def test_demo_scene_offline_fallback(monkeypatch, tmp_path):
 def test_demo_scene_benchmark(data_root):
     image, what = demo_scene(64)
     assert image.shape == (3, 64, 64) and "Urban100 img_014" in what
+
+
+def test_temperature_slider_sharpens_and_flattens_the_demo_maps(image):
+    """Issue 13 item 8: the softmax temperature is a control; it changes the demo modules' maps exactly as
+    query_attention with that temperature, and is disabled for given (trained) modules."""
+    ex = AttentionExplorer(image, mechanisms=("NLA", "HSPA"), query=(10, 7))
+    assert ex.state()["temperature"] == 0.05 and not ex.controls["temperature"].disabled
+    sharp = ex.state()
+    ex.controls["temperature"].value = 0.5
+    flat = ex.state()
+    ref = query_attention("NLA", ex.features, (10, 7), temperature=0.5)
+    assert flat["temperature"] == 0.5 and flat["max_weight"] == pytest.approx(ref["max_weight"])
+    assert flat["keys_for_90"] == ref["keys_for_90"] > sharp["keys_for_90"]
+    assert flat["max_weight"] < sharp["max_weight"]
+    nla = NonLocalAttention(channel=ex.module_features.shape[1], reduction=1)
+    given = AttentionExplorer(image, mechanisms=("NLA",), layer_modules={"NLA": nla})
+    assert given.controls["temperature"].disabled

@@ -70,6 +70,7 @@ from srlib.analysis.sparsity import mass_coverage
 __all__ = [
     "MECHANISMS",
     "KNOBS",
+    "TEMPERATURES",
     "Knob",
     "AttentionState",
     "AttentionCache",
@@ -113,6 +114,9 @@ class Knob:
     bounds: tuple[float, float, float] | None = None
     help: str = ""
 
+
+#: Temperatures the explorer's slider offers for the demo modules (``cos / tau`` scores; 0.05 as notebook 00).
+TEMPERATURES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 #: The knobs that matter, per mechanism (NLA has none: dense softmax over every position).
 KNOBS: dict[str, tuple[Knob, ...]] = {
@@ -1208,6 +1212,13 @@ class AttentionExplorer:
                                                 description="mechanism", style=style)
         self.controls["layer"] = W.IntSlider(value=0, min=0, max=0, description="layer", style=style,
                                              continuous_update=False)
+        # the softmax temperature of the demo modules: scores of unit features are cos / tau (notebook 00 Eq. 4)
+        taus = sorted(set(TEMPERATURES) | {self.temperature})
+        self.controls["temperature"] = W.SelectionSlider(
+            options=[(f"{t:g}", t) for t in taus], value=self.temperature, description="temperature τ",
+            style=style, continuous_update=False)
+        self.controls["temperature"].tooltip = "demo modules score two unit features cos / τ: small τ, sharp maps"
+        self.controls["temperature"].add_class("srlib-explorer-temperature")
         self.controls["x"] = W.IntSlider(value=int(qx), min=0, max=w - 1, description="query x", style=style,
                                          continuous_update=False)
         self.controls["y"] = W.IntSlider(value=int(qy), min=0, max=h - 1, description="query y", style=style,
@@ -1230,7 +1241,7 @@ class AttentionExplorer:
         self.stats.add_class("srlib-explorer-stats")
         self.knob_box = W.HBox()
         self.widget = W.VBox([
-            W.HBox([self.controls["mechanism"], self.controls["layer"]]),
+            W.HBox([self.controls["mechanism"], self.controls["layer"], self.controls["temperature"]]),
             W.HBox([self.controls["x"], self.controls["y"]]),
             self.knob_box,
             self.picture,
@@ -1241,6 +1252,7 @@ class AttentionExplorer:
 
         self.controls["mechanism"].observe(self._on_mechanism, names="value")
         self.controls["layer"].observe(self._on_knob, names="value")
+        self.controls["temperature"].observe(self._on_temperature, names="value")
         self.controls["x"].observe(self._on_query, names="value")
         self.controls["y"].observe(self._on_query, names="value")
         for m in mechanisms:
@@ -1314,7 +1326,7 @@ class AttentionExplorer:
     def state(self) -> dict[str, Any]:
         """The numbers on display: mechanism, layer, query, knobs and the scalar results (no tensors)."""
         out = {"mechanism": self.mechanism, "layer": int(self.controls["layer"].value), "query_yx": self.query_yx,
-               "knobs": self.knobs(), "error": self.error}
+               "knobs": self.knobs(), "temperature": self.temperature, "error": self.error}
         if self.result is not None:
             for key in ("keys_for_90", "support", "max_weight", "bucket_size", "bucket_sizes", "n_candidates",
                         "round_weights", "tv_to_exact"):
@@ -1338,10 +1350,11 @@ class AttentionExplorer:
 
     def _sync_knob_widgets(self) -> None:
         """Show a given module's own knob values (all of them on first use, the fixed ones always) and disable
-        the knobs its weights fix."""
+        the knobs its weights fix (and the temperature, which only the demo modules have)."""
         m = self.mechanism
         layer = int(self.controls["layer"].value)
         module = self.layers[m][layer][0]
+        self.controls["temperature"].disabled = module is not None
         if module is None:
             return
         settable = settable_knobs(m, module)
@@ -1365,6 +1378,11 @@ class AttentionExplorer:
             self._sync_knob_widgets()
             self._sync_query_range()
         self._refresh()
+
+    def _on_temperature(self, change) -> None:
+        self.temperature = float(self.controls["temperature"].value)
+        if not self._busy:
+            self._refresh()
 
     def _on_query(self, _change) -> None:
         if not self._busy:
