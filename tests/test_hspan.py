@@ -10,6 +10,7 @@ from torch.testing import assert_close
 
 from torch.autograd import gradcheck
 
+import srlib.attention.hspa as hspa_module
 from srlib.attention.hspa import HSPA, auto_block_size, hspa_attention
 from srlib.attention.nla import NonLocalAttention
 from srlib.attention.softthreshold import SoftThreshold, soft_threshold, threshold_and_support
@@ -142,9 +143,13 @@ def _qkv(B=2, L=53, D=4, Dv=5, seed=0, scale=1.5):
     return q * scale, k, v
 
 
+@pytest.mark.parametrize("backward", ["sparse", "recompute"])
 @pytest.mark.parametrize("mode,topk", [("exact", 4), ("exact", None), ("exact", 64), ("truncated", 3)])
 @pytest.mark.parametrize("block", [1, 7, 53, "auto"])
-def test_blockwise_equals_dense_output_and_gradients(mode, topk, block):
+def test_blockwise_equals_dense_output_and_gradients(mode, topk, block, backward, monkeypatch):
+    """Both backward paths: on the saved support, and (support above the limit) recomputing the block."""
+    if backward == "recompute":
+        monkeypatch.setattr(hspa_module, "SPARSE_MAX_SUPPORT", 0)
     q, k, v = _qkv()
     g = torch.randn(2, 53, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     results = []
@@ -163,8 +168,10 @@ def test_blockwise_equals_dense_output_and_gradients(mode, topk, block):
         assert int(threshold_and_support(scores, topk=4)[1].max()) > 4
 
 
+@pytest.mark.parametrize("limit", [512, 0])
 @pytest.mark.parametrize("mode,topk", [("exact", 2), ("truncated", 3)])
-def test_blockwise_gradcheck_float64(mode, topk):
+def test_blockwise_gradcheck_float64(mode, topk, limit, monkeypatch):
+    monkeypatch.setattr(hspa_module, "SPARSE_MAX_SUPPORT", limit)
     q, k, v = (t[:1, :11].clone().requires_grad_() for t in _qkv(seed=3, scale=0.8))
     fn = lambda a, b, c: hspa_attention(a, b, c, topk=topk, mode=mode, block_size=4)  # noqa: E731
     assert gradcheck(fn, (q, k, v), eps=1e-6, atol=1e-8)

@@ -36,7 +36,7 @@ from srlib.attention.softthreshold import (
 )
 from srlib.reference import load_state_dict_strict, register_case_runner
 
-__all__ = ["HSPA", "auto_block_size", "hspa_attention"]
+__all__ = ["BLOCK_ELEMENTS", "HSPA", "SPARSE_MAX_SUPPORT", "auto_block_size", "hspa_attention"]
 
 #: Score entries per query block chosen by :func:`auto_block_size` (``2**22`` float32 = 16 MiB per block).
 BLOCK_ELEMENTS = 2**22
@@ -70,11 +70,9 @@ def _check_block_size(block_size):
     return b
 
 
-def _st_block(s: torch.Tensor, topk: int | None, mode: str):
-    """ST of a score block ``(B, b, L)`` along its last dim: ``(weights (B, b, L), row_max, tau (B, b, 1))``."""
-    B, b, L = s.shape
-    out, _, row_max, tau, _, _ = st_rows_shifted(s.reshape(B * b, L), topk, mode)
-    return out.view(B, b, L), row_max.view(B, b, 1), tau.view(B, b, 1)
+#: Largest per-block support for which the training path saves the support (indices and weights) instead of
+#: recomputing the block's scores in the backward: saved memory stays ``O(L · SPARSE_MAX_SUPPORT)``.
+SPARSE_MAX_SUPPORT = 512
 
 
 def _blocks(length: int, block: int):
@@ -82,62 +80,116 @@ def _blocks(length: int, block: int):
         yield i0, min(length, i0 + block)
 
 
-def _hspa_forward_blocks(q, k, v, topk, mode, block, keep_thresholds: bool):
-    """Blockwise Eqs. (7)-(8): for each block of queries, scores → ST weights → weights × values."""
+def _gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` ``(B, L, D)`` at ``idx`` ``(B, b, t)``: ``(B, b, t, D)``."""
+    B, b, t = idx.shape
+    return x.gather(1, idx.reshape(B, b * t, 1).expand(-1, -1, x.shape[-1])).view(B, b, t, x.shape[-1])
+
+
+def _scatter_rows_(acc: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor) -> None:
+    """``acc[b, idx[b, i, t]] += rows[b, i, t]`` for ``acc`` ``(B, L, D)``, ``idx`` ``(B, b, t)``, ``rows``
+    ``(B, b, t, D)``."""
+    B, b, t = idx.shape
+    D = acc.shape[-1]
+    acc.scatter_add_(1, idx.reshape(B, b * t, 1).expand(-1, -1, D), rows.reshape(B, b * t, D))
+
+
+def _hspa_forward_blocks(q, k, v, topk, mode, block, save: list | None):
+    """Blockwise Eqs. (7)-(8): for each block of queries, scores → ST weights → weights × values.
+
+    With ``save`` (a list), appends per block what the backward needs: ``("sparse", i0, i1, sel, w_sel)`` with
+    ``sel`` ``(B, b, t)`` the indices of the ``t`` = largest support of the block top candidates (a superset of
+    every row's support) and ``w_sel`` the weights there; or, when ``t > SPARSE_MAX_SUPPORT``,
+    ``("dense", i0, i1, row_max, tau)`` to recompute the block's weights.
+    """
     B, L, _ = q.shape
     out = v.new_empty(B, L, v.shape[-1])
-    row_max = q.new_empty(B, L, 1) if keep_thresholds else None
-    tau = q.new_empty(B, L, 1) if keep_thresholds else None
     kt = k.transpose(1, 2)
     for i0, i1 in _blocks(L, block):
+        b = i1 - i0
         s = torch.bmm(q[:, i0:i1], kt)  # (B, b, L): Eq. (7) for this block of queries
-        w, rm, t = _st_block(s, topk, mode)  # Eqs. (9)-(12), row by row
+        w, s_shift, row_max, tau, support, idx = st_rows_shifted(  # Eqs. (9)-(12), row by row
+            s.view(B * b, L), topk, mode, keep_idx=save is not None)
         del s
-        out[:, i0:i1] = torch.bmm(w, v)  # Eq. (8)
-        if keep_thresholds:
-            row_max[:, i0:i1] = rm
-            tau[:, i0:i1] = t
-        del w
-    return out, row_max, tau
+        out[:, i0:i1] = torch.bmm(w.view(B, b, L), v)  # Eq. (8)
+        if save is not None:
+            t_max = int(support.max())
+            if t_max > SPARSE_MAX_SUPPORT:
+                save.append(("dense", i0, i1, row_max.view(B, b, 1), tau.view(B, b, 1)))
+            else:
+                # the candidates are in descending order of score, so the first t_max hold every row's support
+                sel = idx[:, :t_max] if t_max <= idx.shape[-1] else torch.topk(s_shift, t_max, dim=-1).indices
+                save.append(("sparse", i0, i1, sel.view(B, b, t_max), w.gather(-1, sel).view(B, b, t_max)))
+        del w, s_shift, idx
+    return out
+
+
+def _grad_rows(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Eq. (19) along the last dim: ``c ⊙ (r − (cᵀr / T)·1)``, ``c`` the 0/1 support indicator (in place on r)."""
+    r.mul_(c)
+    v_hat = r.sum(dim=-1, keepdim=True) / c.sum(dim=-1, keepdim=True)  # cᵀr / T (T ≥ 1)
+    return r.sub_(v_hat).mul_(c)
 
 
 class _BlockwiseHSPA(torch.autograd.Function):
-    """``Σ_j ST_j(q_i · K) v_j`` in query blocks, forward and backward in ``O(B · block · L)`` extra memory.
+    """``y_i = Σ_j ST_j(q_i · K) v_j`` in query blocks; nothing of size ``L × L`` is stored.
 
-    Saves only ``q, k, v`` and two floats per query (row max and threshold κ, in the shifted scale). The
-    backward recomputes each block's scores and weights (exact mode: ``max(s − max − κ, 0)``, bit-identical
-    to the forward's; truncated mode: the top-k pass again) and applies Eq. (19) row-wise:
-    ``∇s = c ⊙ (r − (cᵀr / T)·1)`` with ``r = ∇y · vᵀ``, ``c`` the support indicator and ``T = |support|``.
+    Forward: :func:`_hspa_forward_blocks`. Saved: ``q, k, v`` and, per block, the support of its rows
+    (indices and weights of the ``t`` largest candidates, ``t`` = largest support in the block): ``O(L·t)``.
+    Backward, Eq. (19) row by row with ``r_ij = ∇y_i · v_j`` on the support only (``O(L·t·(D + Dv))``):
+    ``∇s = c ⊙ (r − (cᵀr / T)·1)``, ``∇q_i = Σ_j ∇s_ij k_j``, ``∇k_j += ∇s_ij q_i``, ``∇v_j += w_ij ∇y_i``
+    (gathers and ``scatter_add``). A block whose support exceeds :data:`SPARSE_MAX_SUPPORT` instead keeps the
+    row max and threshold κ of its rows and recomputes its scores and weights in the backward,
+    ``max(s − max − κ, 0)``, bit-identical to the forward's (exact mode; truncated mode runs its top-k again).
     """
 
     @staticmethod
     def forward(ctx, q, k, v, topk, mode, block):
-        out, row_max, tau = _hspa_forward_blocks(q, k, v, topk, mode, block, keep_thresholds=True)
-        ctx.save_for_backward(q, k, v, row_max, tau)
-        ctx.topk, ctx.mode, ctx.block = topk, mode, block
+        saved: list = []
+        out = _hspa_forward_blocks(q, k, v, topk, mode, block, saved)
+        ctx.save_for_backward(q, k, v)
+        ctx.blocks = saved
+        ctx.topk, ctx.mode = topk, mode
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        q, k, v, row_max, tau = ctx.saved_tensors
-        B, L, _ = q.shape
+        q, k, v = ctx.saved_tensors
+        B, L, D = q.shape
+        Dv = v.shape[-1]
         gq, gk, gv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
         kt, vt = k.transpose(1, 2), v.transpose(1, 2)
-        for i0, i1 in _blocks(L, ctx.block):
+        for kind, i0, i1, a, b_ in ctx.blocks:
+            if kind == "sparse":
+                sel, w_sel = a, b_  # (B, b, t)
+                t = sel.shape[-1]
+                step = max(1, BLOCK_ELEMENTS // (B * t * max(D, Dv)))  # rows per gather, bounded memory
+                for j0 in range(0, i1 - i0, step):
+                    j1 = min(i1 - i0, j0 + step)
+                    idx, w = sel[:, j0:j1], w_sel[:, j0:j1]
+                    g_b, q_b = grad_out[:, i0 + j0:i0 + j1], q[:, i0 + j0:i0 + j1]
+                    _scatter_rows_(gv, idx, w.unsqueeze(-1) * g_b.unsqueeze(2))  # ∇v_j += w_ij ∇y_i
+                    r = (_gather_rows(v, idx) @ g_b.unsqueeze(-1)).squeeze(-1)  # r_ij = ∇y_i · v_j
+                    gs = _grad_rows(r, (w > 0).to(r.dtype))  # Eq. (19)
+                    k_sel = _gather_rows(k, idx)
+                    gq[:, i0 + j0:i0 + j1] = (gs.unsqueeze(-2) @ k_sel).squeeze(-2)  # ∇q_i = Σ_j ∇s_ij k_j
+                    del k_sel
+                    _scatter_rows_(gk, idx, gs.unsqueeze(-1) * q_b.unsqueeze(2))  # ∇k_j += ∇s_ij q_i
+                continue
+            row_max, tau = a, b_
             q_b, g_b = q[:, i0:i1], grad_out[:, i0:i1]
             s = torch.bmm(q_b, kt)  # (B, b, L), as in the forward
-            if ctx.mode == "exact":
-                w = ((s - row_max[:, i0:i1]) - tau[:, i0:i1]).clamp_(min=0)
+            if ctx.mode == "exact":  # in place, the same operations as the forward: bit-identical weights
+                w = s.sub_(row_max).sub_(tau).clamp_(min=0)
             else:
-                w = _st_block(s, ctx.topk, ctx.mode)[0]
+                b = i1 - i0
+                w = st_rows_shifted(s.view(B * b, L), ctx.topk, ctx.mode)[0].view(B, b, L)
             del s
             gv.baddbmm_(w.transpose(1, 2), g_b)  # ∇V += Wᵀ ∇Y
-            c = w > 0  # support indicator
+            c = (w > 0).to(w.dtype)  # support indicator
             del w
-            r = torch.bmm(g_b, vt).mul_(c)  # ∇W = ∇Y Vᵀ, restricted to the support
-            v_hat = r.sum(dim=-1, keepdim=True) / c.sum(dim=-1, keepdim=True)  # cᵀr / T
-            gs = r.sub_(v_hat).mul_(c)  # Eq. (19)
+            gs = _grad_rows(torch.bmm(g_b, vt), c)  # Eq. (19) with ∇W = ∇Y Vᵀ
             del c
             gq[:, i0:i1] = torch.bmm(gs, k)  # ∇Q = ∇S K
             gk.baddbmm_(gs.transpose(1, 2), q_b)  # ∇K += ∇Sᵀ Q
@@ -159,10 +211,14 @@ def hspa_attention(
     ST (Eqs. 9-12) is row-wise: each query's weights depend only on its own scores. So the ``L × L`` matrix
     need not exist: for each block of ``b`` queries the scores ``(B, b, L)`` are computed, thresholded
     (top-k and the exact fallback of :func:`~srlib.attention.softthreshold.soft_threshold`) and multiplied
-    by the values, then freed. Extra memory ``O(B · b · L)`` instead of ``O(B · L²)``, forward and backward
-    (the backward recomputes each block, keeping only two floats per query); the arithmetic is that of the
-    dense path. The output equals the dense ``soft_threshold(q kᵀ) v`` (bit for bit when one block holds
-    every query, which :func:`auto_block_size` chooses whenever ``B·L² ≤ 2²²``).
+    by the values, then freed. Extra memory ``O(B · b · L)`` instead of ``O(B · L²)``. For training only the
+    support of each row is kept (indices and weights of its block's ``t`` largest candidates, ``t`` = largest
+    support, ``O(B · L · t)``), and the backward of Eq. (19) works on it alone, ``O(B · L · t · (D + Dv))``
+    instead of ``O(B · L² · (D + Dv))``; a block with a support above :data:`SPARSE_MAX_SUPPORT` recomputes its
+    scores instead. The forward output equals the dense ``soft_threshold(q kᵀ) v`` (bit for bit when one
+    block holds every query, which :func:`auto_block_size` chooses whenever ``B·L² ≤ 2²²``); gradients
+    equal the dense path's up to summation order. The backward is not itself differentiable (no double
+    backward; use ``block_size=None`` for that).
 
     Args:
         q: ``(B, L, D)`` queries; k: ``(B, L, D)`` keys; v: ``(B, L, Dv)`` values (same floating dtype).
@@ -193,7 +249,7 @@ def hspa_attention(
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         return _BlockwiseHSPA.apply(q, k, v, topk, mode, block)
     with torch.no_grad():
-        return _hspa_forward_blocks(q, k, v, topk, mode, block, keep_thresholds=False)[0]
+        return _hspa_forward_blocks(q, k, v, topk, mode, block, None)
 
 
 class HSPA(NonLocalAttention):
