@@ -9,8 +9,10 @@ from srlib.attention.buckets import (
     bucketed_attention,
     combine_rounds,
     look_around,
+    look_around_at,
     n_hash_buckets,
 )
+import srlib.attention.buckets as buckets_module
 from srlib.attention.nla import non_local_attention
 
 
@@ -135,3 +137,42 @@ def test_bad_codes_raise():
         BucketLayout.from_codes(torch.zeros(1, 1, 8, dtype=torch.long), 0)
     with pytest.raises(ValueError, match="padding"):
         BucketLayout.from_codes(torch.zeros(1, 1, 5, dtype=torch.long), 16)
+
+
+# --------------------------------------------------------------------------------------- blocked inference path
+def test_look_around_at_is_a_slice_of_look_around():
+    x = torch.arange(2 * 3 * 7 * 4 * 2, dtype=torch.float64).view(2, 3, 7, 4, 2)
+    full = look_around(x)
+    for start, stop in ((0, 7), (0, 1), (3, 5), (6, 7), (2, 3)):
+        assert torch.equal(look_around_at(x, start, stop), full[:, :, start:stop])
+    one = x[:, :, :1]  # a single chunk is its own neighbour
+    assert torch.equal(look_around_at(one, 0, 1), look_around(one))
+    with pytest.raises(ValueError, match="chunk range"):
+        look_around_at(x, 3, 3)
+    with pytest.raises(ValueError, match="chunk range"):
+        look_around_at(x, 5, 8)
+
+
+@pytest.mark.parametrize("budget", [1, 500, 2**18])  # one chunk per block, a few, everything at once
+@pytest.mark.parametrize("bias_kind", [None, "full", "at"])
+def test_blocked_inference_equals_single_pass(budget, bias_kind, monkeypatch):
+    """Under no_grad the chunks go in blocks; the result equals the single pass of the autograd path."""
+    monkeypatch.setattr(buckets_module, "SCORE_BLOCK_ELEMENTS", budget)
+    g = torch.Generator().manual_seed(6)
+    q = torch.randn(2, 61, 5, generator=g, dtype=torch.float64)
+    v = torch.randn(2, 61, 3, generator=g, dtype=torch.float64)
+    layout = BucketLayout.from_codes(torch.randint(0, 5, (2, 3, 61), generator=g), 8)  # 8 chunks, 3 padded rows
+    bias = torch.randn(2, 3, 8, 8, 24, generator=g, dtype=torch.float64)
+    kwargs = {}
+    if bias_kind == "full":
+        kwargs["score_bias"] = lambda lay: bias
+    elif bias_kind == "at":
+        kwargs["score_bias"] = lambda lay: bias
+        kwargs["score_bias_at"] = lambda lay, n0, n1: bias[:, :, n0:n1]
+    with torch.enable_grad():
+        single = bucketed_attention(q, v, layout, **kwargs)
+    with torch.no_grad():
+        blocked = bucketed_attention(q, v, layout, **kwargs)
+    torch.testing.assert_close(blocked.ret, single.ret, rtol=0, atol=1e-13)
+    torch.testing.assert_close(blocked.bucket_score, single.bucket_score, rtol=0, atol=1e-13)
+    assert blocked.score is None and blocked.bucket_score_sorted is None

@@ -39,8 +39,13 @@ __all__ = [
     "bucketed_attention",
     "combine_rounds",
     "look_around",
+    "look_around_at",
     "n_hash_buckets",
 ]
+
+#: Score entries per block of chunks in the inference path of :func:`bucketed_attention` (``2**18`` float32 =
+#: 1 MiB: the scores of a block stay in cache while they are normalised and applied).
+SCORE_BLOCK_ELEMENTS = 2**18
 
 
 def n_hash_buckets(length: int, chunk_size: int, max_buckets: int = 128) -> int:
@@ -74,6 +79,24 @@ def look_around(x: torch.Tensor) -> torch.Tensor:
     prev = torch.roll(x, shifts=1, dims=2)
     nxt = torch.roll(x, shifts=-1, dims=2)
     return torch.cat([x, prev, nxt], dim=3)
+
+
+def look_around_at(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """``look_around(x)[:, :, start:stop]`` without building the whole look-around tensor.
+
+    Args:
+        x: ``(B, R, n, c, D)`` chunked rows; start, stop: a range of chunks, ``0 <= start < stop <= n``.
+    Returns:
+        ``(B, R, stop - start, 3c, D)``: each chunk of the range with its previous and next chunk (cyclic).
+    Raises:
+        ValueError: an empty or out-of-range chunk range.
+    """
+    n = x.shape[2]
+    if not 0 <= start < stop <= n:
+        raise ValueError(f"chunk range [{start}, {stop}) is empty or outside the {n} chunks")
+    ext = torch.arange(start - 1, stop + 1, device=x.device) % n  # one chunk of margin on each side, cyclic
+    xe = x.index_select(2, ext)  # (B, R, stop - start + 2, c, D)
+    return torch.cat([xe[:, :, 1:-1], xe[:, :, :-2], xe[:, :, 2:]], dim=3)
 
 
 @dataclass
@@ -203,6 +226,7 @@ def bucketed_attention(
     key_eps: float = 5e-5,
     score_bias: Callable[[BucketLayout], torch.Tensor] | None = None,
     return_score: bool = False,
+    score_bias_at: Callable[[BucketLayout, int, int], torch.Tensor] | None = None,
 ) -> BucketedAttentionResult:
     """Attention inside sorted chunks and their neighbours (steps 3-5), one result per hash round.
 
@@ -220,12 +244,24 @@ def bucketed_attention(
             (DLSN's learnable similarity score, DLSN Eq. 9-11).
         return_score: also return the attention weights and sorted bucket scores (visualisation; LCoA's
             collaborative attention reuses them).
+        score_bias_at: optional ``fn(layout, start, stop) -> (B, R, stop - start, c, 3c)``, the same bias for
+            the chunks ``[start, stop)`` only; used by the inference path instead of ``score_bias`` so that the
+            full bias tensor is never built.
 
     Returns:
         :class:`BucketedAttentionResult`.
+
+    Without autograd (``torch.no_grad``) and without ``return_score``, the chunks are processed in blocks of
+    about :data:`SCORE_BLOCK_ELEMENTS` scores (:func:`look_around_at`): no ``(B, R, n, c, 3c)`` tensor is
+    stored, so the scores stay in cache while they are normalised and applied. Same arithmetic; the result
+    equals the single-pass one up to float rounding.
     """
     qc = layout.to_chunks(q)  # (B, R, n, c, Dq)
     vc = layout.to_chunks(v)  # (B, R, n, c, Dv)
+    if not return_score and not torch.is_grad_enabled():
+        ret, bucket_score = _chunk_blocks(qc, vc, layout, key_eps, score_bias, score_bias_at)
+        return BucketedAttentionResult(ret=layout.from_chunks(ret), bucket_score=layout.from_chunks(bucket_score),
+                                       layout=layout)
     kc = look_around(F.normalize(qc, p=2, dim=-1, eps=key_eps))  # (B, R, n, 3c, Dq)
     vc = look_around(vc)  # (B, R, n, 3c, Dv)
     raw = torch.einsum("brncd,brnkd->brnck", qc, kc)  # (B, R, n, c, 3c)
@@ -242,6 +278,29 @@ def bucketed_attention(
         score=score if return_score else None,
         bucket_score_sorted=bucket_score.flatten(2) if return_score else None,
     )
+
+
+def _chunk_blocks(qc, vc, layout, key_eps, score_bias, score_bias_at):
+    """Steps 4-5 of :func:`bucketed_attention` over blocks of chunks (inference): ``(ret (B, R, n, c, Dv),
+    bucket_score (B, R, n, c))`` in sorted, chunked order."""
+    B, R, n, c, _ = qc.shape
+    kn = F.normalize(qc, p=2, dim=-1, eps=key_eps)  # keys, not yet looked around
+    full_bias = score_bias(layout) if score_bias is not None and score_bias_at is None else None
+    ret = vc.new_empty(B, R, n, c, vc.shape[-1])
+    bucket_score = qc.new_empty(B, R, n, c)
+    step = max(1, SCORE_BLOCK_ELEMENTS // (B * R * c * 3 * c))  # chunks per block
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        raw = torch.einsum("brncd,brnkd->brnck", qc[:, :, n0:n1], look_around_at(kn, n0, n1))  # (B, R, nb, c, 3c)
+        if score_bias_at is not None:
+            raw += score_bias_at(layout, n0, n1)
+        elif full_bias is not None:
+            raw += full_bias[:, :, n0:n1]
+        lse = torch.logsumexp(raw, dim=-1, keepdim=True)  # Eq. (10) normaliser, Eq. (11) bucket score
+        weights = raw.sub_(lse).exp_()
+        ret[:, :, n0:n1] = torch.einsum("brnck,brnkd->brncd", weights, look_around_at(vc, n0, n1))
+        bucket_score[:, :, n0:n1] = lse.squeeze(-1)
+    return ret, bucket_score
 
 
 def apply_shared_attention(score: torch.Tensor, v: torch.Tensor, layout: BucketLayout) -> torch.Tensor:
