@@ -224,17 +224,19 @@ def _enla_rows_blocked(q, k, v, projection, eps):
     proj_t = projection.to(q.dtype).t()  # (d, m)
     m = proj_t.shape[1]
     rows = max(16, FEATURE_BLOCK_ELEMENTS // m)
+    q, k = q.contiguous(), k.contiguous()  # (..., L, d) with d small: row blocks become plain matrices
     batch, n_keys, n_queries = q.shape[:-2], k.shape[-2], q.shape[-2]
-    k_sum = q.new_zeros(*batch, m, 1)
+    k_sum = q.new_zeros(*batch, 1, m)
     context = q.new_zeros(*batch, m, v.shape[-1])
     for s0 in range(0, n_keys, rows):
         phi_k = _features_(k[..., s0:s0 + rows, :], proj_t, eps)  # (..., b, m)
-        k_sum += phi_k.sum(dim=-2).unsqueeze(-1)  # phi(K) 1_N
+        k_sum += phi_k.sum(dim=-2, keepdim=True)  # phi(K) 1_N
         context += phi_k.transpose(-1, -2) @ v[..., s0:s0 + rows, :]  # phi(K) V^T
     out = q.new_empty(*batch, n_queries, v.shape[-1])
     for l0 in range(0, n_queries, rows):
         phi_q = _features_(q[..., l0:l0 + rows, :], proj_t, eps)
-        out[..., l0:l0 + rows, :] = (phi_q @ context).div_(phi_q @ k_sum)  # Eqs. (5)-(6)
+        denom = (phi_q * k_sum).sum(dim=-1, keepdim=True)  # Eq. (6), as linear_attention
+        out[..., l0:l0 + rows, :] = (phi_q @ context).div_(denom)  # Eq. (5)
     return out
 
 

@@ -54,7 +54,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds, look_around, n_hash_buckets
+from srlib.attention.buckets import (
+    BucketLayout,
+    bucketed_attention,
+    combine_rounds,
+    look_around,
+    look_around_at,
+    n_hash_buckets,
+)
 from srlib.attention.hashing import argmax_hash
 from srlib.reference import load_state_dict_strict, register_case_runner
 
@@ -211,15 +218,6 @@ def combine_rounds_paper(ret: torch.Tensor, raw_sum: torch.Tensor) -> torch.Tens
     return (ret * paper_round_weights(raw_sum).unsqueeze(-1)).sum(dim=1)  # Eq. (17)
 
 
-def _mlp_look_around_at(mlp: nn.Module, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """``look_around(mlp(x))[:, :, start:stop]`` for a row-wise ``mlp``, applying it to the chunks of the range
-    and their two neighbours only (``x``: ``(B, R, n, c, C)``; cyclic, as :func:`look_around_at`)."""
-    n = x.shape[2]
-    ext = torch.arange(start - 1, stop + 1, device=x.device) % n
-    y = mlp(x.index_select(2, ext))  # (B, R, stop - start + 2, c, c_out)
-    return torch.cat([y[:, :, 1:-1], y[:, :, :-2], y[:, :, 2:]], dim=3)
-
-
 class GlobalLearnableAttention(nn.Module):
     """GLA block with residual connection (DLSN Eqs. 8-18, Algorithm 1). Alias: :data:`GLA`.
 
@@ -312,7 +310,7 @@ class GlobalLearnableAttention(nn.Module):
         return codes, projections, n_buckets
 
     def learnable_score(self, feats: torch.Tensor, layout: BucketLayout, chunks: tuple[int, int] | None = None,
-                        f_chunks: torch.Tensor | None = None) -> torch.Tensor:
+                        mlp_out: torch.Tensor | None = None) -> torch.Tensor:
         """The learned term ``s_l(i, j)`` for every query slot ``i`` and candidate key ``j`` (Eq. 9, 11).
 
         Args:
@@ -320,23 +318,20 @@ class GlobalLearnableAttention(nn.Module):
             layout: the bucket layout of this call.
             chunks: ``(start, stop)``: only those chunks (the blocked inference path of
                 :func:`~srlib.attention.buckets.bucketed_attention`); ``None``: all.
-            f_chunks: ``layout.to_chunks(feats)`` if already computed.
+            mlp_out: ``self.fc(layout.to_chunks(feats))`` if already computed (``(B, R, n, c, c_out)``).
         Returns:
             ``(B, R, n, c, 3c)`` (``n = stop - start`` with ``chunks``), aligned with the scores of
             :func:`~srlib.attention.buckets.bucketed_attention`.
         """
-        if f_chunks is None:
-            f_chunks = layout.to_chunks(feats)  # (B, R, n, c, C)
+        if mlp_out is None:
+            mlp_out = self.fc(layout.to_chunks(feats))  # (B, R, n, c, c_out): the MLP of every row
         if self.lss_variant == "official":
             # MLP of every key row: (B, R, n, c, c_out); neighbours' rows -> (B, R, n, 3c, c_out). The MLP acts
             # row by row, so applying it before look_around equals the official order (after it), 3x cheaper.
-            if chunks is None:
-                per_key = look_around(self.fc(f_chunks))  # [j, i] = MLP(f_j)[i]
-            else:  # the MLP of the range's chunks and their two neighbours only
-                per_key = _mlp_look_around_at(self.fc, f_chunks, *chunks)
+            per_key = look_around(mlp_out) if chunks is None else look_around_at(mlp_out, *chunks)  # [j, i]
             return per_key.transpose(-1, -2)  # [i, j]: depends on the key j and the query's slot i only
         # paper, Eq. (11): s_l(x_i) ∈ R^{3c}, one entry per candidate key in [own, prev, next] order.
-        return self.fc(f_chunks if chunks is None else f_chunks[:, :, chunks[0]:chunks[1]])  # (B, R, n, c, 3c)
+        return mlp_out if chunks is None else mlp_out[:, :, chunks[0]:chunks[1]]  # (B, R, n, c, 3c)
 
     # -- forward -------------------------------------------------------------------------------------------
 
@@ -368,9 +363,9 @@ class GlobalLearnableAttention(nn.Module):
             if self.keep_details or self.round_weights == "paper" or torch.is_grad_enabled():
                 lss = self.learnable_score(feats, layout)  # (B, R, n, c, 3c)
             else:  # inference: bucketed_attention asks for the chunks it is working on, never the whole term
-                f_chunks = layout.to_chunks(feats)
+                mlp_out = self.fc(layout.to_chunks(feats))  # (B, R, n, c, c_out), a third of the whole term
                 score_bias_at = lambda _layout, n0, n1: self.learnable_score(  # noqa: E731
-                    feats, _layout, (n0, n1), f_chunks)
+                    feats, _layout, (n0, n1), mlp_out)
         res = bucketed_attention(  # Eq. (9), (10), (14)
             emb, val, layout, key_eps=self.key_eps,
             score_bias=(lambda _layout: lss) if lss is not None else None,
