@@ -66,6 +66,7 @@ __all__ = [
     "machine_label",
     "time_calls",
     "measure",
+    "peak_memory",
     "run_isolated",
     "predict_next",
     "fit_slopes",
@@ -384,6 +385,35 @@ class _RssPeak:
         return max(0, (peak or 0) - self.base_kib) * 1024
 
 
+def peak_memory(step: Callable[[], Any], memory: str, device: torch.device | str = "cpu") -> int:
+    """Peak bytes of one call of ``step()`` above the level before it, by ``memory`` kind (module docstring).
+
+    ``"cuda"``: synchronise, reset the allocator's peak, read the allocated level, call, synchronise, then
+    ``torch.cuda.max_memory_allocated`` minus that level. ``"rss"``: the resettable resident-set peak
+    (:class:`_RssPeak`). ``"tensor"``: :func:`srlib.viz.cost.peak_tensor_bytes`.
+
+    Raises:
+        ValueError: an unknown kind.
+    """
+    if memory == "cuda":
+        device = torch.device(device)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    if memory == "rss":
+        rss = _RssPeak()
+        step()
+        return rss.peak_bytes()
+    if memory == "tensor":
+        from srlib.viz.cost import peak_tensor_bytes
+
+        return peak_tensor_bytes(step)
+    raise ValueError(f"memory must be one of {MEMORY_KINDS}, got {memory!r}")
+
+
 def measure(
     case: BenchCase | str,
     side: int,
@@ -446,22 +476,7 @@ def measure(
 
     # warm-up calls (also one-off work such as LCoA's k-means initialisation), then the timed calls
     times = time_calls(step, repeats=repeats, warmup=warmup, device=device)
-    peak = None  # memory: one more call, on its own
-    if memory == "tensor":
-        from srlib.viz.cost import peak_tensor_bytes
-
-        peak = peak_tensor_bytes(step)
-    elif memory == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
-    elif memory == "rss":
-        rss = _RssPeak()
-        step()
-        peak = rss.peak_bytes()
+    peak = None if memory is None else peak_memory(step, memory, device)  # memory: one more call, on its own
     return {
         "case": case.name, "mechanism": case.mechanism, "mode": mode, "side": side, "L": side * side,
         "status": "ok", "time_median_s": statistics.median(times), "time_min_s": min(times),
@@ -646,7 +661,8 @@ def markdown_table(rows: Sequence[dict[str, Any]], info: dict[str, str] | None =
         mode_rows = [r for r in rows if r["mode"] == mode]
         if not mode_rows:
             continue
-        lines.append(f"### {mode}: median time (s) / peak memory (MiB) / GFLOPs (attention only)")
+        kinds = ", ".join(sorted({r["memory_kind"] for r in mode_rows if r.get("memory_kind")})) or "none"
+        lines.append(f"### {mode}: median time (s) / peak memory (MiB, {kinds}) / GFLOPs (attention only)")
         lines.append("")
         lines.append("| case | " + " | ".join(f"{s}² (L={s * s})" for s in sides)
                      + " | time slope (fastest call) | memory slope |")
