@@ -6,6 +6,7 @@ Usage::
     python benchmarks/harness.py --device cuda --repeats 10    # GPU (CUDA events, synchronised)
     python benchmarks/harness.py --sizes 50 100 --cases NLA-map NLA-sdpa NLSA-r4 --modes forward
     python benchmarks/harness.py --list                        # the cases and their settings
+    python benchmarks/harness.py --cases GLA-r3 --modes forward --merge   # re-measure some rows of a result file
 
 Each (case, mode) runs in its own child process (``srlib.bench.run_isolated``) over increasing sizes; peak
 memory is the resident-set peak of that process above its level before the timed calls (CPU) or
@@ -16,7 +17,10 @@ calls after ``--warmup`` calls. A size whose time or memory, extrapolated from t
 Output (``--out``, default ``benchmarks/results``): ``<machine>.csv`` (one row per case, mode and size),
 ``<machine>.md`` (machine header, the tables with fitted log-log slopes, the papers' FLOP tables next to ours)
 and ``<machine>.png`` (log-log time and memory against ``L``). ``<machine>`` is ``srlib.bench.machine_label``
-(e.g. ``cpu-amd-epyc-2t``) unless ``--label`` is given. Numbers depend on the machine and its load: compare
+(e.g. ``cpu-amd-epyc-2t``; on a GPU ``cuda-<gpu model>-...``, so GPU results never overwrite the CPU ones)
+unless ``--label`` is given. On CUDA every timed call is bracketed by CUDA events with
+``torch.cuda.synchronize`` and memory is ``torch.cuda.max_memory_allocated`` above the level before the call;
+the table, the slopes and the files are the same. Numbers depend on the machine and its load: compare
 ratios and slopes within one file.
 """
 
@@ -31,7 +35,7 @@ from pathlib import Path
 import torch
 
 from srlib.attention.cost import paper_flops_comparison
-from srlib.bench import MODES, bench_cases, machine_info, machine_label, run_isolated, write_results
+from srlib.bench import MODES, bench_cases, machine_info, machine_label, read_csv, run_isolated, write_results
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,6 +50,14 @@ def _paper_section() -> str:
               "(2 L² (16 + 64) vs 2 L² (64 + 64)). NLSN's NLSA rows are not reproduced by any accounting of what "
               "the official code computes (see srlib/attention/cost.py).", ""]
     return "\n".join(lines)
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` rows with those re-measured in ``new`` (same case, mode and side) replaced, plus the rest of
+    ``new``."""
+    key = lambda r: (r["case"], r["mode"], int(r["side"]))  # noqa: E731
+    fresh = {key(r) for r in new}
+    return [r for r in old if key(r) not in fresh] + list(new)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per child process")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--label", help="file stem of the outputs (default: the machine label)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of an existing <label>.csv that this run does not re-measure (same case, "
+                         "mode and size are replaced); the header then records both runs")
     ap.add_argument("--list", action="store_true", help="print the cases and exit")
     args = ap.parse_args(argv)
 
@@ -98,8 +113,14 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     cells.append(f"{r['side']}²: {r['status']}")
             print(f"    {mode:17s} " + " | ".join(cells), flush=True)
-    rows.sort(key=lambda r: (MODES.index(r["mode"]), args.cases.index(r["case"]), r["side"]))
     info["wall_time_s"] = f"{time.time() - t_start:.0f}"
+    order = list(cases)
+    if args.merge and (args.out / f"{label}.csv").is_file():
+        rows = merge_rows(read_csv(args.out / f"{label}.csv"), rows)
+        info["merged"] = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: re-measured "
+                          f"{', '.join(args.cases)} ({', '.join(args.modes)}); the other rows are from the earlier run")
+    rows.sort(key=lambda r: (MODES.index(r["mode"]), order.index(r["case"]) if r["case"] in order else len(order),
+                             r["side"]))
     paths = write_results(rows, args.out, info, label)
     md = paths["md"]
     text = md.read_text()

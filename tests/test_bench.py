@@ -288,3 +288,20 @@ def test_cuda_results_go_to_their_own_files(tmp_path):
     assert "gpu = NVIDIA H200" in md and "peak memory (MiB, cuda)" in md
     row = next(line for line in md.splitlines() if line.startswith("| ENLA-m16 |"))
     assert row.endswith("| 1.00 | 1.00 |")  # time and memory slopes, as for the CPU table
+
+
+def test_harness_merge_replaces_only_the_re_measured_rows():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("harness", Path(__file__).parents[1] / "benchmarks" / "harness.py")
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    old = [_row("ENLA-m16", s, 1.0, 1.0) for s in (10, 20)] + [_row("GLA-r3", 10, 2.0, 2.0)]
+    old += [_row("ENLA-m16", 10, 5.0, 5.0, mode="forward+backward")]
+    new = [_row("ENLA-m16", s, 0.5, 0.5) for s in (20, 40)]
+    merged = harness.merge_rows(old, new)
+    got = {(r["case"], r["mode"], r["side"]): r["time_median_s"] for r in merged}
+    assert got == {("ENLA-m16", "forward", 10): 1.0, ("ENLA-m16", "forward", 20): 0.5,
+                   ("ENLA-m16", "forward", 40): 0.5, ("GLA-r3", "forward", 10): 2.0,
+                   ("ENLA-m16", "forward+backward", 10): 5.0}
