@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=40.0,
                     help="skip sizes whose warm-up + timed calls are predicted to take longer")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per child process")
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="CPU timings: wall time (default) or the CPU time of the timing thread (needs --threads 1; "
+                         "robust to other jobs on a shared machine)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--label", help="file stem of the outputs (default: the machine label)")
     ap.add_argument("--merge", action="store_true",
@@ -91,9 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--device cuda requested but CUDA is not available")
     if min(args.sizes) < 1:
         ap.error("sizes must be positive")
+    if args.clock == "cpu" and (args.threads != 1 or args.device != "cpu"):
+        ap.error("--clock cpu needs --threads 1 on the CPU")
 
     threads = args.threads if args.threads is not None else torch.get_num_threads()
     info = machine_info(args.device, threads)
+    if args.device == "cpu":
+        info["clock"] = "thread CPU time" if args.clock == "cpu" else "wall"
     label = args.label or machine_label(info)
     print("machine:", "; ".join(f"{k} = {v}" for k, v in info.items()), flush=True)
     rows = []
@@ -102,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         got = run_isolated(name, args.sizes, args.modes, channels=args.channels, repeats=args.repeats,
                            warmup=args.warmup, device=args.device, threads=threads,
-                           max_mem_gib=args.max_mem_gib, max_seconds=args.max_seconds, timeout=args.timeout)
+                           max_mem_gib=args.max_mem_gib, max_seconds=args.max_seconds, timeout=args.timeout,
+                           clock=args.clock)
         rows += got
         print(f"{name} [{time.time() - t0:.1f} s]", flush=True)
         for mode in args.modes:
@@ -118,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge and (args.out / f"{label}.csv").is_file():
         rows = merge_rows(read_csv(args.out / f"{label}.csv"), rows)
         info["merged"] = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: re-measured "
-                          f"{', '.join(args.cases)} ({', '.join(args.modes)}); the other rows are from the earlier run")
+                          f"{', '.join(args.cases)} ({', '.join(args.modes)}; clock: {info.get('clock', 'cuda events')}); "
+                          f"the other rows are from the earlier run")
     rows.sort(key=lambda r: (MODES.index(r["mode"]), order.index(r["case"]) if r["case"] in order else len(order),
                              r["side"]))
     paths = write_results(rows, args.out, info, label)

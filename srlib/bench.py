@@ -56,6 +56,7 @@ import torch.nn as nn
 from srlib.attention.cost import FlopCount, enla_flops, gla_flops, hspa_flops, lcoa_flops, nla_flops, nlsa_flops
 
 __all__ = [
+    "CLOCKS",
     "MODES",
     "MEMORY_KINDS",
     "CSV_FIELDS",
@@ -79,6 +80,8 @@ __all__ = [
 
 #: The two things timed: inference, and one training step of the attention block.
 MODES = ("forward", "forward+backward")
+#: Clocks of the CPU timings: wall time, or the CPU time of the calling thread (:func:`time_calls`).
+CLOCKS = ("wall", "cpu")
 #: How peak memory is measured (module docstring).
 MEMORY_KINDS = ("rss", "cuda", "tensor")
 #: Columns of the result CSV (one row per case, mode and size).
@@ -306,18 +309,28 @@ def machine_label(info: dict[str, str]) -> str:
 # Measuring
 # ----------------------------------------------------------------------------------------------------------
 def time_calls(fn: Callable[[], Any], *, repeats: int = 3, warmup: int = 1,
-               device: torch.device | str = "cpu") -> list[float]:
+               device: torch.device | str = "cpu", clock: str = "wall") -> list[float]:
     """Seconds of each of ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones.
 
     CUDA: each call is timed with a pair of CUDA events recorded around it, after a synchronisation, and read
     after synchronising (GPU time of the call, excluding Python overhead that overlaps it). CPU:
     ``time.perf_counter`` around the call.
 
+    ``clock`` (CPU only): ``"wall"`` (``time.perf_counter``) or ``"cpu"``: the CPU time of the calling thread
+    (``time.thread_time``; with one intra-op thread that is all the work), which a loaded, shared machine does
+    not inflate the way it inflates wall time (preempted time slices are not counted).
+
     Raises:
-        ValueError: ``repeats < 1`` or ``warmup < 0``.
+        ValueError: ``repeats < 1`` or ``warmup < 0``, unknown ``clock``, ``clock="cpu"`` with more than one
+            intra-op thread.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    if clock == "cpu" and torch.get_num_threads() != 1:
+        raise ValueError(f"clock='cpu' times the calling thread only: use 1 thread, not {torch.get_num_threads()}")
+    tick = time.thread_time if clock == "cpu" else time.perf_counter
     device = torch.device(device)
     for _ in range(warmup):
         fn()
@@ -333,9 +346,9 @@ def time_calls(fn: Callable[[], Any], *, repeats: int = 3, warmup: int = 1,
             times.append(start.elapsed_time(end) / 1e3)
     else:
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = tick()
             fn()
-            times.append(time.perf_counter() - t0)
+            times.append(tick() - t0)
     return times
 
 
@@ -425,6 +438,7 @@ def measure(
     device: torch.device | str = "cpu",
     memory: str | None = "auto",
     seed: int = 0,
+    clock: str = "wall",
 ) -> dict[str, Any]:
     """Time, peak memory and FLOPs of one case on a random ``(1, channels, side, side)`` map, in this process.
 
@@ -438,6 +452,7 @@ def measure(
         memory: ``"rss"``, ``"cuda"``, ``"tensor"`` (forward only), ``None`` (not measured) or ``"auto"``
             (``"cuda"`` on CUDA, ``"rss"`` otherwise).
         seed: seed of the module and of the input / output-gradient draws.
+        clock: ``"wall"`` or ``"cpu"`` (CPU timings, see :func:`time_calls`).
     Returns:
         a row with the keys of :data:`CSV_FIELDS` (``status = "ok"``) plus ``times`` (all timed runs).
     Raises:
@@ -475,7 +490,7 @@ def measure(
             torch.autograd.grad(y, [x, *params], g, allow_unused=True)  # CoA layers leave conv_match unused
 
     # warm-up calls (also one-off work such as LCoA's k-means initialisation), then the timed calls
-    times = time_calls(step, repeats=repeats, warmup=warmup, device=device)
+    times = time_calls(step, repeats=repeats, warmup=warmup, device=device, clock=clock)
     peak = None if memory is None else peak_memory(step, memory, device)  # memory: one more call, on its own
     return {
         "case": case.name, "mechanism": case.mechanism, "mode": mode, "side": side, "L": side * side,
@@ -517,6 +532,7 @@ def _skip_row(case: BenchCase, side: int, mode: str, channels: int, device: str,
 
 
 def _run_sizes(case: BenchCase, sizes: Sequence[int], mode: str, *, channels: int, repeats: int, warmup: int,
+               clock: str = "wall",
                device: str, max_bytes: float, max_seconds: float, emit: Callable[[dict], None]) -> None:
     """Measure ``sizes`` in increasing order, skipping those predicted over budget (child process body)."""
     prev = None
@@ -537,7 +553,8 @@ def _run_sizes(case: BenchCase, sizes: Sequence[int], mode: str, *, channels: in
         if stop:
             emit(_skip_row(case, side, mode, channels, device, stop))
             continue
-        row = measure(case, side, mode, channels=channels, repeats=repeats, warmup=warmup, device=device)
+        row = measure(case, side, mode, channels=channels, repeats=repeats, warmup=warmup, device=device,
+                      clock=clock)
         row.pop("times")
         emit(row)
         prev = row
@@ -556,6 +573,7 @@ def run_isolated(
     max_mem_gib: float = 6.0,
     max_seconds: float = 60.0,
     timeout: float = 600.0,
+    clock: str = "wall",
 ) -> list[dict[str, Any]]:
     """Run one case over ``sizes`` (ascending), for each of ``modes``, in a fresh child process; one row per
     mode and size.
@@ -585,7 +603,7 @@ def run_isolated(
         raise ValueError("sizes must not be empty")
     cmd = [sys.executable, "-m", "srlib.bench", "--child", case, ",".join(modes), ",".join(map(str, sizes)),
            "--channels", str(channels), "--repeats", str(repeats), "--warmup", str(warmup), "--device", device,
-           "--max-mem-gib", str(max_mem_gib), "--max-seconds", str(max_seconds)]
+           "--max-mem-gib", str(max_mem_gib), "--max-seconds", str(max_seconds), "--clock", clock]
     if threads is not None:
         cmd += ["--threads", str(threads)]
     env = dict(os.environ)
@@ -822,6 +840,7 @@ def _child(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--max-mem-gib", type=float, default=6.0)
     ap.add_argument("--max-seconds", type=float, default=60.0)
+    ap.add_argument("--clock", default="wall", choices=CLOCKS)
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -829,7 +848,7 @@ def _child(argv: Sequence[str] | None = None) -> None:
     for mode in modes.split(","):
         _run_sizes(bench_cases()[name], [int(s) for s in sizes.split(",")], mode, channels=a.channels,
                    repeats=a.repeats, warmup=a.warmup, device=a.device, max_bytes=a.max_mem_gib * 2**30,
-                   max_seconds=a.max_seconds, emit=lambda r: print(json.dumps(r), flush=True))
+                   max_seconds=a.max_seconds, clock=a.clock, emit=lambda r: print(json.dumps(r), flush=True))
 
 
 if __name__ == "__main__":

@@ -305,3 +305,22 @@ def test_harness_merge_replaces_only_the_re_measured_rows():
     assert got == {("ENLA-m16", "forward", 10): 1.0, ("ENLA-m16", "forward", 20): 0.5,
                    ("ENLA-m16", "forward", 40): 0.5, ("GLA-r3", "forward", 10): 2.0,
                    ("ENLA-m16", "forward+backward", 10): 5.0}
+
+
+def test_cpu_clock_counts_work_not_waiting():
+    import time
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        wall = time_calls(lambda: time.sleep(0.05), repeats=1, warmup=0)
+        cpu = time_calls(lambda: time.sleep(0.05), repeats=1, warmup=0, clock="cpu")
+        assert wall[0] >= 0.05 and cpu[0] < 0.02  # sleeping (like a preempted job) costs no CPU time
+        assert measure("ENLA-m16", 12, repeats=1, warmup=0, memory=None, clock="cpu")["time_min_s"] > 0
+        with pytest.raises(ValueError, match="clock"):
+            time_calls(lambda: None, clock="gpu")
+        torch.set_num_threads(2)
+        with pytest.raises(ValueError, match="1 thread"):
+            time_calls(lambda: None, clock="cpu")
+    finally:
+        torch.set_num_threads(threads)
