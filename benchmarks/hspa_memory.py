@@ -16,7 +16,8 @@ the official code: full ``L x L`` scores, top-k, soft thresholding) and once wit
   tensors the forward pass holds (the allocator peak of Python-visible tensors);
 * **forward / forward+backward, resident peak** (CPU): peak resident set of the child above its level before
   the call (``measure(memory="rss")``): everything, including the autograd engine's gradient buffers;
-* **time**: median of ``--repeats`` calls after one warm-up call.
+* **time**: median of ``--repeats`` calls after one warm-up call (one call, no warm-up, above the first size);
+  ``--clock cpu`` times the CPU time of the timing thread (robust to other jobs on a shared machine).
 
 Outputs (``--out``, default ``benchmarks/results``): ``hspa_memory[-<device>].json`` (the rows, the machine)
 and ``hspa_memory[-<device>].md`` (the table and the blockwise / dense ratios). The CPU files carry no
@@ -55,20 +56,21 @@ def _case(block_size):
         counter=lambda h, w, c, e: hspa_flops(h, w, c, 128, reduction=2, include_embeddings=e), quadratic=True)
 
 
-def _child(variant: str, mode: str, side: int, memory: str, repeats: int, device: str) -> None:
+def _child(variant: str, mode: str, side: int, memory: str, repeats: int, warmup: int, device: str,
+           clock: str) -> None:
     from srlib.bench import measure
 
     if device.startswith("cuda") and memory == "rss":
         memory = "cuda"
-    row = measure(_case(VARIANTS[variant]), side, mode, channels=64, repeats=repeats, warmup=1, device=device,
-                  memory=memory)
+    row = measure(_case(VARIANTS[variant]), side, mode, channels=64, repeats=repeats, warmup=warmup, device=device,
+                  memory=memory, clock=clock if device == "cpu" else "wall")
     row["variant"] = variant
     print(json.dumps(row), flush=True)
 
 
-def _run_child(args, variant, mode, side, memory, repeats) -> dict:
+def _run_child(args, variant, mode, side, memory, repeats, warmup) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, mode, str(side), memory,
-           "--repeats", str(repeats), "--device", args.device]
+           "--repeats", str(repeats), "--warmup", str(warmup), "--device", args.device, "--clock", args.clock]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     env = dict(os.environ)
@@ -118,8 +120,9 @@ def markdown(rows: list[dict], info: dict, base_side: int) -> str:
         lines.append(f"| {mode} | {mem} | {'' if pr is None else f'{pr:.3f}'} | "
                      f"{'' if tr is None else f'{tr:.2f}'} |")
     lines += ["", "Time and resident memory depend on the machine and its load (this project's CPU is shared); the "
-              "tensor peak is exact. Blockwise memory is O(B·L·block) (forward and backward: the backward "
-              "recomputes each block), the dense path's O(B·L²); both do O(B·L²·(D + Dv)) arithmetic.", ""]
+              "tensor peak is exact. Blockwise memory is O(B·L·block) in the forward and O(B·L·t) saved for the "
+              "backward (t = largest support of a block), the dense path's O(B·L²); both forwards do "
+              "O(B·L²·(D + Dv)) arithmetic, the blockwise backward only O(B·L·t·(D + Dv)).", ""]
     return "\n".join(lines)
 
 
@@ -128,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", nargs=4, metavar=("VARIANT", "MODE", "SIDE", "MEMORY"), help=argparse.SUPPRESS)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 200], help="map sides (first: the ratio size)")
     ap.add_argument("--dense-max-side", type=int, default=100, help="largest side the dense path is run at")
-    ap.add_argument("--repeats", type=int, default=3, help="timed calls (median); 1 above the first size")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="timed calls (median) after one warm-up call; above the first size: 1, no warm-up")
+    ap.add_argument("--warmup", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="CPU timings: wall time or the timing thread's CPU time (needs --threads 1)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per child")
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.child:
         variant, mode, side, memory = args.child
-        _child(variant, mode, int(side), memory, args.repeats, args.device)
+        _child(variant, mode, int(side), memory, args.repeats, args.warmup, args.device, args.clock)
         return 0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error("--device cuda requested but CUDA is not available")
@@ -147,6 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     from srlib.bench import machine_info
 
     info = machine_info(args.device, args.threads or torch.get_num_threads())
+    if args.device == "cpu":
+        info["clock"] = "thread CPU time" if args.clock == "cpu" else "wall"
+    suffix = "" if args.device == "cpu" else f"-{args.device.replace(':', '')}"
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def write() -> None:  # after every row, so that an interrupted run keeps what it measured
+        (args.out / f"hspa_memory{suffix}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1)
+                                                           + "\n")
+        (args.out / f"hspa_memory{suffix}.md").write_text(markdown(rows, info, args.sizes[0]))
+
     rows = []
     t0 = time.time()
     for i, side in enumerate(args.sizes):
@@ -158,18 +175,16 @@ def main(argv: list[str] | None = None) -> int:
                     memory = "cuda"
                 if args.device.startswith("cuda") and memory == "tensor":
                     continue  # the CUDA allocator peak replaces the tensor count
-                r = _run_child(args, variant, mode, side, memory, args.repeats if i == 0 else 1)
+                r = _run_child(args, variant, mode, side, memory, args.repeats if i == 0 else 1, 1 if i == 0 else 0)
                 r.pop("times", None)
                 r["block"] = "L x L" if block_size is None else auto_block_size(side * side)
                 rows.append(r)
                 print(f"{side}² {variant:9s} {mode:16s} {memory:6s} "
                       + (f"{r['peak_mib']:8.1f} MiB {r['time_median_s']:.3g} s" if r["status"] == "ok"
                          else r["note"]), flush=True)
+                write()
     info["wall_time_s"] = f"{time.time() - t0:.0f}"
-    suffix = "" if args.device == "cpu" else f"-{args.device.replace(':', '')}"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"hspa_memory{suffix}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1) + "\n")
-    (args.out / f"hspa_memory{suffix}.md").write_text(markdown(rows, info, args.sizes[0]))
+    write()
     print(f"wrote {args.out / f'hspa_memory{suffix}.md'}")
     return 0
 
