@@ -295,18 +295,26 @@ def _chunk_blocks(qc, vc, layout, key_eps, score_bias, score_bias_at):
     full_bias = score_bias(layout) if score_bias is not None and score_bias_at is None else None
     ret = vc.new_empty(B, R, n, c, vc.shape[-1])
     bucket_score = qc.new_empty(B, R, n, c)
-    step = max(1, SCORE_BLOCK_ELEMENTS // (B * R * c * 3 * c))  # chunks per block
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
-        raw = torch.einsum("brncd,brnkd->brnck", qc[:, :, n0:n1], look_around_at(kn, n0, n1))  # (B, R, nb, c, 3c)
+    per_chunk = B * c * 3 * c  # scores of one chunk of one round
+    r_step = max(1, min(R, SCORE_BLOCK_ELEMENTS // per_chunk))  # rounds per block
+    n_step = max(1, SCORE_BLOCK_ELEMENTS // (per_chunk * r_step))  # chunks per block
+    for n0 in range(0, n, n_step):
+        n1 = min(n, n0 + n_step)
+        bias = None
         if score_bias_at is not None:
-            raw += score_bias_at(layout, n0, n1)
+            bias = score_bias_at(layout, n0, n1)
         elif full_bias is not None:
-            raw += full_bias[:, :, n0:n1]
-        lse = torch.logsumexp(raw, dim=-1, keepdim=True)  # Eq. (10) normaliser, Eq. (11) bucket score
-        weights = raw.sub_(lse).exp_()
-        ret[:, :, n0:n1] = torch.einsum("brnck,brnkd->brncd", weights, look_around_at(vc, n0, n1))
-        bucket_score[:, :, n0:n1] = lse.squeeze(-1)
+            bias = full_bias[:, :, n0:n1]
+        for r0 in range(0, R, r_step):
+            r1 = min(R, r0 + r_step)
+            raw = torch.einsum("brncd,brnkd->brnck", qc[:, r0:r1, n0:n1],
+                               look_around_at(kn[:, r0:r1], n0, n1))  # (B, rb, nb, c, 3c)
+            if bias is not None:
+                raw += bias[:, r0:r1]
+            lse = torch.logsumexp(raw, dim=-1, keepdim=True)  # Eq. (10) normaliser, Eq. (11) bucket score
+            weights = raw.sub_(lse).exp_()
+            ret[:, r0:r1, n0:n1] = torch.einsum("brnck,brnkd->brncd", weights, look_around_at(vc[:, r0:r1], n0, n1))
+            bucket_score[:, r0:r1, n0:n1] = lse.squeeze(-1)
     return ret, bucket_score
 
 
@@ -334,4 +342,8 @@ def combine_rounds(ret: torch.Tensor, bucket_score: torch.Tensor) -> torch.Tenso
         ``(B, L, D)``.
     """
     weights = torch.softmax(bucket_score, dim=1).unsqueeze(-1)  # (B, R, L, 1)
-    return (ret * weights).sum(dim=1)
+    # accumulated round by round: no (B, R, L, D) temporary (a trip to main memory on large maps)
+    out = ret[:, 0] * weights[:, 0]
+    for r in range(1, ret.shape[1]):
+        out = out.addcmul_(ret[:, r], weights[:, r])
+    return out
