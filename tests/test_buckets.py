@@ -176,3 +176,19 @@ def test_blocked_inference_equals_single_pass(budget, bias_kind, monkeypatch):
     torch.testing.assert_close(blocked.ret, single.ret, rtol=0, atol=1e-13)
     torch.testing.assert_close(blocked.bucket_score, single.bucket_score, rtol=0, atol=1e-13)
     assert blocked.score is None and blocked.bucket_score_sorted is None
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_argmax_hash_blocks_equal_the_explicit_argmax(signed):
+    """argmax_hash works on blocks of positions and never builds [xR, -xR]: same codes, ties included."""
+    from srlib.attention.hashing import argmax_hash
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3000, 4, generator=g, dtype=torch.float64)  # several blocks of positions
+    x[0, :5] = 0.0  # all projections 0: ties everywhere, the first direction wins
+    proj = torch.randn(4, 3, 6, generator=g, dtype=torch.float64)
+    p = torch.einsum("blc,crm->brlm", x, proj)
+    want = (torch.cat([p, -p], dim=-1) if signed else p).argmax(dim=-1)
+    got = argmax_hash(x, proj, signed=signed)
+    assert got.dtype == torch.long and torch.equal(got, want)
+    assert (got[0, :, :5] == 0).all()
