@@ -40,7 +40,7 @@ def argmax_hash(x: torch.Tensor, projections: torch.Tensor, *, signed: bool) -> 
     _, R, M = projections.shape
     w = projections.to(x.dtype).reshape(C, R * M)
     codes = torch.empty(B, R, L, dtype=torch.long, device=x.device)
-    rows = max(1, 2**16 // (R * M))  # positions per block: the (rows, R, M) projections stay in cache
+    rows = max(1, 2**17 // (R * M))  # positions per block: the (rows, R, M) projections stay in cache
     for l0 in range(0, L, rows):
         proj = (x[:, l0:l0 + rows] @ w).view(B, -1, R, M)  # (B, rows, R, M)
         if signed:  # argmax over [proj, -proj] without building it: the max, or M + the argmin (ties: the max)
