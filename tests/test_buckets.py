@@ -192,3 +192,17 @@ def test_argmax_hash_blocks_equal_the_explicit_argmax(signed):
     got = argmax_hash(x, proj, signed=signed)
     assert got.dtype == torch.long and torch.equal(got, want)
     assert (got[0, :, :5] == 0).all()
+
+
+def test_shared_attention_blocked_inference_equals_single_pass(monkeypatch):
+    monkeypatch.setattr(buckets_module, "SCORE_BLOCK_ELEMENTS", 1)  # one chunk per block
+    g = torch.Generator().manual_seed(8)
+    q = torch.randn(2, 45, 4, generator=g, dtype=torch.float64)
+    v = torch.randn(2, 45, 3, generator=g, dtype=torch.float64)
+    layout = BucketLayout.from_codes(torch.randint(0, 4, (2, 2, 45), generator=g), 8)
+    score = bucketed_attention(q, q, layout, return_score=True).score
+    with torch.enable_grad():
+        single = apply_shared_attention(score, v, layout)
+    with torch.no_grad():
+        blocked = apply_shared_attention(score, v, layout)
+    torch.testing.assert_close(blocked, single, rtol=0, atol=1e-14)

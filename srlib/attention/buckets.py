@@ -330,8 +330,17 @@ def apply_shared_attention(score: torch.Tensor, v: torch.Tensor, layout: BucketL
     Returns:
         ``(B, R, L, Dv)`` per-round outputs in position order.
     """
-    vc = look_around(layout.to_chunks(v))
-    return layout.from_chunks(torch.einsum("brnck,brnkd->brncd", score, vc))
+    vc = layout.to_chunks(v)
+    if torch.is_grad_enabled():
+        return layout.from_chunks(torch.einsum("brnck,brnkd->brncd", score, look_around(vc)))
+    # inference: a block of chunks at a time, without the (B, R, n, 3c, Dv) look-around copy of the values
+    B, R, n, c, _ = score.shape
+    ret = vc.new_empty(vc.shape)
+    step = max(1, SCORE_BLOCK_ELEMENTS // (B * R * c * 3 * c))
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        ret[:, :, n0:n1] = torch.einsum("brnck,brnkd->brncd", score[:, :, n0:n1], look_around_at(vc, n0, n1))
+    return layout.from_chunks(ret)
 
 
 def combine_rounds(ret: torch.Tensor, bucket_score: torch.Tensor) -> torch.Tensor:
