@@ -4,7 +4,8 @@ What is measured, for each *case* (a mechanism with its settings, :func:`bench_c
 ``(1, C, s, s)`` feature map (``L = s²`` positions):
 
 * **time**: ``warmup`` untimed calls, then ``repeats`` timed ones; the median (and minimum) is reported. On CUDA
-  every call is bracketed by CUDA events and synchronised (:func:`time_calls`); on CPU ``time.perf_counter``.
+  every call is bracketed by CUDA events and synchronised (:func:`time_calls`); on CPU ``time.perf_counter``,
+  or with ``clock="cpu"`` the CPU time of the calling thread (robust to other jobs on a shared machine).
 * **peak memory** of one more call after the timed ones, above the level before it, in one of three ways
   (``memory=``): ``"rss"`` (CPU; the peak resident set size of the process, after handing freed heap pages
   back with ``malloc_trim`` and resetting the peak through ``/proc/self/clear_refs``, so that one process can

@@ -15,6 +15,13 @@ normaliser; passing ``normalizer="softmax"`` gives back the NLA of the paper's T
 
 Official code: laoyangui/HSPAN ``src/model/attention.py`` (``HSPA``, ``SoftThresholdingOperation``). State-dict
 keys match it: ``conv_match1.{0.weight,0.bias,1.weight}``, ``conv_match2.*``, ``conv_assembly.*``.
+
+**Cost.** The official code builds the full ``(B, L, L)`` score matrix: ``O(B·L²)`` memory (1.1 GiB at
+``1 × 64 × 100 × 100``). ST is row-wise, so :func:`hspa_attention` (the default, ``block_size="auto"``)
+processes the queries in blocks: time stays ``O(B·L²·(D + Dv))``, memory falls to ``O(B·L·block)`` in the
+forward pass and ``O(B·L·T)`` saved for training (``T`` the largest support of a block), with the backward of
+Eq. (19) on the support only. ``block_size=None`` keeps the official dense path (``benchmarks/hspa_memory.py``
+measures both).
 """
 
 from __future__ import annotations
