@@ -125,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     order = list(cases)
     if args.merge and (args.out / f"{label}.csv").is_file():
         rows = merge_rows(read_csv(args.out / f"{label}.csv"), rows)
+        clock = info.get("clock", "cuda events")
         info["merged"] = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: re-measured "
-                          f"{', '.join(args.cases)} ({', '.join(args.modes)}; clock: {info.get('clock', 'cuda events')}); "
+                          f"{', '.join(args.cases)} ({', '.join(args.modes)}; clock: {clock}); "
                           f"the other rows are from the earlier run")
     rows.sort(key=lambda r: (MODES.index(r["mode"]), order.index(r["case"]) if r["case"] in order else len(order),
                              r["side"]))
