@@ -6,6 +6,7 @@ Usage::
     python benchmarks/harness.py --device cuda --repeats 10    # GPU (clock synchronised with the device)
     python benchmarks/harness.py --sizes 50 100 --cases NLA-map NLA-sdpa NLSA-r4 --modes forward
     python benchmarks/harness.py --list                        # the cases and their settings
+    python benchmarks/harness.py --cases GLA-r3 --modes forward --merge   # re-measure some rows of a result file
 
 Each (case, mode) runs in its own child process (``srlib.analysis.bench.run_isolated``) over increasing
 sizes; peak memory is the resident-set peak of that process above its level before the timed calls (CPU) or
@@ -17,9 +18,11 @@ the table says so.
 
 Output (``--out``, default ``benchmarks/results``): ``<machine>.csv`` (one row per case, mode and size),
 ``<machine>.md`` (machine header, the tables with fitted log-log slopes, the papers' FLOP tables next to ours)
-and ``<machine>.png`` (log-log time and memory against ``L``, drawn by ``srlib.viz.plots.plot_benchmark``).
-``<machine>`` is ``srlib.analysis.bench.machine_label`` (e.g. ``cpu-amd-epyc-2t``) unless ``--label`` is given.
-Numbers depend on the machine and its load: compare ratios and slopes within one file.
+and ``<machine>.png`` (log-log time and memory against ``L``, drawn by ``srlib.viz.plots.plot_benchmark``). ``<machine>`` is ``srlib.analysis.bench.machine_label``
+(e.g. ``cpu-amd-epyc-2t``; on a GPU ``cuda-<gpu model>-...``, so GPU results never overwrite the CPU ones)
+unless ``--label`` is given. On CUDA the timer synchronises the device (``torch.cuda.synchronize``) at every reading and memory is ``torch.cuda.max_memory_allocated`` above the level before the call;
+the table, the slopes and the files are the same. Numbers depend on the machine and its load: compare
+ratios and slopes within one file.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from srlib.analysis.bench import MODES, bench_cases, machine_info, machine_label, run_isolated, write_results
+from srlib.analysis.bench import MODES, bench_cases, machine_info, machine_label, read_csv, run_isolated, write_results
 from srlib.analysis.flops import paper_flops_comparison
 from srlib.viz.plots import plot_benchmark
 
@@ -51,6 +54,14 @@ def _paper_section() -> str:
     return "\n".join(lines)
 
 
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` rows with those re-measured in ``new`` (same case, mode and side) replaced, plus the rest of
+    ``new``."""
+    key = lambda r: (r["case"], r["mode"], int(r["side"]))  # noqa: E731
+    fresh = {key(r) for r in new}
+    return [r for r in old if key(r) not in fresh] + list(new)
+
+
 def main(argv: list[str] | None = None) -> int:
     cases = bench_cases()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,8 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=40.0,
                     help="skip sizes whose warm-up + timed calls are predicted to take longer")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per child process")
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="CPU timings: wall time (default) or the CPU time of the timing thread (needs --threads 1; "
+                         "robust to other jobs on a shared machine)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--label", help="file stem of the outputs (default: the machine label)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of an existing <label>.csv that this run does not re-measure (same case, "
+                         "mode and size are replaced); the header then records both runs")
     ap.add_argument("--list", action="store_true", help="print the cases and exit")
     args = ap.parse_args(argv)
 
@@ -79,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--device cuda requested but CUDA is not available")
     if min(args.sizes) < 1:
         ap.error("sizes must be positive")
+    if args.clock == "cpu" and (args.threads != 1 or args.device != "cpu"):
+        ap.error("--clock cpu needs --threads 1 on the CPU")
 
     threads = args.threads if args.threads is not None else torch.get_num_threads()
     info = machine_info(args.device, threads)
+    if args.device == "cpu":
+        info["clock"] = "thread CPU time" if args.clock == "cpu" else "wall"
     label = args.label or machine_label(info)
     print("machine:", "; ".join(f"{k} = {v}" for k, v in info.items()), flush=True)
     rows = []
@@ -90,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         got = run_isolated(name, args.sizes, args.modes, channels=args.channels, repeats=args.repeats,
                            warmup=args.warmup, device=args.device, threads=threads,
-                           max_mem_gib=args.max_mem_gib, max_seconds=args.max_seconds, timeout=args.timeout)
+                           max_mem_gib=args.max_mem_gib, max_seconds=args.max_seconds, timeout=args.timeout,
+                           clock=args.clock)
         rows += got
         print(f"{name} [{time.time() - t0:.1f} s]", flush=True)
         for mode in args.modes:
@@ -101,8 +123,16 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     cells.append(f"{r['side']}²: {r['status']}")
             print(f"    {mode:17s} " + " | ".join(cells), flush=True)
-    rows.sort(key=lambda r: (MODES.index(r["mode"]), args.cases.index(r["case"]), r["side"]))
     info["wall_time_s"] = f"{time.time() - t_start:.0f}"
+    order = list(cases)
+    if args.merge and (args.out / f"{label}.csv").is_file():
+        rows = merge_rows(read_csv(args.out / f"{label}.csv"), rows)
+        clock = info.get("clock", "cuda events")
+        info["merged"] = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: re-measured "
+                          f"{', '.join(args.cases)} ({', '.join(args.modes)}; clock: {clock}); "
+                          f"the other rows are from the earlier run")
+    rows.sort(key=lambda r: (MODES.index(r["mode"]), order.index(r["case"]) if r["case"] in order else len(order),
+                             r["side"]))
     paths = write_results(rows, args.out, info, label, figure=plot_benchmark(rows, info, label))
     md = paths["md"]
     text = md.read_text()

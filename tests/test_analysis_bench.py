@@ -19,9 +19,11 @@ from srlib.analysis.bench import (
     machine_label,
     markdown_table,
     measure,
+    peak_memory,
     predict_next,
     read_csv,
     run_isolated,
+    time_calls,
     write_csv,
     write_results,
 )
@@ -208,3 +210,119 @@ def test_machine_info_and_label():
     assert re.fullmatch(r"cpu-[a-z0-9-]+-3t", machine_label(info))
     assert machine_label({"device": "cuda", "gpu": "NVIDIA H100 80GB HBM3", "threads": "1"}) == \
         "cuda-nvidia-h100-80gb-hbm3-1t"
+
+
+# ----------------------------------------------------------------------------------------------- CUDA runs
+class _FakeCuda:
+    """Stands in for torch.cuda on a CPU-only machine: records the calls, simulates events and the allocator."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.allocated = 100
+        self.peak = 100
+        self.clock = 0.0
+
+    def synchronize(self, device=None):
+        self.calls.append("synchronize")
+
+    def reset_peak_memory_stats(self, device=None):
+        self.calls.append("reset_peak")
+        self.peak = self.allocated
+
+    def memory_allocated(self, device=None):
+        return self.allocated
+
+    def max_memory_allocated(self, device=None):
+        self.calls.append("max_memory_allocated")
+        return self.peak
+
+    def Event(self, enable_timing=False):  # noqa: N802 (torch's name)
+        fake = self
+
+        class _Event:
+            def record(self):
+                fake.calls.append("record")
+                self.t = fake.clock
+
+            def elapsed_time(self, other):  # milliseconds, as torch.cuda.Event
+                return (other.t - self.t) * 1e3
+
+        return _Event()
+
+
+def test_cuda_timing_and_memory_are_synchronised(monkeypatch):
+    fake = _FakeCuda()
+    for name in ("synchronize", "reset_peak_memory_stats", "memory_allocated", "max_memory_allocated", "Event"):
+        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+
+    def step():  # a "kernel" of 0.25 s that allocates 64 bytes at its peak and frees them
+        fake.calls.append("step")
+        fake.clock += 0.25
+        fake.peak = max(fake.peak, fake.allocated + 64)
+
+    timing = time_calls(step, repeats=2, warmup=1, device="cuda")
+    assert len(timing.times) >= 1 and all(t >= 0 for t in timing.times)
+    # the clock synchronises at every reading: the warm-up call is bracketed, every timed block ends with a sync
+    calls = fake.calls
+    assert calls[:3] == ["synchronize", "step", "synchronize"]
+    assert calls[-1] == "synchronize" and calls.count("step") >= 3
+    assert "record" not in calls  # no events: the synchronising clock brackets whole blocks
+    fake.calls.clear()
+    assert peak_memory(step, "cuda", "cuda") == 64  # above the allocated level before the call
+    assert fake.calls == ["synchronize", "reset_peak", "step", "synchronize", "max_memory_allocated"]
+    with pytest.raises(ValueError, match="memory"):
+        peak_memory(step, "disk")
+
+
+def test_cuda_results_go_to_their_own_files(tmp_path):
+    """A CUDA run writes the same CSV / table / slopes under a device label and leaves the CPU files alone."""
+    cpu_rows = [_row("ENLA-m16", s, 1e-3 * s * s, 1e-2 * s * s) for s in (10, 20, 40)]
+    cpu = write_results(cpu_rows, tmp_path, {"device": "cpu", "cpu": "AMD EPYC", "threads": "1", "torch": "x"})
+    before = {k: p.read_bytes() for k, p in cpu.items()}
+    gpu_rows = [dict(r, device="cuda", memory_kind="cuda", time_median_s=r["time_median_s"] / 50,
+                     time_min_s=r["time_min_s"] / 50) for r in cpu_rows]
+    info = {"device": "cuda", "cpu": "AMD EPYC", "gpu": "NVIDIA H200", "cuda": "12.8", "threads": "1", "torch": "x"}
+    gpu = write_results(gpu_rows, tmp_path, info)
+    assert {p.name for p in gpu.values()} == {"cuda-nvidia-h200-1t.csv", "cuda-nvidia-h200-1t.md"}
+    assert {k: p.read_bytes() for k, p in cpu.items()} == before
+    back = read_csv(gpu["csv"])
+    assert [r["device"] for r in back] == ["cuda"] * 3 and {r["memory_kind"] for r in back} == {"cuda"}
+    md = gpu["md"].read_text()
+    assert "gpu = NVIDIA H200" in md and "peak memory (MiB, cuda)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| ENLA-m16 |"))
+    assert row.endswith("| 1.00 | 1.00 |")  # time and memory slopes, as for the CPU table
+
+
+def test_harness_merge_replaces_only_the_re_measured_rows():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("harness", Path(__file__).parents[1] / "benchmarks" / "harness.py")
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    old = [_row("ENLA-m16", s, 1.0, 1.0) for s in (10, 20)] + [_row("GLA-r3", 10, 2.0, 2.0)]
+    old += [_row("ENLA-m16", 10, 5.0, 5.0, mode="forward+backward")]
+    new = [_row("ENLA-m16", s, 0.5, 0.5) for s in (20, 40)]
+    merged = harness.merge_rows(old, new)
+    got = {(r["case"], r["mode"], r["side"]): r["time_median_s"] for r in merged}
+    assert got == {("ENLA-m16", "forward", 10): 1.0, ("ENLA-m16", "forward", 20): 0.5,
+                   ("ENLA-m16", "forward", 40): 0.5, ("GLA-r3", "forward", 10): 2.0,
+                   ("ENLA-m16", "forward+backward", 10): 5.0}
+
+
+def test_cpu_clock_counts_work_not_waiting():
+    import time
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        wall = time_calls(lambda: time.sleep(0.05), repeats=1, warmup=0)
+        cpu = time_calls(lambda: time.sleep(0.05), repeats=1, warmup=0, clock="cpu")
+        assert wall.times[0] >= 0.05 and cpu.times[0] < 0.02  # sleeping (like a preempted job) costs no CPU time
+        assert measure("ENLA-m16", 12, repeats=1, warmup=0, memory=None, clock="cpu")["time_min_s"] > 0
+        with pytest.raises(ValueError, match="clock"):
+            time_calls(lambda: None, clock="gpu")
+        with pytest.raises(ValueError, match="clock='cpu' measures host CPU time"):
+            time_calls(lambda: None, clock="cpu", device="cuda")
+    finally:
+        torch.set_num_threads(threads)

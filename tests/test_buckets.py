@@ -9,8 +9,10 @@ from srlib.attention.buckets import (
     bucketed_attention,
     combine_rounds,
     look_around,
+    look_around_at,
     n_hash_buckets,
 )
+import srlib.attention.buckets as buckets_module
 from srlib.attention.nla import non_local_attention
 
 
@@ -146,3 +148,72 @@ def test_padding_longer_than_the_sequence_repeats_it_cyclically():
     # slot 5 + t copies sorted slot (5 - 11 + t) mod 5: the last 11 rows of the sorted order repeated
     assert slots == [1, 3, 2, 0, 4] + [4] + [1, 3, 2, 0, 4] * 2
     assert torch.equal(layout.from_chunks(layout.to_chunks(x)), x.unsqueeze(1))
+
+
+# --------------------------------------------------------------------------------------- blocked inference path
+def test_look_around_at_is_a_slice_of_look_around():
+    x = torch.arange(2 * 3 * 7 * 4 * 2, dtype=torch.float64).view(2, 3, 7, 4, 2)
+    full = look_around(x)
+    for start, stop in ((0, 7), (0, 1), (3, 5), (6, 7), (2, 3)):
+        assert torch.equal(look_around_at(x, start, stop), full[:, :, start:stop])
+    one = x[:, :, :1]  # a single chunk is its own neighbour
+    assert torch.equal(look_around_at(one, 0, 1), look_around(one))
+    with pytest.raises(ValueError, match="chunk range"):
+        look_around_at(x, 3, 3)
+    with pytest.raises(ValueError, match="chunk range"):
+        look_around_at(x, 5, 8)
+
+
+@pytest.mark.parametrize("budget", [1, 500, 2**18])  # one chunk per block, a few, everything at once
+@pytest.mark.parametrize("bias_kind", [None, "full", "at"])
+def test_blocked_inference_equals_single_pass(budget, bias_kind, monkeypatch):
+    """Under no_grad the chunks go in blocks; the result equals the single pass of the autograd path."""
+    monkeypatch.setattr(buckets_module, "SCORE_BLOCK_ELEMENTS", budget)
+    g = torch.Generator().manual_seed(6)
+    q = torch.randn(2, 61, 5, generator=g, dtype=torch.float64)
+    v = torch.randn(2, 61, 3, generator=g, dtype=torch.float64)
+    layout = BucketLayout.from_codes(torch.randint(0, 5, (2, 3, 61), generator=g), 8)  # 8 chunks, 3 padded rows
+    bias = torch.randn(2, 3, 8, 8, 24, generator=g, dtype=torch.float64)
+    kwargs = {}
+    if bias_kind == "full":
+        kwargs["score_bias"] = lambda lay: bias
+    elif bias_kind == "at":
+        kwargs["score_bias"] = lambda lay: bias
+        kwargs["score_bias_at"] = lambda lay, n0, n1: bias[:, :, n0:n1]
+    with torch.enable_grad():
+        single = bucketed_attention(q, v, layout, **kwargs)
+    with torch.no_grad():
+        blocked = bucketed_attention(q, v, layout, **kwargs)
+    torch.testing.assert_close(blocked.ret, single.ret, rtol=0, atol=1e-13)
+    torch.testing.assert_close(blocked.bucket_score, single.bucket_score, rtol=0, atol=1e-13)
+    assert blocked.score is None and blocked.bucket_score_sorted is None
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_argmax_hash_blocks_equal_the_explicit_argmax(signed):
+    """argmax_hash works on blocks of positions and never builds [xR, -xR]: same codes, ties included."""
+    from srlib.attention.hashing import argmax_hash
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3000, 4, generator=g, dtype=torch.float64)  # several blocks of positions
+    x[0, :5] = 0.0  # all projections 0: ties everywhere, the first direction wins
+    proj = torch.randn(4, 3, 6, generator=g, dtype=torch.float64)
+    p = torch.einsum("blc,crm->brlm", x, proj)
+    want = (torch.cat([p, -p], dim=-1) if signed else p).argmax(dim=-1)
+    got = argmax_hash(x, proj, signed=signed)
+    assert got.dtype == torch.long and torch.equal(got, want)
+    assert (got[0, :, :5] == 0).all()
+
+
+def test_shared_attention_blocked_inference_equals_single_pass(monkeypatch):
+    monkeypatch.setattr(buckets_module, "SCORE_BLOCK_ELEMENTS", 1)  # one chunk per block
+    g = torch.Generator().manual_seed(8)
+    q = torch.randn(2, 45, 4, generator=g, dtype=torch.float64)
+    v = torch.randn(2, 45, 3, generator=g, dtype=torch.float64)
+    layout = BucketLayout.from_codes(torch.randint(0, 4, (2, 2, 45), generator=g), 8)
+    score = bucketed_attention(q, q, layout, return_score=True).score
+    with torch.enable_grad():
+        single = apply_shared_attention(score, v, layout)
+    with torch.no_grad():
+        blocked = apply_shared_attention(score, v, layout)
+    torch.testing.assert_close(blocked, single, rtol=0, atol=1e-14)

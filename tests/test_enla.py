@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import srlib.attention.enla as enla_module
 from srlib.attention.enla import (
     ENLA,
     ENLCA,
@@ -111,6 +112,25 @@ def test_feature_map_positive_and_formula():
     assert phi[i, j, r].item() == pytest.approx(expect, rel=1e-12)
     with pytest.raises(ValueError, match="mismatch"):
         positive_random_features(u, torch.randn(7, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("block_elements", [1, 40, 2**15])
+def test_enla_inference_blocks_equal_the_autograd_path(block_elements, monkeypatch):
+    """Without autograd ENLA sums over row blocks (no (L, m) features stored): same result as Eqs. (4)-(6)."""
+    monkeypatch.setattr(enla_module, "FEATURE_BLOCK_ELEMENTS", block_elements)
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(2, 37, 3, generator=g, dtype=torch.float64)
+    k = torch.randn(2, 29, 3, generator=g, dtype=torch.float64)
+    v = torch.randn(2, 29, 4, generator=g, dtype=torch.float64)
+    proj = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    want = linear_attention(positive_random_features(q, proj), positive_random_features(k, proj), v)
+    with torch.no_grad():
+        got = enla(q, k, v, proj)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=0)
+    qg = q.clone().requires_grad_()
+    got_grad_path = enla(qg, k, v, proj)
+    assert got_grad_path.grad_fn is not None
+    torch.testing.assert_close(got_grad_path.detach(), want, rtol=0, atol=0)
 
 
 def test_linear_attention_equals_quadratic_form():

@@ -189,6 +189,26 @@ def test_gla_equals_hand_written_equations(lss, rounds):
         assert not hasattr(m, "fc") and not hasattr(m, "conv_assembly_fc")
 
 
+@pytest.mark.parametrize("lss", ["official", "paper", "none"])
+@pytest.mark.parametrize("budget", [1, 2**18])
+def test_blocked_inference_equals_autograd_path(lss, budget, monkeypatch):
+    """Under no_grad GLA hands bucketed_attention its learned score chunk range by chunk range
+    (score_bias_at); the output equals the autograd path, which builds the whole (B, R, n, c, 3c) term."""
+    import srlib.attention.buckets as buckets_module
+
+    monkeypatch.setattr(buckets_module, "SCORE_BLOCK_ELEMENTS", budget)
+    torch.manual_seed(1)
+    m = GLA(n_hashes=2, channels=4, reduction=2, chunk_size=6, lss_variant=lss).double()
+    x = torch.randn(2, 4, 7, 9, dtype=torch.float64)  # L = 63: 11 chunks, 3 padded rows
+    proj = superbit_projections(2, 2, n_hash_buckets(63, 6), generator=torch.Generator().manual_seed(3),
+                                dtype=torch.float64)
+    with torch.no_grad():
+        blocked = m(x, projections=proj)
+    single = m(x, projections=proj)
+    assert single.requires_grad
+    torch.testing.assert_close(blocked, single.detach(), rtol=0, atol=1e-12)
+
+
 def test_paper_variants_differ_from_official(reference_root):
     case = load_case(reference_root / "modules" / "gla_case1.pt")
     torch.set_default_dtype(torch.float64)

@@ -8,7 +8,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from srlib.attention.hspa import HSPA
+from torch.autograd import gradcheck
+
+import srlib.attention.hspa as hspa_module
+from srlib.attention.hspa import HSPA, auto_block_size, hspa_attention
 from srlib.attention.nla import NonLocalAttention
 from srlib.attention.softthreshold import SoftThreshold, soft_threshold, threshold_and_support
 from srlib.models import build_model
@@ -129,6 +132,97 @@ def test_hspa_attention_map_and_errors():
         m(torch.randn(8, 5, 6))
     with pytest.raises(ValueError, match="no top-k"):
         HSPA(channel=8, normalizer="softmax").topk = 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Blockwise HSPA: no L x L matrix, same output and gradients as the dense (official) path
+# ---------------------------------------------------------------------------------------------------------------
+def _qkv(B=2, L=53, D=4, Dv=5, seed=0, scale=1.5):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, L, d, generator=g, dtype=torch.float64) for d in (D, D, Dv))
+    return q * scale, k, v
+
+
+@pytest.mark.parametrize("backward", ["sparse", "recompute"])
+@pytest.mark.parametrize("mode,topk", [("exact", 4), ("exact", None), ("exact", 64), ("truncated", 3)])
+@pytest.mark.parametrize("block", [1, 7, 53, "auto"])
+def test_blockwise_equals_dense_output_and_gradients(mode, topk, block, backward, monkeypatch):
+    """Both backward paths: on the saved support, and (support above the limit) recomputing the block."""
+    if backward == "recompute":
+        monkeypatch.setattr(hspa_module, "SPARSE_MAX_SUPPORT", 0)
+    q, k, v = _qkv()
+    g = torch.randn(2, 53, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    results = []
+    for bs in (None, block):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        y = hspa_attention(*leaves, topk=topk, mode=mode, block_size=bs)
+        results.append((y.detach(), torch.autograd.grad(y, leaves, g)))
+        with torch.no_grad():  # the inference loop (no saved thresholds) gives the same output
+            assert_close(hspa_attention(q, k, v, topk=topk, mode=mode, block_size=bs), y.detach(), atol=0, rtol=0)
+    (y_dense, g_dense), (y_block, g_block) = results
+    assert_close(y_block, y_dense, atol=1e-13, rtol=0)
+    for a, b, name in zip(g_block, g_dense, "qkv"):
+        assert_close(a, b, atol=1e-12, rtol=0, msg=f"grad {name}")
+    if mode == "exact" and topk == 4:  # some rows needed the fallback beyond the first top-k
+        scores = torch.bmm(q, k.transpose(1, 2))
+        assert int(threshold_and_support(scores, topk=4)[1].max()) > 4
+
+
+@pytest.mark.parametrize("limit", [512, 0])
+@pytest.mark.parametrize("mode,topk", [("exact", 2), ("truncated", 3)])
+def test_blockwise_gradcheck_float64(mode, topk, limit, monkeypatch):
+    monkeypatch.setattr(hspa_module, "SPARSE_MAX_SUPPORT", limit)
+    q, k, v = (t[:1, :11].clone().requires_grad_() for t in _qkv(seed=3, scale=0.8))
+    fn = lambda a, b, c: hspa_attention(a, b, c, topk=topk, mode=mode, block_size=4)  # noqa: E731
+    assert gradcheck(fn, (q, k, v), eps=1e-6, atol=1e-8)
+
+
+def test_blockwise_module_matches_official_case_with_small_blocks(hspa_case):
+    """The official case (342 queries) through blocks of 5 and 64 queries: output and all gradients."""
+    x = hspa_case["input"]
+    for bs in (5, 64):
+        m = _hspa_from_case(hspa_case, topk=hspa_case["config"]["topk"], block_size=bs)
+        xg = x.clone().requires_grad_()
+        y = m(xg)
+        assert_close(y.detach(), hspa_case["output"], **TOL)
+        grads = torch.autograd.grad(y, [xg, *m.parameters()], hspa_case["grad_output"])
+        assert_close(grads[0], hspa_case["grad_input"], **TOL)
+        for (name, _), gp in zip(m.named_parameters(), grads[1:]):
+            assert_close(gp, hspa_case["grad_params"][name], **TOL, msg=name)
+
+
+def test_blockwise_memory_is_a_fraction_of_dense():
+    """Tensor-allocation peak (deterministic): blocks of 30 queries on L = 900 hold far less than L x L."""
+    from srlib.analysis.measure import peak_tensor_bytes
+
+    torch.manual_seed(0)
+    m = HSPA(channel=8, reduction=2, topk=16).eval()
+    x = torch.randn(1, 8, 30, 30)
+    peaks = {}
+    for bs in (None, 30):
+        m.block_size = bs
+        with torch.no_grad():
+            peaks[bs] = peak_tensor_bytes(lambda: m(x))  # noqa: B023
+    assert peaks[None] >= 2 * 900 * 900 * 4  # scores and weights, float32
+    assert peaks[30] < 0.1 * peaks[None]
+
+
+def test_block_size_choice_and_errors():
+    assert auto_block_size(342) == 342  # small maps: one block, exactly the dense computation
+    assert auto_block_size(10_000) == 2**22 // 10_000
+    assert auto_block_size(40_000, batch=4) == 2**22 // 160_000
+    assert auto_block_size(10**8) == 1
+    m = HSPA(channel=8, reduction=2)
+    assert m.block_size == "auto"
+    for bad in (0, -3, 2.5, "big", True):
+        with pytest.raises(ValueError, match="block_size"):
+            m.block_size = bad
+    with pytest.raises(ValueError, match="block_size"):
+        HSPA(channel=8, block_size=0)
+    with pytest.raises(ValueError, match="B, L, D"):
+        hspa_attention(torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 3))
+    with pytest.raises(ValueError, match="floating"):
+        hspa_attention(*(torch.ones(1, 3, 2, dtype=torch.long),) * 3)
 
 
 # ---------------------------------------------------------------------------------------------------------------

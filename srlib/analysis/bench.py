@@ -6,7 +6,8 @@ What is measured, for each *case* (a mechanism with its settings, :func:`bench_c
 * **time**: ``warmup`` untimed calls, then about ``repeats`` timed blocks of ``torch.utils.benchmark``'s
   ``Timer.blocked_autorange`` at the process's thread count (:func:`srlib.analysis.measure.time_calls`, also
   used by notebooks 00 and 05); the median (and the fastest block) per call is reported. On CUDA the clock
-  synchronises the device at every reading.
+  synchronises the device at every reading. With ``clock="cpu"`` the CPU time of the process is
+  timed instead of wall time (robust to other jobs on a shared machine; one thread).
 * **peak memory** of one more call after the timed ones, above the level before it, in one of three ways
   (``memory=``): ``"rss"`` (CPU; the peak resident set size of the process, after handing freed heap pages
   back with ``malloc_trim`` and resetting the peak through ``/proc/self/clear_refs``, so that one process can
@@ -57,6 +58,7 @@ from srlib.analysis.flops import FlopCount, enla_flops, gla_flops, hspa_flops, l
 from srlib.analysis.measure import cuda_peak_bytes, loglog_slope, peak_tensor_bytes, return_freed_memory, time_calls
 
 __all__ = [
+    "CLOCKS",
     "MODES",
     "MEMORY_KINDS",
     "CSV_FIELDS",
@@ -66,6 +68,7 @@ __all__ = [
     "machine_info",
     "machine_label",
     "measure",
+    "peak_memory",
     "run_isolated",
     "predict_next",
     "fit_slopes",
@@ -77,6 +80,8 @@ __all__ = [
 
 #: The two things timed: inference, and one training step of the attention block.
 MODES = ("forward", "forward+backward")
+#: Clocks of the CPU timings: wall time, or the CPU time of the calling thread (:func:`time_calls`).
+CLOCKS = ("wall", "cpu")
 #: How peak memory is measured (module docstring).
 MEMORY_KINDS = ("rss", "cuda", "tensor")
 #: Columns of the result CSV (one row per case, mode and size).
@@ -339,6 +344,27 @@ class _RssPeak:
         return max(0, (peak or 0) - self.base_kib) * 1024
 
 
+def peak_memory(step: Callable[[], Any], memory: str, device: torch.device | str = "cpu") -> int:
+    """Peak bytes of one call of ``step()`` above the level before it, by ``memory`` kind (module docstring).
+
+    ``"cuda"``: synchronise, reset the allocator's peak, read the allocated level, call, synchronise, then
+    ``torch.cuda.max_memory_allocated`` minus that level. ``"rss"``: the resettable resident-set peak
+    (:class:`_RssPeak`). ``"tensor"``: :func:`srlib.analysis.measure.peak_tensor_bytes`.
+
+    Raises:
+        ValueError: an unknown kind.
+    """
+    if memory == "cuda":
+        return cuda_peak_bytes(step, device)
+    if memory == "rss":
+        rss = _RssPeak()
+        step()
+        return rss.peak_bytes()
+    if memory == "tensor":
+        return peak_tensor_bytes(step)
+    raise ValueError(f"memory must be one of {MEMORY_KINDS}, got {memory!r}")
+
+
 def measure(
     case: BenchCase | str,
     side: int,
@@ -350,6 +376,7 @@ def measure(
     device: torch.device | str = "cpu",
     memory: str | None = "auto",
     seed: int = 0,
+    clock: str = "wall",
 ) -> dict[str, Any]:
     """Time, peak memory and FLOPs of one case on a random ``(1, channels, side, side)`` map, in this process.
 
@@ -363,6 +390,7 @@ def measure(
         memory: ``"rss"``, ``"cuda"``, ``"tensor"`` (forward only), ``None`` (not measured) or ``"auto"``
             (``"cuda"`` on CUDA, ``"rss"`` otherwise).
         seed: seed of the module and of the input / output-gradient draws.
+        clock: ``"wall"`` or ``"cpu"`` (CPU timings, see :func:`time_calls`).
     Returns:
         a row with the keys of :data:`CSV_FIELDS` (``status = "ok"``) plus ``times`` (all timed runs).
     Raises:
@@ -400,17 +428,9 @@ def measure(
             torch.autograd.grad(y, [x, *params], g, allow_unused=True)  # CoA layers leave conv_match unused
 
     # warm-up calls (also one-off work such as LCoA's k-means initialisation), then the timed calls
-    timing = time_calls(step, repeats=repeats, warmup=warmup, device=device, label=case.name)
+    timing = time_calls(step, repeats=repeats, warmup=warmup, device=device, clock=clock, label=case.name)
     times = list(timing.times)
-    peak = None  # memory: one more call, on its own
-    if memory == "tensor":
-        peak = peak_tensor_bytes(step)
-    elif memory == "cuda":
-        peak = cuda_peak_bytes(step, device)
-    elif memory == "rss":
-        rss = _RssPeak()
-        step()
-        peak = rss.peak_bytes()
+    peak = None if memory is None else peak_memory(step, memory, device)  # memory: one more call, on its own
     return {
         "case": case.name, "mechanism": case.mechanism, "mode": mode, "side": side, "L": side * side,
         "status": "ok", "time_median_s": timing.median, "time_min_s": min(times),
@@ -451,6 +471,7 @@ def _skip_row(case: BenchCase, side: int, mode: str, channels: int, device: str,
 
 
 def _run_sizes(case: BenchCase, sizes: Sequence[int], mode: str, *, channels: int, repeats: int, warmup: int,
+               clock: str = "wall",
                device: str, max_bytes: float, max_seconds: float, emit: Callable[[dict], None]) -> None:
     """Measure ``sizes`` in increasing order, skipping those predicted over budget (child process body)."""
     prev = None
@@ -472,7 +493,8 @@ def _run_sizes(case: BenchCase, sizes: Sequence[int], mode: str, *, channels: in
         if stop:
             emit(_skip_row(case, side, mode, channels, device, stop))
             continue
-        row = measure(case, side, mode, channels=channels, repeats=repeats, warmup=warmup, device=device)
+        row = measure(case, side, mode, channels=channels, repeats=repeats, warmup=warmup, device=device,
+                      clock=clock)
         row.pop("times")
         emit(row)
         prev = row
@@ -491,6 +513,7 @@ def run_isolated(
     max_mem_gib: float = 6.0,
     max_seconds: float = 60.0,
     timeout: float = 600.0,
+    clock: str = "wall",
 ) -> list[dict[str, Any]]:
     """Run one case over ``sizes`` (ascending), for each of ``modes``, in a fresh child process; one row per
     mode and size.
@@ -520,7 +543,7 @@ def run_isolated(
         raise ValueError("sizes must not be empty")
     cmd = [sys.executable, "-m", "srlib.analysis.bench", "--child", case, ",".join(modes), ",".join(map(str, sizes)),
            "--channels", str(channels), "--repeats", str(repeats), "--warmup", str(warmup), "--device", device,
-           "--max-mem-gib", str(max_mem_gib), "--max-seconds", str(max_seconds)]
+           "--max-mem-gib", str(max_mem_gib), "--max-seconds", str(max_seconds), "--clock", clock]
     if threads is not None:
         cmd += ["--threads", str(threads)]
     env = dict(os.environ)
@@ -594,7 +617,8 @@ def markdown_table(rows: Sequence[dict[str, Any]], info: dict[str, str] | None =
         mode_rows = [r for r in rows if r["mode"] == mode]
         if not mode_rows:
             continue
-        lines.append(f"### {mode}: median time (s) / peak memory (MiB) / GFLOPs (attention only)")
+        kinds = ", ".join(sorted({r["memory_kind"] for r in mode_rows if r.get("memory_kind")})) or "none"
+        lines.append(f"### {mode}: median time (s) / peak memory (MiB, {kinds}) / GFLOPs (attention only)")
         lines.append("")
         lines.append("| case | " + " | ".join(f"{s}² (L={s * s})" for s in sides)
                      + " | time slope (fastest call) | memory slope |")
@@ -710,6 +734,7 @@ def _child(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--max-mem-gib", type=float, default=6.0)
     ap.add_argument("--max-seconds", type=float, default=60.0)
+    ap.add_argument("--clock", default="wall", choices=CLOCKS)
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -717,7 +742,7 @@ def _child(argv: Sequence[str] | None = None) -> None:
     for mode in modes.split(","):
         _run_sizes(bench_cases()[name], [int(s) for s in sizes.split(",")], mode, channels=a.channels,
                    repeats=a.repeats, warmup=a.warmup, device=a.device, max_bytes=a.max_mem_gib * 2**30,
-                   max_seconds=a.max_seconds, emit=lambda r: print(json.dumps(r), flush=True))
+                   max_seconds=a.max_seconds, clock=a.clock, emit=lambda r: print(json.dumps(r), flush=True))
 
 
 if __name__ == "__main__":

@@ -41,8 +41,13 @@ __all__ = [
     "bucketed_attention",
     "combine_rounds",
     "look_around",
+    "look_around_at",
     "n_hash_buckets",
 ]
+
+#: Score entries per block of chunks in the inference path of :func:`bucketed_attention` (``2**18`` float32 =
+#: 1 MiB: the scores of a block stay in cache while they are normalised and applied).
+SCORE_BLOCK_ELEMENTS = 2**18
 
 
 def n_hash_buckets(length: int, chunk_size: int, max_buckets: int = 128) -> int:
@@ -76,6 +81,24 @@ def look_around(x: torch.Tensor) -> torch.Tensor:
     prev = torch.roll(x, shifts=1, dims=2)
     nxt = torch.roll(x, shifts=-1, dims=2)
     return torch.cat([x, prev, nxt], dim=3)
+
+
+def look_around_at(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """``look_around(x)[:, :, start:stop]`` without building the whole look-around tensor.
+
+    Args:
+        x: ``(B, R, n, c, D)`` chunked rows; start, stop: a range of chunks, ``0 <= start < stop <= n``.
+    Returns:
+        ``(B, R, stop - start, 3c, D)``: each chunk of the range with its previous and next chunk (cyclic).
+    Raises:
+        ValueError: an empty or out-of-range chunk range.
+    """
+    n = x.shape[2]
+    if not 0 <= start < stop <= n:
+        raise ValueError(f"chunk range [{start}, {stop}) is empty or outside the {n} chunks")
+    ext = torch.arange(start - 1, stop + 1, device=x.device) % n  # one chunk of margin on each side, cyclic
+    xe = x.index_select(2, ext)  # (B, R, stop - start + 2, c, D)
+    return torch.cat([xe[:, :, 1:-1], xe[:, :, :-2], xe[:, :, 2:]], dim=3)
 
 
 @dataclass
@@ -118,7 +141,9 @@ class BucketLayout:
             raise ValueError(f"codes must have at least one position, got shape {tuple(codes.shape)}")
         # Ties (equal codes) keep ascending position: the reproducible order (docs/official_code.md, "Sort ties").
         sort_idx = torch.argsort(codes, dim=-1, stable=True)
-        undo_idx = torch.argsort(sort_idx, dim=-1)
+        # the inverse permutation, by a scatter (O(L)) rather than a second sort (O(L log L))
+        slots = torch.arange(length, device=codes.device).expand_as(sort_idx)
+        undo_idx = torch.empty_like(sort_idx).scatter_(-1, sort_idx, slots)
         return cls(sort_idx=sort_idx, undo_idx=undo_idx, chunk_size=chunk_size, length=length)
 
     @property
@@ -147,18 +172,23 @@ class BucketLayout:
             ``(B, R, n, c, D)``.
         """
         B, R, L = self.sort_idx.shape
-        if x.dim() == 3:
-            x = x.unsqueeze(1).expand(-1, R, -1, -1)
-        if x.shape[:3] != (B, R, L):
+        shared = x.dim() == 3
+        if (x.shape[:2] != (B, L)) if shared else (x.shape[:3] != (B, R, L)):
             raise ValueError(f"rows {tuple(x.shape)} do not match the layout (B, R, L) = {(B, R, L)}")
-        idx = self.sort_idx.unsqueeze(-1).expand(-1, -1, -1, x.shape[-1])
-        xs = torch.gather(x, 2, idx)
+        idx = self.sort_idx
         if self.padding:
             # The official code appends a copy of the last `padding` sorted rows (not zeros, not wrap-around);
             # when padding > L (it fails there) the sorted rows repeat cyclically: the same formula mod L.
-            pad_idx = (torch.arange(self.padding, device=xs.device) + (L - self.padding)) % L
-            xs = torch.cat([xs, xs[:, :, pad_idx]], dim=2)
-        return xs.reshape(B, R, self.n_chunks, self.chunk_size, x.shape[-1])
+            pad_idx = (torch.arange(self.padding, device=idx.device) + (L - self.padding)) % L
+            idx = torch.cat([idx, idx[:, :, pad_idx]], dim=2)
+        # One row copy per slot (index_select on the flattened rows; a gather with an expanded index reads
+        # element by element and is several times slower on large maps).
+        D = x.shape[-1]
+        per_seq = B if shared else B * R  # sequences of L rows in x
+        offsets = torch.arange(per_seq, device=idx.device) * L
+        offsets = offsets.view(B, 1, 1) if shared else offsets.view(B, R, 1)
+        rows = x.contiguous().view(per_seq * L, D).index_select(0, (idx + offsets).flatten())
+        return rows.view(B, R, self.n_chunks, self.chunk_size, D)
 
     def from_chunks(self, y: torch.Tensor) -> torch.Tensor:
         """Drop padded rows and un-sort back to position order (step 5).
@@ -172,9 +202,11 @@ class BucketLayout:
         squeeze = y.dim() == 4
         if squeeze:
             y = y.unsqueeze(-1)
-        y = y.reshape(B, R, -1, y.shape[-1])[:, :, :L]
-        idx = self.undo_idx.unsqueeze(-1).expand(-1, -1, -1, y.shape[-1])
-        out = torch.gather(y, 2, idx)
+        D = y.shape[-1]
+        slots = self.n_chunks * self.chunk_size  # L + padding: the padded rows are never selected
+        offsets = (torch.arange(B * R, device=y.device) * slots).view(B, R, 1)
+        rows = y.reshape(B * R * slots, D).index_select(0, (self.undo_idx + offsets).flatten())
+        out = rows.view(B, R, L, D)
         return out.squeeze(-1) if squeeze else out
 
 
@@ -206,6 +238,7 @@ def bucketed_attention(
     key_eps: float = 5e-5,
     score_bias: Callable[[BucketLayout], torch.Tensor] | None = None,
     return_score: bool = False,
+    score_bias_at: Callable[[BucketLayout, int, int], torch.Tensor] | None = None,
 ) -> BucketedAttentionResult:
     """Attention inside sorted chunks and their neighbours (steps 3-5), one result per hash round.
 
@@ -223,12 +256,24 @@ def bucketed_attention(
             (DLSN's learnable similarity score, DLSN Eq. 9-11).
         return_score: also return the attention weights and sorted bucket scores (visualisation; LCoA's
             collaborative attention reuses them).
+        score_bias_at: optional ``fn(layout, start, stop) -> (B, R, stop - start, c, 3c)``, the same bias for
+            the chunks ``[start, stop)`` only; used by the inference path instead of ``score_bias`` so that the
+            full bias tensor is never built.
 
     Returns:
         :class:`BucketedAttentionResult`.
+
+    Without autograd (``torch.no_grad``) and without ``return_score``, the chunks are processed in blocks of
+    about :data:`SCORE_BLOCK_ELEMENTS` scores (:func:`look_around_at`): no ``(B, R, n, c, 3c)`` tensor is
+    stored, so the scores stay in cache while they are normalised and applied. Same arithmetic; the result
+    equals the single-pass one up to float rounding.
     """
     qc = layout.to_chunks(q)  # (B, R, n, c, Dq)
     vc = layout.to_chunks(v)  # (B, R, n, c, Dv)
+    if not return_score and not torch.is_grad_enabled():
+        ret, bucket_score = _chunk_blocks(qc, vc, layout, key_eps, score_bias, score_bias_at)
+        return BucketedAttentionResult(ret=layout.from_chunks(ret), bucket_score=layout.from_chunks(bucket_score),
+                                       layout=layout)
     kc = look_around(F.normalize(qc, p=2, dim=-1, eps=key_eps))  # (B, R, n, 3c, Dq)
     vc = look_around(vc)  # (B, R, n, 3c, Dv)
     raw = torch.einsum("brncd,brnkd->brnck", qc, kc)  # (B, R, n, c, 3c)
@@ -247,6 +292,37 @@ def bucketed_attention(
     )
 
 
+def _chunk_blocks(qc, vc, layout, key_eps, score_bias, score_bias_at):
+    """Steps 4-5 of :func:`bucketed_attention` over blocks of chunks (inference): ``(ret (B, R, n, c, Dv),
+    bucket_score (B, R, n, c))`` in sorted, chunked order."""
+    B, R, n, c, _ = qc.shape
+    kn = F.normalize(qc, p=2, dim=-1, eps=key_eps)  # keys, not yet looked around
+    full_bias = score_bias(layout) if score_bias is not None and score_bias_at is None else None
+    ret = vc.new_empty(B, R, n, c, vc.shape[-1])
+    bucket_score = qc.new_empty(B, R, n, c)
+    per_chunk = B * c * 3 * c  # scores of one chunk of one round
+    r_step = max(1, min(R, SCORE_BLOCK_ELEMENTS // per_chunk))  # rounds per block
+    n_step = max(1, SCORE_BLOCK_ELEMENTS // (per_chunk * r_step))  # chunks per block
+    for n0 in range(0, n, n_step):
+        n1 = min(n, n0 + n_step)
+        bias = None
+        if score_bias_at is not None:
+            bias = score_bias_at(layout, n0, n1)
+        elif full_bias is not None:
+            bias = full_bias[:, :, n0:n1]
+        for r0 in range(0, R, r_step):
+            r1 = min(R, r0 + r_step)
+            raw = torch.einsum("brncd,brnkd->brnck", qc[:, r0:r1, n0:n1],
+                               look_around_at(kn[:, r0:r1], n0, n1))  # (B, rb, nb, c, 3c)
+            if bias is not None:
+                raw += bias[:, r0:r1]
+            lse = torch.logsumexp(raw, dim=-1, keepdim=True)  # Eq. (10) normaliser, Eq. (11) bucket score
+            weights = raw.sub_(lse).exp_()
+            ret[:, r0:r1, n0:n1] = torch.einsum("brnck,brnkd->brncd", weights, look_around_at(vc[:, r0:r1], n0, n1))
+            bucket_score[:, r0:r1, n0:n1] = lse.squeeze(-1)
+    return ret, bucket_score
+
+
 def apply_shared_attention(score: torch.Tensor, v: torch.Tensor, layout: BucketLayout) -> torch.Tensor:
     """Apply attention weights computed elsewhere to new values (LCoAN's collaborative attention, Eq. 12).
 
@@ -257,8 +333,17 @@ def apply_shared_attention(score: torch.Tensor, v: torch.Tensor, layout: BucketL
     Returns:
         ``(B, R, L, Dv)`` per-round outputs in position order.
     """
-    vc = look_around(layout.to_chunks(v))
-    return layout.from_chunks(torch.einsum("brnck,brnkd->brncd", score, vc))
+    vc = layout.to_chunks(v)
+    if torch.is_grad_enabled():
+        return layout.from_chunks(torch.einsum("brnck,brnkd->brncd", score, look_around(vc)))
+    # inference: a block of chunks at a time, without the (B, R, n, 3c, Dv) look-around copy of the values
+    B, R, n, c, _ = score.shape
+    ret = vc.new_empty(vc.shape)
+    step = max(1, SCORE_BLOCK_ELEMENTS // (B * R * c * 3 * c))
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        ret[:, :, n0:n1] = torch.einsum("brnck,brnkd->brncd", score[:, :, n0:n1], look_around_at(vc, n0, n1))
+    return layout.from_chunks(ret)
 
 
 def combine_rounds(ret: torch.Tensor, bucket_score: torch.Tensor) -> torch.Tensor:
@@ -271,4 +356,8 @@ def combine_rounds(ret: torch.Tensor, bucket_score: torch.Tensor) -> torch.Tenso
         ``(B, L, D)``.
     """
     weights = torch.softmax(bucket_score, dim=1).unsqueeze(-1)  # (B, R, L, 1)
-    return (ret * weights).sum(dim=1)
+    # accumulated round by round: no (B, R, L, D) temporary (a trip to main memory on large maps)
+    out = ret[:, 0] * weights[:, 0]
+    for r in range(1, ret.shape[1]):
+        out = out.addcmul_(ret[:, r], weights[:, r])
+    return out

@@ -55,7 +55,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from srlib._checks import check_choice, check_divisible, check_feature_map, check_int, check_ints, check_number
-from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds, look_around, n_hash_buckets
+from srlib.attention.buckets import (
+    BucketLayout,
+    bucketed_attention,
+    combine_rounds,
+    look_around,
+    look_around_at,
+    n_hash_buckets,
+)
 from srlib.attention.hashing import argmax_hash
 
 __all__ = [
@@ -312,23 +319,29 @@ class GlobalLearnableAttention(nn.Module):
         )
         return codes, projections, n_buckets
 
-    def learnable_score(self, feats: torch.Tensor, layout: BucketLayout) -> torch.Tensor:
+    def learnable_score(self, feats: torch.Tensor, layout: BucketLayout, chunks: tuple[int, int] | None = None,
+                        mlp_out: torch.Tensor | None = None) -> torch.Tensor:
         """The learned term ``s_l(i, j)`` for every query slot ``i`` and candidate key ``j`` (Eq. 9, 11).
 
         Args:
             feats: ``(B, L, C)`` LSS features ``f = ReLU(conv_assembly_fc(x))``.
             layout: the bucket layout of this call.
+            chunks: ``(start, stop)``: only those chunks (the blocked inference path of
+                :func:`~srlib.attention.buckets.bucketed_attention`); ``None``: all.
+            mlp_out: ``self.fc(layout.to_chunks(feats))`` if already computed (``(B, R, n, c, c_out)``).
         Returns:
-            ``(B, R, n, c, 3c)``, aligned with the scores of :func:`~srlib.attention.buckets.bucketed_attention`.
+            ``(B, R, n, c, 3c)`` (``n = stop - start`` with ``chunks``), aligned with the scores of
+            :func:`~srlib.attention.buckets.bucketed_attention`.
         """
-        f_chunks = layout.to_chunks(feats)  # (B, R, n, c, C)
+        if mlp_out is None:
+            mlp_out = self.fc(layout.to_chunks(feats))  # (B, R, n, c, c_out): the MLP of every row
         if self.lss_variant == "official":
             # MLP of every key row: (B, R, n, c, c_out); neighbours' rows -> (B, R, n, 3c, c_out). The MLP acts
             # row by row, so applying it before look_around equals the official order (after it), 3x cheaper.
-            per_key = look_around(self.fc(f_chunks))  # [j, i] = MLP(f_j)[i]
+            per_key = look_around(mlp_out) if chunks is None else look_around_at(mlp_out, *chunks)  # [j, i]
             return per_key.transpose(-1, -2)  # [i, j]: depends on the key j and the query's slot i only
         # paper, Eq. (11): s_l(x_i) ∈ R^{3c}, one entry per candidate key in [own, prev, next] order.
-        return self.fc(f_chunks)  # (B, R, n, c, 3c)
+        return mlp_out if chunks is None else mlp_out[:, :, chunks[0]:chunks[1]]  # (B, R, n, c, 3c)
 
     # -- forward -------------------------------------------------------------------------------------------
 
@@ -353,14 +366,19 @@ class GlobalLearnableAttention(nn.Module):
         codes, projections, n_buckets = self.hash(emb, projections)  # Eq. (12)-(13)
         layout = BucketLayout.from_codes(codes, self.chunk_size)  # Eq. (15)-(16): sort + chunk
 
-        lss = None
+        lss = score_bias_at = None
         if self.lss_variant != "none":
             feats = self.conv_assembly_fc(x).flatten(2).transpose(1, 2)  # (B, L, C)
-            lss = self.learnable_score(feats, layout)  # (B, R, n, c, 3c)
+            if self.keep_details or self.round_weights == "paper" or torch.is_grad_enabled():
+                lss = self.learnable_score(feats, layout)  # (B, R, n, c, 3c)
+            else:  # inference: bucketed_attention asks for the chunks it is working on, never the whole term
+                mlp_out = self.fc(layout.to_chunks(feats))  # (B, R, n, c, c_out), a third of the whole term
+                score_bias_at = lambda _layout, n0, n1: self.learnable_score(  # noqa: E731
+                    feats, _layout, (n0, n1), mlp_out)
         res = bucketed_attention(  # Eq. (9), (10), (14)
             emb, val, layout, key_eps=self.key_eps,
             score_bias=(lambda _layout: lss) if lss is not None else None,
-            return_score=self.keep_details,
+            return_score=self.keep_details, score_bias_at=score_bias_at,
         )
         if self.round_weights == "official":
             y = combine_rounds(res.ret, res.bucket_score)

@@ -36,10 +36,21 @@ def argmax_hash(x: torch.Tensor, projections: torch.Tensor, *, signed: bool) -> 
         raise ValueError(
             f"projections must be (C, R, M) with C = {x.shape[-1]} embedding channels, got {tuple(projections.shape)}"
         )
-    proj = torch.einsum("blc,crm->brlm", x, projections.to(x.dtype))  # (B, R, L, M)
-    if signed:
-        proj = torch.cat([proj, -proj], dim=-1)
-    return proj.argmax(dim=-1)
+    B, L, C = x.shape
+    _, R, M = projections.shape
+    w = projections.to(x.dtype).reshape(C, R * M)
+    codes = torch.empty(B, R, L, dtype=torch.long, device=x.device)
+    rows = max(1, 2**17 // (R * M))  # positions per block: the (rows, R, M) projections stay in cache
+    for l0 in range(0, L, rows):
+        proj = (x[:, l0:l0 + rows] @ w).view(B, -1, R, M)  # (B, rows, R, M)
+        if signed:  # argmax over [proj, -proj] without building it: the max, or M + the argmin (ties: the max)
+            top, arg_top = proj.max(dim=-1)
+            low, arg_low = proj.min(dim=-1)
+            code = torch.where(top >= -low, arg_top, arg_low + M)
+        else:
+            code = proj.argmax(dim=-1)
+        codes[:, :, l0:l0 + rows] = code.transpose(1, 2)
+    return codes
 
 
 def gaussian_rotations(

@@ -30,7 +30,8 @@ sort (``torch.topk``) instead of a full sort. Two behaviours are provided (``mod
 ``topk=None`` (or ``topk ≥ N``) means a full sort; both modes then coincide.
 
 Public API: :func:`soft_threshold`, :func:`threshold_and_support`, :class:`SoftThresholdFunction`,
-:class:`SoftThreshold`, :func:`make_normalizer`.
+:class:`SoftThreshold`, :func:`make_normalizer`; :func:`st_rows_shifted` (the row core, for
+blockwise callers such as :func:`srlib.attention.hspa.hspa_attention`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ __all__ = [
     "SoftThresholdFunction",
     "make_normalizer",
     "soft_threshold",
+    "st_rows_shifted",
     "threshold_and_support",
 ]
 
@@ -142,12 +144,20 @@ def _exact_rows(s: torch.Tensor, topk: int | None, trace: list | None):
     return tau, support, idx
 
 
-def _forward_rows(s: torch.Tensor, topk: int | None, mode: str, need_idx: bool, trace: list | None):
-    """ST of every row of ``s`` ``(R, N)``.
+def st_rows_shifted(s: torch.Tensor, topk: int | None, mode: str, *, keep_idx: bool = False,
+                    trace: list | None = None):
+    """ST of every row of ``s`` ``(R, N)``, with what a later recomputation needs (the core of this module).
 
-    Returns ``(output (R, N), tau (R, 1) in the scale of s, support (R, 1), idx (R, Tmax) or None)``, where
-    ``idx`` holds, per row, indices of the ``Tmax = max_rows T`` largest candidates (a superset of the row's
-    support, in descending order of score) for the O(support) backward.
+    Returns ``(out (R, N), s_shifted (R, N), row_max (R, 1), tau (R, 1), support (R, 1), idx)``: the output,
+    the rows shifted by their max (``s − row_max``), the row max, the threshold κ *in the shifted scale*, the
+    support size and, only with ``keep_idx``, the first-pass candidate indices ``(R, m)`` (else ``None``: the
+    int64 top-k indices are released before the output is allocated). In exact mode
+    ``out == ((s − row_max) − tau).clamp(min=0)`` bit for bit, so a caller that keeps ``row_max`` and ``tau``
+    (``O(R)`` floats) can rebuild the weights of any row later without sorting again
+    (:func:`srlib.attention.hspa.hspa_attention` does this in its backward pass).
+
+    Args: ``s`` floating ``(R, N)``; ``topk``, ``mode``, ``trace`` as in :func:`threshold_and_support`
+    (already checked by the caller).
     """
     # Shifting by the row max changes neither κ − s nor the output (the official code does it too) and keeps
     # the cumulative sums small.
@@ -155,16 +165,32 @@ def _forward_rows(s: torch.Tensor, topk: int | None, mode: str, need_idx: bool, 
     s = s - row_max
     if mode == "exact":
         tau, support, idx = _exact_rows(s, topk, trace)
-        out = torch.clamp(s - tau, min=0)
+        if not keep_idx:
+            idx = None  # release the int64 candidates before the clamp allocates the output
+        out = (s - tau).clamp_(min=0)
     else:
         z, idx, full = _sorted_candidates(s, topk)
         if trace is not None:
             trace.append({"rows": s.shape[0], "topk": topk, "full_sort": full})
         tau, support = _threshold_from_sorted(z)
         if full:
-            out = torch.clamp(s - tau, min=0)
+            out = (s - tau).clamp_(min=0)
         else:  # sparsemax restricted to the top-k candidates, everything else exactly zero
-            out = torch.zeros_like(s).scatter_(-1, idx, torch.clamp(z - tau, min=0))
+            out = torch.zeros_like(s).scatter_(-1, idx, (z - tau).clamp_(min=0))
+        del z
+        if not keep_idx:
+            idx = None
+    return out, s, row_max, tau, support, idx
+
+
+def _forward_rows(s: torch.Tensor, topk: int | None, mode: str, need_idx: bool, trace: list | None):
+    """ST of every row of ``s`` ``(R, N)``.
+
+    Returns ``(output (R, N), tau (R, 1) in the scale of s, support (R, 1), idx (R, Tmax) or None)``, where
+    ``idx`` holds, per row, indices of the ``Tmax = max_rows T`` largest candidates (a superset of the row's
+    support, in descending order of score) for the O(support) backward.
+    """
+    out, s, row_max, tau, support, idx = st_rows_shifted(s, topk, mode, keep_idx=need_idx, trace=trace)
     sel = None
     if need_idx:
         t_max = int(support.max())
@@ -172,6 +198,7 @@ def _forward_rows(s: torch.Tensor, topk: int | None, mode: str, need_idx: bool, 
             sel = idx[:, :t_max]
         else:  # some rows needed the fallback: their support is beyond the first candidates
             sel = _sorted_candidates(s, t_max)[1]
+    del s
     return out, tau + row_max, support, sel
 
 
