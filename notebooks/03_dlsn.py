@@ -88,7 +88,7 @@ from srlib.metrics import psnr
 from srlib.models import build_model
 from srlib.models.dlsn import DLSN, DLSNConfig
 from srlib.pretrained import build_small, pretrained, training_info
-from srlib.reference import load_case, run_case
+from srlib.reference import load_case, reference_dir, run_case
 from srlib.train import paper_command
 from srlib.analysis.maps import features_for_attention
 from srlib.viz import plot_attention_maps
@@ -355,7 +355,7 @@ print("defined in", bucketed_attention.__module__)
 # `srlib` and compared at float64 tolerance (the same check runs in `tests/`).
 
 # %% tags=["nbval-ignore-output"]
-ref_dir = Path(os.environ.get("SRLIB_REFERENCE", data_dir().parent / "reference"))
+ref_dir = reference_dir()  # tests/reference/ of this repository (SRLIB_REFERENCE overrides)
 for rel in ("modules/gla_case1.pt", "networks/dlsn_case1.pt"):
     path = ref_dir / rel
     if not path.is_file():
