@@ -422,15 +422,16 @@ print(markdown_table(small))
 # The memory column is deterministic, so its slopes are checked: dense `NLA-map` holds `L × L` matrices
 # (slope 2 in `L`). srlib's HSPA scores its queries block by block, but at these small sizes one block still
 # holds every query, so it is close to quadratic here too (its slope falls towards 1 once `L` exceeds a block:
-# notebook 04 and `benchmarks/results/hspa_memory.md`). The others grow linearly (slope ≈ 1; the small sizes of
-# the bucketed cases include constant terms such as the hash directions, hence slopes a little below 1).
+# notebook 04 and `benchmarks/results/hspa_memory.md`). The others grow at most linearly: at these small sizes
+# fixed-size terms (hash directions, the cache-sized blocks the inference paths work in) are a large part of
+# the peak, hence slopes below 1; the full-size benchmark below shows the linear growth.
 
 # %%
 mem_slopes = fit_slopes(small, "peak_mib")
 print({name: round(mem_slopes[(name, "forward")], 1) for name in names})
 assert 1.8 < mem_slopes[("NLA-map", "forward")] < 2.1 and 1.6 < mem_slopes[("HSPA-k128", "forward")] < 2.1
 for name in ("NLSA-r1", "NLSA-r4", "ENLA-m128", "GLA-r3", "LCoA-LSP", "LCoA-4xCoA"):
-    assert 0.6 < mem_slopes[(name, "forward")] < 1.2, name
+    assert 0.3 < mem_slopes[(name, "forward")] < 1.2, name  # at most linear
 
 # %% [markdown]
 # `NLA-sdpa` looks linear here too, but that alone proves nothing: the tensor tracker cannot see inside
