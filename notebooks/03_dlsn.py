@@ -23,10 +23,8 @@
 # class `GLA`, and `src/model/dlsn.py`). The facts about the official code used here are explained where they
 # matter, and collected in `docs/official_code.md`.
 #
-# **Where this sits in the course.** Notebook 00a introduced the task, the metrics and the EDSR backbone
-# (residual blocks, `res_scale`, pixel shuffle); notebook 01 NLSN's bucketed attention (sort by hash code, cut
-# into chunks, attend to the chunk and its neighbours). DLSN keeps that bucket machinery and changes two
-# things: the hash and the score.
+# **Where this sits in the course.** DLSN keeps NLSN's bucket machinery (notebook 01: sort by hash code, cut
+# into chunks, attend to the chunk and its neighbours) on the EDSR backbone (00a) and changes the hash and the score.
 #
 # **What the paper claims.**
 # * Non-local attention assumes that the more similar a texture is to the query, the more it helps. When
@@ -46,18 +44,12 @@
 # * DLSN = 10 GLAFFMs (global learnable attention-based feature fusion modules: 4 residual blocks + GLA + a
 #   convolution), 256 channels: 38.43 dB on Set5 x2 (Table 3); the LSS adds 0.12 dB on Set14 (Table 1). <!-- quoted -->
 #
-# **This notebook.** Part 2 builds super-bit LSH by hand and asks what its "small hashing variance" means for
-# an argmax hash (§2.1-2.2), then GLA step by step, every step checked against `srlib` (§2.3), and the
-# degradations DLSN is tested on (§2.4). Part 3 measures the paper's figures: Fig. 1 on a real image, and
-# Fig. 4 with the shipped trained small DLSN (its buckets, its learnable score, the top-128 attended keys with
-# the score on and off). Part 4 trains a tiny DLSN on CPU; part 5 evaluates it next to bicubic and the shipped
-# networks, and changes the hash rounds at test time (Table 2); part 6 lists where the official code differs
-# from the paper; part 7 holds the exercises (worked solutions in `solutions/03_dlsn_solutions.ipynb`).
+# **This notebook.** Part 2 builds super-bit LSH and GLA by hand, checked against `srlib`, and the
+# degradations; part 3 measures Fig. 1 and Fig. 4 (with the shipped trained small DLSN); parts 4-5 train and
+# evaluate a tiny DLSN (and vary the hash rounds, Table 2); part 6: paper vs code; part 7: exercises.
 #
-# **Data.** The stored outputs were made with the benchmark data present (`SRLIB_DATA` pointing at the
-# Set5/Set14/Urban100 benchmark and the Sun-Hays training photographs). Without it, the data-dependent cells
-# fall back to scikit-image's bundled photographs: scenes, training images and evaluation set change, and so
-# do the numbers of those cells (their conclusions are formatted from the numbers, so they follow).
+# **Data.** Stored outputs: benchmark data present (`SRLIB_DATA`). Without it the data cells use scikit-image
+# photographs and their numbers change (the conclusions are formatted from them, so they follow).
 
 # %%
 import inspect
@@ -80,10 +72,11 @@ from srlib.attention.buckets import BucketLayout, bucketed_attention, look_aroun
 from srlib.attention.gla import (GlobalLearnableAttention, orthonormal_directions, paper_round_weights, superbit_lsh,
                                  superbit_projections)
 from srlib.course import TINY_RECIPE, format_quality_table, quality_table, shipped, tiny_train
-from srlib.course_dlsn import bucket_summary, chunk_scores, detail_fit_summary, seed_hashing, top_attended_stats
-from srlib.config import data_dir
+from srlib.course_dlsn import (bucket_summary, centre_crop, chunk_scores, crops_psnr, detail_fit_summary,
+                               format_bucket_summary, lss_change, lss_dependence, query_maps, seed_hashing,
+                               top_attended_stats, variance_table)
 from srlib.exercises import check, list_exercises
-from srlib.inference import evaluate, super_resolve
+from srlib.inference import super_resolve
 from srlib.metrics import psnr
 from srlib.models import build_model
 from srlib.models.dlsn import DLSN, DLSNConfig
@@ -94,8 +87,8 @@ from srlib.analysis.maps import features_for_attention
 from srlib.viz import plot_attention_maps
 from srlib.viz.buckets import plot_bucket_maps, plot_bucket_sizes
 from srlib.viz.compare import plot_sr_crops
-from srlib.viz.dlsn_figures import plot_chunk_scores, plot_detail_fit, plot_hashing_comparison
-from srlib.viz.explorer import collect_attention_layers, keys_carrying, prepare_attention
+from srlib.viz.dlsn_figures import plot_chunk_scores, plot_degradations, plot_detail_fit, plot_hashing_comparison
+from srlib.viz.explorer import collect_attention_layers, prepare_attention
 from srlib.analysis.hashing import (
     HASH_METHODS, attention_on_positions, bucket_sizes, collision_probability, hash_codes, learnable_score_disabled,
     missing_detail, sign_bit_angle_estimates, similarity_and_detail_match, srp_angle_variance,
@@ -165,10 +158,7 @@ angles = torch.linspace(0, math.pi, 13)[1:-1]  # 15°, 30°, ..., 165°
 g_var = torch.Generator().manual_seed(0)
 est = {m: sign_bit_angle_estimates(angles, 16, 16, 4000, method=m, generator=g_var) for m in ("gaussian", "superbit")}
 theory = srp_angle_variance(angles, 16)
-print(f"{'angle':>6s} {'SRP theory':>11s} {'SRP measured':>13s} {'super-bit':>10s} {'ratio':>6s}")
-for i, t in enumerate(angles):
-    vg, vs = est["gaussian"][i].var(), est["superbit"][i].var()
-    print(f"{math.degrees(t):5.0f}° {theory[i]:11.3f} {vg:13.3f} {vs:10.3f} {vs / vg:6.2f}")
+print(variance_table(angles, theory, est))
 ratio = est["superbit"].var(1) / est["gaussian"].var(1)
 assert bool((ratio < 1).all()) and float(ratio[5]) < 0.7  # lower everywhere; about half at 90°
 
@@ -400,20 +390,12 @@ degradations = {
     "BD: blur σ=1.6, x3": sdata.Compose([sdata.GaussianBlur(1.6, 7), sdata.BicubicDownsample(3)]),
     "DN: bicubic x3 + noise 25": sdata.Compose([sdata.BicubicDownsample(3), sdata.AddGaussianNoise(25, torch.Generator().manual_seed(0))]),
 }
-fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
-axes[0].imshow(hr3[:, 60:156, 60:156].permute(1, 2, 0).numpy())
-axes[0].set_title("HR (crop)")
-for ax, (name, deg_fn) in zip(axes[1:], degradations.items()):
-    lr_d = sdata.quantize(deg_fn(hr3))
-    up = sdata.imresize(lr_d, 3).clamp(0, 1)
-    ax.imshow(lr_d[:, 20:52, 20:52].permute(1, 2, 0).numpy(), interpolation="nearest")
-    ax.set_title(f"{name}\nbicubic-up PSNR {psnr(up, hr3, 3):.2f} dB", fontsize=9)
-    print(f"{name:28s} LR {tuple(lr_d.shape)}  bicubic upscaling: {psnr(up, hr3, 3):.2f} dB (Y)")
+lrs_d = {name: sdata.quantize(deg_fn(hr3)) for name, deg_fn in degradations.items()}
+up_psnr = {name: float(psnr(sdata.imresize(lr_d, 3).clamp(0, 1), hr3, 3)) for name, lr_d in lrs_d.items()}
+for name, lr_d in lrs_d.items():
+    print(f"{name:28s} LR {tuple(lr_d.shape)}  bicubic upscaling: {up_psnr[name]:.2f} dB (Y)")
     assert lr_d.shape[-2:] == (hr3.shape[-2] // 3, hr3.shape[-1] // 3)
-for ax in axes:
-    ax.set_xticks([])
-    ax.set_yticks([])
-fig.tight_layout()
+fig = plot_degradations(hr3, lrs_d, up_psnr)  # HR crop [60:156], LR crops [20:52]
 plt.show()
 
 # %% [markdown]
@@ -558,12 +540,8 @@ sub_t = torch.randperm(Ht * Wt, generator=torch.Generator().manual_seed(1))[:512
 gla_names = [name for name, _ in dlsn_trained.attention_modules()]  # body.0.body.4, body.1.body.4
 summary = {(net_name, li): bucket_summary([gla_states[net_name, li, sd].details for sd in draws], n_b, sub_t)
            for net_name in gla_layers for li in range(2)}
-print(f"{'GLA':>23} {'occupied':>9} {'largest':>8} {'effective':>10} {'same bucket':>12} {'(chance)':>9} "
-      f"{'reachable':>10} {'(chance)':>9}")
-for (net_name, li), row in summary.items():
-    print(f"{net_name + ' ' + gla_names[li]:>23} {row['occupied']:9.1f} {row['largest_share']:8.2f} "
-          f"{row['effective']:10.1f} {row['same_bucket']:12.2f} {row['chance_same']:9.2f} "
-          f"{row['reachable']:10.2f} {row['chance_reachable']:9.2f}")
+print(format_bucket_summary(summary, gla_names))
+for row in summary.values():
     assert 1 <= row["effective"] <= row["occupied"] <= n_b and (row["sizes"].sum(-1) == Ht * Wt).all()
     assert row["same_bucket"] > row["chance_same"] and row["reachable"] > 3 * row["chance_reachable"]
 fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -587,20 +565,15 @@ assert torch.equal(state_off.details["codes"], state_on.details["codes"]) and st
 emb_t = state_on.details["embedding"][0]  # (L, C'): trained phi_q, non-negative
 print(f"{'query':>26} {'keys for 90%: GLA':>18} {'LSS off':>8} {'untrained':>10} {'dense s_f':>10}   "
       "bucket sizes (rounds)")
+states_q = {"trained GLA": state_on, "trained, LSS off": state_off, "untrained GLA": gla_states["untrained", 1, 0]}
 panels_t, dense_keys = [], []
 for (qy_, qx_), what in zip(queries_t, names_t):
-    res = {label: st_.query((qy_, qx_)) for label, st_ in (("on", state_on), ("off", state_off),
-                                                            ("untrained", gla_states["untrained", 1, 0]))}
-    p_ = qy_ * Wt + qx_
-    dense = torch.softmax(emb_t[p_] @ F.normalize(emb_t, dim=-1, eps=5e-5).T, dim=-1).view(Ht, Wt)
-    panels = {"trained GLA": res["on"]["map"], "trained, LSS off": res["off"]["map"],
-              "untrained GLA": res["untrained"]["map"], "dense softmax of s_f": dense}
-    for mp in panels.values():
-        assert abs(float(mp.double().sum()) - 1) < 1e-4
-    dense_keys.append(keys_carrying(dense))
-    print(f"{f'{what} {(qy_, qx_)}':>26} {res['on']['keys_for_90']:18d} {res['off']['keys_for_90']:8d} "
-          f"{res['untrained']['keys_for_90']:10d} {dense_keys[-1]:10d}   {res['on']['bucket_sizes']}")
-    panels_t.append(panels)
+    qm = query_maps(states_q, emb_t, (qy_, qx_), (Ht, Wt))  # the three GLA maps + dense softmax of s_f
+    assert all(abs(float(mp.double().sum()) - 1) < 1e-4 for mp in qm["maps"].values())
+    kq = list(qm["keys"].values())
+    dense_keys.append(kq[3])
+    print(f"{f'{what} {(qy_, qx_)}':>26} {kq[0]:18d} {kq[1]:8d} {kq[2]:10d} {kq[3]:10d}   {qm['bucket_sizes']}")
+    panels_t.append(qm["maps"])
 norm_t = emb_t.norm(dim=-1)
 print(f"|phi_q| over the positions: mean {float(norm_t.mean()):.2f}, max {float(norm_t.max()):.2f} "
       "(s_f = |q_i| cos lies in [0, |q_i|])")
@@ -668,9 +641,7 @@ for label, st in (("with LSS", stats_on), ("without LSS", stats_off)):
     print(f"{label:12s} {st['mean_s_f']:20.3f} {st['mean_distance']:14.1f} {st['near_weight']:14.3f}")
 print(f"top-128 keys shared by the two settings: {stats_on['shared']:.1f} of 128 on average")
 assert stats_off["mean_s_f"] >= stats_on["mean_s_f"] - 1e-6  # without s_l the softmax ranks keys by s_f alone
-rw_on, rw_off = det_on["round_weights"][0], det_off["round_weights"][0]  # (R, L)
-tv_rounds = float(0.5 * (rw_on - rw_off).abs().sum(0).mean())
-tv_keys = float(0.5 * (det_on["score"] - det_off["score"]).abs().sum(-1).mean())
+tv_rounds, tv_keys = lss_change(det_on, det_off).values()  # total variation: round weights, weights in a round
 print(f"mean change (total variation) of the round weights {tv_rounds:.3f} | of the weights inside a round {tv_keys:.3f}")
 assert 0 <= tv_rounds <= 1 and 0 <= tv_keys <= 1
 
@@ -846,32 +817,12 @@ assert crop_psnr["DLSN small, shipped"] > crop_psnr["bicubic"]
 # idea, without retraining), and with every GLA removed (`res_scale = 0` makes the block the identity).
 
 # %%
-def centre_crop(item, size=64):
-    lr_, hr_ = item["lr"], item["hr"]
-    y0, x0 = (lr_.shape[1] - size) // 2, (lr_.shape[2] - size) // 2
-    return {"lr": lr_[:, y0:y0 + size, x0:x0 + size], "hr": hr_[:, 2 * y0:2 * (y0 + size), 2 * x0:2 * (x0 + size)],
-            "name": item["name"]}
-
-
-crops = [centre_crop(eval_set[i]) for i in range(len(eval_set))]
+crops = [centre_crop(eval_set[i], 64, 2) for i in range(len(eval_set))]  # 64x64 LR centre crops + HR
 glas = [m for _, m in dlsn_trained.attention_modules()]
-trained_rounds, trained_res = glas[0].n_hashes, glas[0].res_scale
-
-
-def crop_psnr_with(n_rounds=trained_rounds, res_scale=trained_res):
-    for m in glas:
-        m.n_hashes, m.res_scale = n_rounds, res_scale
-    seed_hashing(dlsn_trained)
-    out = evaluate(dlsn_trained, crops, 2, ssim=False)["psnr"]
-    for m in glas:
-        m.n_hashes, m.res_scale = trained_rounds, trained_res
-    return out
-
-
-rounds_psnr = {r_: crop_psnr_with(r_) for r_ in (1, 2, 3, 4)}
+rounds_psnr = {r_: crops_psnr(dlsn_trained, crops, 2, n_hashes=r_) for r_ in (1, 2, 3, 4)}
 with learnable_score_disabled(dlsn_trained):
-    no_lss = crop_psnr_with()
-no_gla = crop_psnr_with(res_scale=0.0)  # GLA output = its input: the attention removed altogether
+    no_lss = crops_psnr(dlsn_trained, crops, 2)
+no_gla = crops_psnr(dlsn_trained, crops, 2, res_scale=0.0)  # GLA output = its input: the attention removed
 print("test-time hash rounds (trained with 3):", {r_: round(p_, 3) for r_, p_ in rounds_psnr.items()}, "dB")
 print(f"3 rounds, learnable score switched off: {no_lss:.3f} dB | every GLA replaced by the identity: {no_gla:.3f} dB")
 assert all(20 < p_ < 45 for p_ in rounds_psnr.values()) and all(m.lss_variant == "official" for m in glas)
@@ -903,20 +854,13 @@ display(Markdown(
 # %% tags=["nbval-ignore-output"]
 _ = torch.manual_seed(3)
 g_paper = GlobalLearnableAttention(n_hashes=3, channels=C, reduction=2, chunk_size=c, lss_variant="paper").double()
-slot0 = int(layout.undo_idx[0, 0, 0])
-ch0, row0 = divmod(slot0, c)
-f2 = f.clone()
-f2[0, 0] += 1.0  # change the LSS feature of position 0 only
-with torch.no_grad():
-    for name, mod in (("official", gla), ("paper", g_paper)):
-        delta = (mod.learnable_score(f2, layout) - mod.learnable_score(f, layout))[0, 0, ch0]  # (c, 3c)
-        rows_changed = sorted(set(torch.nonzero(delta.abs() > 1e-12)[:, 0].tolist()))
-        own_row = int((delta[row0].abs() > 1e-12).sum())
-        print(f"{name:8s}: rows changed {len(rows_changed):2d} of {c} | entries changed in the query's own row: {own_row} of {3 * c}")
-        if name == "official":
-            assert len(rows_changed) == c and own_row <= 2  # one key column (two if position 0 was padded)
-        else:
-            assert len(rows_changed) <= 2 and own_row == 3 * c
+for name, mod in (("official", gla), ("paper", g_paper)):
+    dep = lss_dependence(mod, f, layout, position=0)  # add 1 to the LSS feature of position 0 only, round 0
+    print(f"{name:8s}: rows changed {dep['rows_changed']:2d} of {c} | entries changed in the query's own row: {dep['own_row']} of {3 * c}")
+    if name == "official":
+        assert dep["rows_changed"] == c and dep["own_row"] <= 2  # one key column (two if position 0 was padded)
+    else:
+        assert dep["rows_changed"] <= 2 and dep["own_row"] == 3 * c
 print("fc weights: official", tuple(gla.fc[0].weight.shape), "| paper", tuple(g_paper.fc[0].weight.shape), "(official checkpoints fit only the official variant)")
 
 # %% [markdown]

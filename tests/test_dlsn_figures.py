@@ -9,7 +9,8 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from srlib.viz.dlsn_figures import plot_chunk_scores, plot_detail_fit, plot_hashing_comparison  # noqa: E402
+from srlib.viz.dlsn_figures import (plot_chunk_scores, plot_degradations, plot_detail_fit,  # noqa: E402
+                                   plot_hashing_comparison)
 
 
 def test_plot_detail_fit_marks_query_and_both_sets():
@@ -54,3 +55,19 @@ def test_plot_chunk_scores_checks_the_chunk_shape():
     plt.close(fig)
     with pytest.raises(ValueError, match=r"\(c, 3c\)"):
         plot_chunk_scores({**mats, "s_f": torch.rand(c, c), "slot": 0})
+
+
+def test_plot_degradations_one_panel_per_lr_and_titles():
+    import matplotlib.pyplot as plt
+
+    hr = torch.rand(3, 48, 48)
+    lrs = {"BI": torch.rand(3, 16, 16), "BD": torch.rand(3, 16, 16)}
+    fig = plot_degradations(hr, lrs, {"BI": 30.123, "BD": 25.0}, hr_box=(0, 0, 40), lr_box=(2, 2, 12))
+    assert len(fig.axes) == 3 and fig.axes[0].get_title() == "HR (crop)"
+    assert fig.axes[1].get_title() == "BI\nbicubic-up PSNR 30.12 dB"
+    assert fig.axes[2].images[0].get_array().shape[:2] == (12, 12)
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"no value for \['BD'\]"):
+        plot_degradations(hr, lrs, {"BI": 1.0})
+    with pytest.raises(ValueError, match="outside BI"):
+        plot_degradations(hr, lrs, {"BI": 1.0, "BD": 1.0}, hr_box=(0, 0, 40), lr_box=(10, 10, 12))

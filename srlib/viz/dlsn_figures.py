@@ -1,4 +1,5 @@
-"""Figures of notebook 03 (DLSN / GLA): Fig. 1 measured, super-bit vs spherical hashing, one chunk's scores.
+"""Figures of notebook 03 (DLSN / GLA): Fig. 1 measured, super-bit vs spherical hashing, one chunk's scores,
+the degradations of DLSN Eq. 2.
 
 The numbers come from :mod:`srlib.course_dlsn` and :mod:`srlib.analysis.hashing`; these functions only draw.
 Paper: Su et al., *Global Learnable Attention for Single Image Super-Resolution*, IEEE TPAMI 2023,
@@ -11,7 +12,7 @@ from typing import Any, Mapping
 
 import torch
 
-__all__ = ["plot_detail_fit", "plot_hashing_comparison", "plot_chunk_scores"]
+__all__ = ["plot_detail_fit", "plot_hashing_comparison", "plot_chunk_scores", "plot_degradations"]
 
 _HASH_LABELS = {"superbit": "super-bit argmax (GLA)", "spherical": "[xR, -xR] argmax (NLSA code)",
                 "spherical_paper": "Gaussian argmax (NLSN Eq. 7)"}
@@ -146,4 +147,44 @@ def plot_chunk_scores(scores: Mapping[str, Any]):
         ax.set_xlabel("key: own | prev | next chunk")
         fig.colorbar(im, ax=ax, fraction=0.05)
     axes[0].set_ylabel("query slot")
+    return fig
+
+
+def plot_degradations(hr: torch.Tensor, lrs: Mapping[str, torch.Tensor], psnrs: Mapping[str, float], *,
+                      hr_box: tuple[int, int, int] = (60, 60, 96), lr_box: tuple[int, int, int] = (20, 20, 32)):
+    """An HR crop next to the same region of each degraded LR image (DLSN Eq. 2: ``I = D(k * H) + n``), each
+    titled with the PSNR of its bicubic upscaling.
+
+    Args:
+        hr: ``(3, H, W)`` RGB in ``[0, 1]``.
+        lrs: ``{name: (3, h, w)}`` degraded LR images, RGB in ``[0, 1]`` (nearest-neighbour display).
+        psnrs: ``{name: dB}`` for the titles (same keys as ``lrs``).
+        hr_box, lr_box: ``(top, left, size)`` of the HR crop and of the LR crops.
+
+    Returns:
+        The ``Figure`` (``1 + len(lrs)`` panels).
+
+    Raises:
+        ValueError: a crop box outside its image, or ``psnrs`` without a name of ``lrs``.
+    """
+    import matplotlib.pyplot as plt
+
+    missing = [name for name in lrs if name not in psnrs]
+    if missing:
+        raise ValueError(f"psnrs has no value for {missing}")
+    for label, img, (top, left, size) in [("hr", hr, hr_box)] + [(name, im, lr_box) for name, im in lrs.items()]:
+        if top + size > img.shape[-2] or left + size > img.shape[-1]:
+            raise ValueError(f"crop {(top, left, size)} lies outside {label} of shape {tuple(img.shape)}")
+    fig, axes = plt.subplots(1, 1 + len(lrs), figsize=(3.25 * (1 + len(lrs)), 3.6))
+    top, left, size = hr_box
+    axes[0].imshow(hr[:, top:top + size, left:left + size].permute(1, 2, 0).numpy())
+    axes[0].set_title("HR (crop)")
+    top, left, size = lr_box
+    for ax, (name, lr) in zip(axes[1:], lrs.items()):
+        ax.imshow(lr[:, top:top + size, left:left + size].permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(f"{name}\nbicubic-up PSNR {psnrs[name]:.2f} dB", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
     return fig
