@@ -80,16 +80,9 @@ from srlib import metrics
 from srlib.attention.lcoa import LCoA, assign_clusters, cluster_sizes, ema_centroids, init_centroids, kmeans_step
 from srlib.course import TINY_RECIPE, format_quality_table, quality_table, shipped, tiny_train
 from srlib.exercises import check
-from srlib.lcoan_study import (
-    centre_crops,
-    compare_bucketings,
-    depth_study,
-    ema_run,
-    first_pattern,
-    kmeans_trace,
-    layer_study,
-    table1_stacks,
-)
+from srlib.lcoan_study import (centre_crops, centroid_log, compare_bucketings, depth_study, ema_run, first_pattern,
+                               format_bucketings, format_cost_table, format_depth_table, format_kmeans_trace,
+                               kmeans_trace, layer_study, table1_stacks)
 from srlib.models import build_model
 from srlib.models.lcoan import LCoAN, LCoANConfig
 from srlib.pretrained import build_small, pretrained
@@ -100,15 +93,8 @@ from srlib.viz.buckets import plot_attended
 from srlib.viz.compare import plot_sr_crops
 from srlib.analysis.measure import measure_attention_cost
 from srlib.viz.explorer import AttentionExplorer
-from srlib.viz.lcoan_figures import (
-    plot_bucket_recall,
-    plot_codes,
-    plot_depth_agreement,
-    plot_ema_runs,
-    plot_kmeans_steps,
-    plot_layer_overlaps,
-    plot_training_runs,
-)
+from srlib.viz.lcoan_figures import (plot_bucket_recall, plot_codes, plot_depth_agreement, plot_ema_runs,
+                                    plot_kmeans_steps, plot_layer_overlaps, plot_training_runs)
 from srlib.analysis.overlap import (
     dense_attention_map, overlap_rate, pattern_overlap, topk_overlap, true_neighbours, window_recall,
 )
@@ -194,10 +180,7 @@ print("centroids:", tuple(means.shape), "| hand-built init == srlib.attention.lc
 # %% tags=["nbval-ignore-output"]
 trace = kmeans_trace(x, history)  # srlib.lcoan_study: one row per iteration
 step_codes = [r["codes"] for r in trace]  # (L,) codes under the centroids of iteration t
-print(" iter | mean cos to centroid | changed | centroid shift | empty clusters | largest cluster")
-for r in trace:
-    changed, shift = ("", "") if r["t"] == 0 else (f"{r['changed']:7.1%}", f"{r['shift']:.4f}")
-    print(f" {r['t']:4d} | {r['cos']:20.3f} | {changed:>7} | {shift:>14} | {r['empty']:14d} | {r['largest']:6d} / {L}")
+print(format_kmeans_trace(trace, L))
 objective = [(x[0] @ F.normalize(m[0], dim=-1).T).max(-1).values.mean().item() for m in history]
 assert all(b >= a - 1e-6 for a, b in zip(objective[1:], objective[2:]))  # Lloyd steps never get worse
 
@@ -284,12 +267,7 @@ assert largest_sum[-1] >= largest_sum[0]
 neighbours = true_neighbours(x, 8)  # (B, L, 8)
 WINDOW = 384
 rows = compare_bucketings(x, neighbours, n_buckets=(16, 128), window=WINDOW, seeds=(0, 1))  # srlib.lcoan_study
-print("   K | buckets    | bucket recall | bucket share | lift | window recall "
-      "| keys attended per query (with repeats)")
-for r in rows:
-    lift = r["recall"] / r["share"]
-    print(f" {r['K']:3d} | {r['method']:10s} | {r['recall']:13.3f} | {r['share']:12.3f} | {lift:4.1f} "
-          f"| {r['window']:13.3f} | {3 * WINDOW * r['rounds']:5d} of {L}")
+print(format_bucketings(rows, WINDOW, L))  # lift = recall / share
 by = {(r["K"], r["method"]): r for r in rows}
 for n_buckets in (16, 128):
     km, lsh1 = by[(n_buckets, "k-means x1")], by[(n_buckets, "LSH x1")]
@@ -505,15 +483,7 @@ cost = {k: measure_attention_cost(s, SIDES, repeats=2, channels=CH, clock="cpu",
 torch.set_num_threads(2)
 paper_attention_s = {"NLA": 272 - 32, "LSP": 133 - 32, "CoA": 69 - 32, "LCoA": 48 - 32}  # Table I minus backbone
 paper_attention_mb = {"NLA": 15668 - 2846, "LSP": 14786 - 2846, "CoA": 5724 - 2846, "LCoA": 5518 - 2846}
-print("    L | stack | CPU s | time / NLA | paper | peak MiB | memory / NLA | paper")
-for i, side in enumerate(SIDES):
-    t_nla, m_nla = cost["NLA"]["seconds_min"][i], cost["NLA"]["peak_bytes"][i]
-    for k, r in cost.items():
-        t, m = r["seconds_min"][i], r["peak_bytes"][i]
-        paper_t = paper_attention_s[k] / paper_attention_s["NLA"]
-        paper_m = paper_attention_mb[k] / paper_attention_mb["NLA"]
-        print(f" {side * side:4d} | {k:5s} | {t:5.2f} | {t / t_nla:10.2f} | {paper_t:5.2f} | {m / 2**20:8.1f} "
-              f"| {m / m_nla:12.2f} | {paper_m:5.2f}")
+print(format_cost_table(cost, SIDES, paper_attention_s, paper_attention_mb))  # ratios to NLA, ours and the paper's
 # Timings depend on the machine and its load: no assert on them. Peak tensor memory is exact:
 peak = {k: r["peak_bytes"] for k, r in cost.items()}
 assert peak["LCoA"][1] < peak["LSP"][1] < peak["NLA"][1]  # at L = 4096
@@ -595,12 +565,7 @@ studies = {name: depth_study(net, probes, depth_names, reference=SHALLOW, top_k=
 curves, agreement = {n: c for n, (c, _) in studies.items()}, {n: a for n, (_, a) in studies.items()}
 print(f"{len(probes)} crops of {'Set5' if HAVE_SET5 else 'the scikit-image photographs'}; agreement with X_1 "
       f"(input of U1 LCoA)")
-print(f"{'':26s}" + " ".join(f"{lab:>7s}" for lab in depth_labels))
-for name in nets:
-    for what, values in (("overlap rate", curves[name]["overlap"]), ("top-16 overlap", curves[name]["topk"]),
-                         ("same cluster", agreement[name]["code_agreement"]),
-                         ("attended keys (Jaccard)", agreement[name]["pattern_overlap"])):
-        print(f"{name:9s} {what:23s}" + " ".join(f"{v:7.3f}" for v in values.tolist()))
+print(format_depth_table(curves, agreement, depth_labels))
 for name in nets:
     ovl_d = curves[name]["overlap"]
     assert abs(ovl_d[SHALLOW] - 1) < 1e-5 and (ovl_d[: SHALLOW + 1].diff() > 0).all()  # U1: closer to X_1 each block
@@ -675,18 +640,9 @@ print("recipe:", {k: v for k, v in TINY_RECIPE.items() if k not in ("val_every",
 def short_run(ema_update):
     torch.manual_seed(0)  # same initial weights for both runs
     net = build_model("lcoan", scale=2, preset="small", n_resgroups=N_UNITS, ema_decay=DECAY, ema_update=ema_update)
-    km = net.body[0].lcoa.kmeans
-    km.generator = torch.Generator().manual_seed(0)  # same initialisation draw
-    log = {"means": [], "sizes": []}
-
-    def record(module, inputs, codes):
-        if module.training:
-            log["means"].append(module.means.detach().clone())
-            log["sizes"].append(cluster_sizes(codes, module.n_clusters)[0])
-
-    handle = km.register_forward_hook(record)
-    result = tiny_train(net)  # the course recipe, same batches for both runs
-    handle.remove()
+    net.body[0].lcoa.kmeans.generator = torch.Generator().manual_seed(0)  # same initialisation draw
+    with centroid_log(net.body[0].lcoa.kmeans) as log:  # centroids and cluster sizes at every training step
+        result = tiny_train(net)  # the course recipe, same batches for both runs
     return net.eval(), log, result["history"]["train"], result["source"]
 
 

@@ -3,12 +3,14 @@ paper's Table I, the k-means vs LSH bucket comparison (the idea of Fig. 3a) and 
 
 Source: Zhao et al., *Efficient Learnable Collaborative Attention for Single Image Super-Resolution*
 (Table I cases 2-5, Fig. 3a, Eq. 10); official code ``YigangZhao/LCoAN`` (``src/model/kmeans_attention.py``).
-No plotting here (see :mod:`srlib.viz.lcoan_figures`).
+No plotting here (see :mod:`srlib.viz.lcoan_figures`). The ``format_*`` functions turn these measurements into
+the notebook's text tables; :func:`centroid_log` records the k-means centroids during a training run.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +20,8 @@ from srlib.attention.hashing import spherical_lsh
 from srlib.attention.lcoa import LCoA, assign_clusters, cluster_sizes, ema_centroids, init_centroids
 from srlib.attention.nla import NonLocalAttention, non_local_attention, softmax_last
 
-__all__ = ["NLAStack", "LCoAStack", "DenseCoAStack", "table1_stacks", "compare_bucketings", "ema_run"]
+__all__ = ["NLAStack", "LCoAStack", "DenseCoAStack", "table1_stacks", "compare_bucketings", "ema_run",
+           "format_kmeans_trace", "format_bucketings", "format_cost_table", "format_depth_table", "centroid_log"]
 
 
 class NLAStack(nn.Module):
@@ -241,3 +244,102 @@ def kmeans_trace(x: Tensor, history: Sequence[Tensor]) -> list[dict]:
                          shift=None if t == 0 else (m - history[t - 1]).norm(dim=-1).mean().item(),
                          empty=int((sizes == 0).sum()), largest=int(sizes.max())))
     return rows
+
+
+def format_kmeans_trace(trace: Sequence[Mapping], n_positions: int) -> str:
+    """The rows of :func:`kmeans_trace` as a text table (iteration, mean cosine to the centroid, share of positions
+    that changed cluster, mean centroid shift, empty clusters, largest cluster out of ``n_positions``).
+
+    Raises:
+        KeyError: a row without one of the keys of :func:`kmeans_trace`.
+    """
+    lines = [" iter | mean cos to centroid | changed | centroid shift | empty clusters | largest cluster"]
+    for r in trace:
+        changed, shift = ("", "") if r["t"] == 0 else (f"{r['changed']:7.1%}", f"{r['shift']:.4f}")
+        lines.append(f" {r['t']:4d} | {r['cos']:20.3f} | {changed:>7} | {shift:>14} | {r['empty']:14d} | "
+                     f"{r['largest']:6d} / {n_positions}")
+    return "\n".join(lines)
+
+
+def format_bucketings(rows: Sequence[Mapping], window: int, n_positions: int) -> str:
+    """The rows of :func:`compare_bucketings` as a text table, with the lift ``recall / share`` (how much better
+    than chance a bucket groups the true neighbours) and the keys a query attends to (``3 window`` per round).
+
+    Raises:
+        ZeroDivisionError: a row with ``share == 0``.
+    """
+    lines = ["   K | buckets    | bucket recall | bucket share | lift | window recall "
+             "| keys attended per query (with repeats)"]
+    for r in rows:
+        lines.append(f" {r['K']:3d} | {r['method']:10s} | {r['recall']:13.3f} | {r['share']:12.3f} | "
+                     f"{r['recall'] / r['share']:4.1f} | {r['window']:13.3f} | {3 * window * r['rounds']:5d} of "
+                     f"{n_positions}")
+    return "\n".join(lines)
+
+
+def format_cost_table(cost: Mapping[str, Mapping], sides: Sequence[int], paper_seconds: Mapping[str, float],
+                      paper_mb: Mapping[str, float], reference: str = "NLA") -> str:
+    """The time and peak memory of the Table I stacks as a text table, each also as a ratio to ``reference``, next
+    to the paper's ratio (LCoAN Table I, attention only).
+
+    Args:
+        cost: ``{stack: srlib.analysis.measure.measure_attention_cost(...)}`` (``seconds_min``, ``peak_bytes`` per
+            side); sides: the feature-map sides measured (``L = side²``).
+        paper_seconds, paper_mb: the paper's time (s) and memory (MB) per stack.
+
+    Raises:
+        KeyError: a stack of ``cost`` missing from the paper's values, or no ``reference`` stack.
+    """
+    lines = ["    L | stack | CPU s | time / NLA | paper | peak MiB | memory / NLA | paper"]
+    for i, side in enumerate(sides):
+        t_ref, m_ref = cost[reference]["seconds_min"][i], cost[reference]["peak_bytes"][i]
+        for k, r in cost.items():
+            t, m = r["seconds_min"][i], r["peak_bytes"][i]
+            lines.append(f" {side * side:4d} | {k:5s} | {t:5.2f} | {t / t_ref:10.2f} | "
+                         f"{paper_seconds[k] / paper_seconds[reference]:5.2f} | {m / 2**20:8.1f} | "
+                         f"{m / m_ref:12.2f} | {paper_mb[k] / paper_mb[reference]:5.2f}")
+    return "\n".join(lines)
+
+
+def format_depth_table(curves: Mapping[str, Mapping], agreement: Mapping[str, Mapping], labels: Sequence[str]) -> str:
+    """The four agreement curves of :func:`depth_study` per network as a text table (one column per depth):
+    overlap rate, top-16 overlap, same cluster, Jaccard overlap of the attended key sets.
+
+    Raises:
+        KeyError: ``curves`` and ``agreement`` name different networks.
+    """
+    lines = [f"{'':26s}" + " ".join(f"{lab:>7s}" for lab in labels)]
+    for name in curves:
+        for what, values in (("overlap rate", curves[name]["overlap"]), ("top-16 overlap", curves[name]["topk"]),
+                             ("same cluster", agreement[name]["code_agreement"]),
+                             ("attended keys (Jaccard)", agreement[name]["pattern_overlap"])):
+            lines.append(f"{name:9s} {what:23s}" + " ".join(f"{v:7.3f}" for v in values.tolist()))
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def centroid_log(kmeans: nn.Module) -> Iterator[dict]:
+    """Record, at every training-mode forward call of an LCoA ``Kmeans`` module, its centroids after the call
+    ``(R, K, C)`` and the cluster sizes ``(K,)`` of the batch's codes (round 0; the codes come from the centroids
+    before that call's update, LCoAN Eq. 7 and 10). Eval-mode calls are not recorded.
+
+    Yields:
+        ``{"means": [...], "sizes": [...]}``, filled while the context is open; the hook is removed on exit.
+
+    Raises:
+        TypeError: ``kmeans`` has no ``means`` / ``n_clusters`` (not an srlib ``Kmeans``).
+    """
+    if not (hasattr(kmeans, "means") and hasattr(kmeans, "n_clusters")):
+        raise TypeError(f"centroid_log needs an srlib Kmeans module, got {type(kmeans).__name__}")
+    log: dict = {"means": [], "sizes": []}
+
+    def record(module, inputs, codes):
+        if module.training:
+            log["means"].append(module.means.detach().clone())
+            log["sizes"].append(cluster_sizes(codes, module.n_clusters)[0])
+
+    handle = kmeans.register_forward_hook(record)
+    try:
+        yield log
+    finally:
+        handle.remove()

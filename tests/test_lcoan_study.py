@@ -16,9 +16,14 @@ from srlib.lcoan_study import (
     LCoAStack,
     NLAStack,
     centre_crops,
+    centroid_log,
     compare_bucketings,
     ema_run,
     first_pattern,
+    format_bucketings,
+    format_cost_table,
+    format_depth_table,
+    format_kmeans_trace,
     layer_study,
     table1_stacks,
 )
@@ -114,3 +119,65 @@ def test_plot_codes_counts_used_clusters():
 
     fig = plot_codes(torch.rand(3, 4, 4), torch.tensor([0, 1] * 8), 5)
     assert fig.axes[1].get_title() == "k-means codes: 2 of 5 clusters used"
+
+
+def test_format_kmeans_trace_leaves_the_first_changes_blank():
+    trace = [dict(t=0, cos=0.5, changed=None, shift=None, empty=2, largest=30),
+             dict(t=1, cos=0.625, changed=0.25, shift=0.125, empty=0, largest=20)]
+    lines = format_kmeans_trace(trace, 64).split("\n")
+    assert len(lines) == 3 and lines[0].split()[0] == "iter"
+    assert lines[1].replace(" ", "") == "0|0.500|||2|30/64"
+    assert lines[2].replace(" ", "") == "1|0.625|25.0%|0.1250|0|20/64"
+
+
+def test_format_bucketings_lift_and_attended_keys():
+    rows = [{"K": 16, "method": "LSH x2", "recall": 0.6, "share": 0.2, "window": 0.5, "rounds": 2}]
+    line = format_bucketings(rows, 384, 4096).split("\n")[1]
+    assert [f.strip() for f in line.split("|")] == ["16", "LSH x2", "0.600", "0.200", "3.0", "0.500", "2304 of 4096"]
+    with pytest.raises(ZeroDivisionError):
+        format_bucketings([dict(rows[0], share=0.0)], 384, 4096)
+
+
+def test_format_cost_table_ratios_to_the_reference():
+    cost = {"NLA": {"seconds_min": [2.0, 4.0], "peak_bytes": [2 * 2**20, 8 * 2**20]},
+            "LCoA": {"seconds_min": [1.0, 1.0], "peak_bytes": [2**20, 2**20]}}
+    lines = format_cost_table(cost, [2, 3], {"NLA": 10.0, "LCoA": 5.0}, {"NLA": 4.0, "LCoA": 1.0}).split("\n")
+    assert len(lines) == 5
+    assert [f.strip() for f in lines[4].split("|")] == ["9", "LCoA", "1.00", "0.25", "0.50", "1.0", "0.12", "0.25"]
+    assert [f.strip() for f in lines[1].split("|")][3] == "1.00"  # NLA against itself
+    with pytest.raises(KeyError):
+        format_cost_table(cost, [2], {"NLA": 1.0}, {"NLA": 1.0})
+
+
+def test_format_depth_table_four_rows_per_network():
+    curves = {"trained": {"overlap": torch.tensor([1.0, 0.5]), "topk": torch.tensor([1.0, 0.25])}}
+    agreement = {"trained": {"code_agreement": torch.tensor([1.0, 0.75]), "pattern_overlap": torch.tensor([1.0, 0.125])}}
+    lines = format_depth_table(curves, agreement, ["X1", "X2"]).split("\n")
+    assert len(lines) == 5 and lines[0].split() == ["X1", "X2"]
+    assert lines[2].split()[-3:] == ["overlap", "1.000", "0.250"]
+    assert lines[4].split()[-2:] == ["1.000", "0.125"]
+    with pytest.raises(KeyError):
+        format_depth_table(curves, {}, ["X1", "X2"])
+
+
+def test_centroid_log_records_training_calls_only():
+    torch.manual_seed(0)
+    net = build_model("lcoan", scale=2, preset="small")
+    km = net.body[0].lcoa.kmeans
+    km.generator = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 12, 12)
+    with centroid_log(km) as log:
+        net.train()
+        net(x)
+        net(x)
+        net.eval()
+        with torch.no_grad():
+            net(x)
+    assert len(log["means"]) == len(log["sizes"]) == 2
+    assert torch.equal(log["means"][-1], km.means) and int(log["sizes"][0].sum()) == 2 * 12 * 12
+    net.train()
+    net(x)  # the hook is gone after the context
+    assert len(log["means"]) == 2
+    with pytest.raises(TypeError, match="Kmeans"):
+        with centroid_log(torch.nn.Linear(2, 2)):
+            pass
