@@ -26,13 +26,12 @@ measures both).
 
 from __future__ import annotations
 
-import operator
 from typing import Callable
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from srlib._checks import check_feature_map
+from srlib._checks import check_feature_map, check_int
 from srlib.attention.nla import NonLocalAttention
 from srlib.attention.softthreshold import (
     SoftThreshold,
@@ -64,17 +63,10 @@ def auto_block_size(length: int, batch: int = 1, budget: int = BLOCK_ELEMENTS) -
 
 
 def _check_block_size(block_size):
+    """``None`` (dense path), ``"auto"`` or a positive integer; raises ``ValueError`` naming the value."""
     if block_size is None or block_size == "auto":
         return block_size
-    if isinstance(block_size, bool):
-        raise ValueError(f"block_size must be a positive integer, 'auto' or None, got {block_size!r}")
-    try:
-        b = operator.index(block_size)
-    except TypeError:
-        raise ValueError(f"block_size must be a positive integer, 'auto' or None, got {block_size!r}") from None
-    if b < 1:
-        raise ValueError(f"block_size must be >= 1 (or 'auto', or None for the dense path), got {b}")
-    return b
+    return check_int("HSPA", "block_size", block_size)  # or 'auto', or None for the dense path
 
 
 #: Largest per-block support for which the training path saves the support (indices and weights) instead of
