@@ -93,3 +93,35 @@ def test_plot_sr_crops_validates():
         plot_sr_crops({"a": a, "b": torch.rand(3, 16, 16)}, top=0, left=0, size=8)
     with pytest.raises(ValueError, match="crop"):
         plot_sr_crops({"a": a}, top=20, left=0, size=16)
+
+
+def test_spread_band_and_assert(tmp_path, monkeypatch):
+    import json
+
+    from srlib import course
+
+    monkeypatch.setattr(course, "SPREAD_DIR", tmp_path)
+    s = course.summarise([1.0, 2.0, 3.0])
+    assert s["mean"] == 2.0 and s["std"] == 1.0 and s["min"] == 1.0 and s["max"] == 3.0 and s["n"] == 3
+    (tmp_path / "99.json").write_text(json.dumps({"data": {"run": {"psnr": s}}}))
+    assert course.spread_band("99", "run", "psnr", setting="data") == (-1.0, 5.0)  # mean ± 3 std
+    assert course.spread_band("99", "run", "psnr", setting="data", k=0.1) == (0.0, 4.0)  # range wins
+    assert course.assert_in_spread("99", "run", "psnr", 4.9, setting="data") == (-1.0, 5.0)
+    with pytest.raises(AssertionError, match="outside its measured band"):
+        course.assert_in_spread("99", "run", "psnr", 5.1, setting="data")
+    with pytest.raises(KeyError, match="offline"):
+        course.spread_band("99", "run", "psnr", setting="offline")
+    with pytest.raises(FileNotFoundError, match="tiny_spread.py 98"):
+        course.load_spread("98")
+
+
+def test_data_setting(monkeypatch, tmp_path):
+    from srlib import course
+
+    monkeypatch.setenv("SRLIB_DATA", str(tmp_path))
+    assert course.data_setting() == "offline"
+    (tmp_path / "benchmark" / "Set5").mkdir(parents=True)
+    (tmp_path / "train" / "photos").mkdir(parents=True)
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "photos" / "a.png")
+    assert course.data_setting() == "data"
