@@ -57,9 +57,9 @@ def test_check_reports_right_wrong_and_missing(capsys):
     key = "99.1"
     if key not in ex._REGISTRY:
         ex.exercise(key, "toy", ex.DIFFICULTIES[0], hint="think")(lambda a: (a == 42, f"got {a}"))
-    assert ex.check(key, 42) is True
-    assert ex.check(key, 41) is False
-    assert ex.check(key, None) is False
+    assert ex.check(key, 42) == True  # noqa: E712
+    assert ex.check(key, 41) == False  # noqa: E712
+    assert ex.check(key, None) == False  # noqa: E712
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("exercise 99.1: correct")
     assert "not yet" in out[1] and "Hint: think" in out[1]
@@ -79,7 +79,7 @@ def test_a_checker_that_raises_is_a_wrong_answer(capsys):
     key = "99.2"
     if key not in ex._REGISTRY:
         ex.exercise(key, "shape", ex.DIFFICULTIES[1])(lambda a: (a.shape == (2,), ""))
-    assert ex.check(key, 3) is False
+    assert ex.check(key, 3) == False  # noqa: E712
     assert "AttributeError" in capsys.readouterr().out
 
 
@@ -125,3 +125,23 @@ def test_data_setting(monkeypatch, tmp_path):
     from PIL import Image
     Image.new("RGB", (8, 8)).save(tmp_path / "train" / "photos" / "a.png")
     assert course.data_setting() == "data"
+
+
+def test_check_result_hint_solution_score(capsys):
+    from srlib.exercises import CheckResult, exercise, hint, score, solution
+
+    exercise("99.7", "toy", "★ warm-up", hint="think of 4", solution="2 + 2 = 4", points=3)(lambda a: a == 4)
+    try:
+        right, wrong, empty = ex.check("99.7", 4), ex.check("99.7", 5), ex.check("99.7")
+        assert bool(right) and not wrong and not empty and right == True and wrong == False  # noqa: E712
+        assert isinstance(right, CheckResult) and right._ipython_display_() is None
+        assert score([right, wrong, empty]) == (3, 9)
+        with pytest.raises(TypeError, match="CheckResult"):
+            score([True])
+        assert hint("99.7") == "think of 4" and solution("99.7") == "2 + 2 = 4"
+        out = capsys.readouterr().out
+        assert "exercise 99.7: correct" in out and "Hint: think of 4" in out and "solution: 2 + 2 = 4" in out
+        with pytest.raises(ValueError, match="points"):
+            exercise("99.2", "toy", "★ warm-up", points=0)
+    finally:
+        ex._REGISTRY.pop("99.7", None)
