@@ -44,7 +44,7 @@ def tiny_config(**overrides: Any):
 
 
 def tiny_train(model: nn.Module, train_set: Any = None, *, scale: int = 2, extra_loss: Any = None,
-               **overrides: Any) -> dict[str, Any]:
+               progress: bool = False, **overrides: Any) -> dict[str, Any]:
     """Train ``model`` with the tiny recipe on CPU in a throw-away run folder.
 
     Args:
@@ -54,6 +54,8 @@ def tiny_train(model: nn.Module, train_set: Any = None, *, scale: int = 2, extra
         scale: SR factor of the default training set.
         extra_loss: passed to :func:`srlib.train.train`; ENLCN's contrastive term (Eqs. 8-10) is added only when
             given, e.g. ``extra_loss=model.make_extra_loss()`` (the CLI adds it for ENLCN by itself).
+        progress: show a progress bar (off by default: a bar stored in a notebook's outputs is a frozen
+            ``0%`` line in every other viewer; the notebooks print the logged losses instead).
         overrides: :class:`~srlib.train.TrainConfig` fields that differ from :data:`TINY_RECIPE`.
 
     Returns:
@@ -69,7 +71,7 @@ def tiny_train(model: nn.Module, train_set: Any = None, *, scale: int = 2, extra
                                                     generator=torch.Generator().manual_seed(cfg.seed))
     run_dir = tempfile.mkdtemp(prefix="srlib_tiny_")
     kwargs = {} if extra_loss is None else {"extra_loss": extra_loss}
-    result = train(model, train_set, None, cfg, run_dir, resume=False, device="cpu", **kwargs)
+    result = train(model, train_set, None, cfg, run_dir, resume=False, device="cpu", progress=progress, **kwargs)
     result["losses"] = [h["loss"] for h in result["history"]["train"]]
     result["source"] = source
     return result
