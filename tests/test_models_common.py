@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -12,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from srlib.models import build_model, get_config, list_models, list_presets, register_model
-from srlib.models import _import_optional
 from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
 from srlib.models.edsr import EDSR, EDSRConfig
 
@@ -204,13 +201,17 @@ def test_register_and_build_a_custom_model():
         registry._REGISTRY.pop("toy_test_model", None)
 
 
-def test_optional_network_import_ignores_only_the_missing_module(tmp_path, monkeypatch):
-    assert _import_optional("srlib_no_such_module_xyz") is False
-    (tmp_path / "srlib_tmp_netmod.py").write_text("import srlib_missing_dependency_xyz\n")
-    (tmp_path / "srlib_tmp_okmod.py").write_text(textwrap.dedent("VALUE = 3\n"))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(ModuleNotFoundError, match="srlib_missing_dependency_xyz"):
-        _import_optional("srlib_tmp_netmod")
-    assert _import_optional("srlib_tmp_okmod") is True
-    for name in ("srlib_tmp_netmod", "srlib_tmp_okmod"):
-        sys.modules.pop(name, None)
+def test_every_network_derives_from_the_base_and_lists_its_attention():
+    from srlib.models import build_model, list_models
+    from srlib.models.common import SRNetwork
+
+    expected = {"edsr": 0, "nlsn": 2, "enlcn": 2, "dlsn": 2, "hspan": 2, "lcoan": 2}
+    for name in list_models():
+        net = build_model(name, scale=2, preset="small")
+        assert isinstance(net, SRNetwork), name
+        mods = net.attention_modules()
+        assert all(isinstance(m, net.attention_class) for _, m in mods), name
+        if name in expected:
+            assert (len(mods) > 0) == (expected[name] > 0), name
+        names = [n for n, _ in mods]
+        assert names == [n for n, m in net.named_modules() if any(m is mm for _, mm in mods)], name  # forward order

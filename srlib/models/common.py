@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from srlib._checks import check_image_tensor
+
 #: Mean RGB of the DIV2K training set, in ``[0, 1]`` (EDSR-PyTorch ``src/model/common.py``).
 DIV2K_MEAN: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)
 
@@ -145,3 +147,37 @@ class Upsampler(nn.Sequential):
                 layers += [conv(n_feats, 4 * n_feats, 3, bias=bias), nn.PixelShuffle(2)]
         super().__init__(*layers)
         self.scale = scale
+
+
+class SRNetwork(nn.Module):
+    """Base of the EDSR-style networks: ``sub_mean -> head -> body (+ long skip) -> tail -> add_mean``.
+
+    A subclass builds ``self.cfg`` (with ``n_colors`` and ``rgb_range``), ``sub_mean``, ``add_mean``, ``head``,
+    ``body`` and ``tail`` in its ``__init__`` (in the official ``state_dict`` order), and sets
+    :attr:`attention_class`. It overrides :meth:`trunk` only where the body is more than a residual
+    ``Sequential`` (ENLCN's long skip, LCoAN's shared attention). The base adds no parameters, so the key
+    layout of every network is the official one.
+
+    Forward: LR ``(B, n_colors, h, w)`` in ``[0, rgb_range]`` -> SR ``(B, n_colors, s*h, s*w)`` (not clamped).
+
+    Raises (at call):
+        ValueError: ``x`` not a float ``(B, n_colors, h, w)`` image in ``[0, rgb_range]`` or with NaN/Inf.
+    """
+
+    #: The class (or classes) of the network's attention modules; ``None`` for a network without attention.
+    attention_class: type[nn.Module] | tuple[type[nn.Module], ...] | None = None
+
+    def attention_modules(self) -> list[tuple[str, nn.Module]]:
+        """``(name, module)`` of every attention module, in forward order (e.g. ``body.0``, ``body.9``)."""
+        if self.attention_class is None:
+            return []
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, self.attention_class)]
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Deep features after the head: ``(B, F, h, w)`` -> ``(B, F, h, w)``; default ``body(x) + x``."""
+        return self.body(x) + x  # long (global) residual skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, n_colors, h, w)`` in ``[0, rgb_range]`` -> ``(B, n_colors, s*h, s*w)`` (not clamped)."""
+        check_image_tensor(x, type(self).__name__, channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
+        return self.add_mean(self.tail(self.trunk(self.head(self.sub_mean(x)))))

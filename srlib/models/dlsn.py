@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from srlib._checks import check_choice, check_image_tensor, check_sr_config
+from srlib._checks import check_choice, check_sr_config
 from srlib.attention.gla import LSS_VARIANTS, ROUND_WEIGHTS, GlobalLearnableAttention
-from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
+from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, default_conv
 from srlib.models.registry import register_model
 
 __all__ = ["DLSN", "DLSNConfig", "GLAFFM", "LFFB", "config_from_official"]
@@ -155,7 +155,7 @@ class GLAFFM(nn.Module):
         return x + self.body(x) * self.res_scale
 
 
-class DLSN(nn.Module):
+class DLSN(SRNetwork):
     """DLSN network. ``x: (B, n_colors, h, w)`` LR in ``[0, rgb_range]`` -> SR ``(B, n_colors, s*h, s*w)``.
 
     State-dict keys and order equal the official ``DLSN`` (``a``, ``sub_mean.*``, ``add_mean.*``, ``head.*``,
@@ -171,6 +171,8 @@ class DLSN(nn.Module):
         ValueError: bad config (unsupported scale, unknown GLA variant, any field out of range); at call, ``x`` not
             a floating point ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf).
     """
+
+    attention_class = GlobalLearnableAttention
 
     def __init__(self, cfg: DLSNConfig | None = None) -> None:
         super().__init__()
@@ -198,15 +200,6 @@ class DLSN(nn.Module):
         self.body = nn.Sequential(*body)  # Eq. (4), (7)
         self.tail = nn.Sequential(Upsampler(conv, cfg.scale, F), conv(F, cfg.n_colors, 3))  # Eq. (5)
 
-    def attention_modules(self) -> list[tuple[str, GlobalLearnableAttention]]:
-        """``(name, module)`` of every GLA in forward order (``body.0.body.4``, ``body.1.body.4``, ...)."""
-        return [(n, m) for n, m in self.named_modules() if isinstance(m, GlobalLearnableAttention)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_tensor(x, "DLSN", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
-        x = self.head(self.sub_mean(x))
-        res = self.body(x) + x  # long skip connection
-        return self.add_mean(self.tail(res))
 
 
 @register_model("dlsn", DLSNConfig)

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from srlib._checks import check_image_tensor, check_int, check_sr_config
+from srlib._checks import check_int, check_sr_config
 
-from .common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
+from .common import DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, default_conv
 from .registry import register_model
 
 __all__ = ["EDSR", "EDSRConfig"]
@@ -65,7 +64,7 @@ class EDSRConfig:
         return cls(n_resblocks=2, n_feats=16, res_scale=1.0)
 
 
-class EDSR(nn.Module):
+class EDSR(SRNetwork):
     """EDSR network: LR ``(B, 3, h, w)`` RGB in ``[0, rgb_range]`` -> SR ``(B, 3, s*h, s*w)``.
 
     Source: Lim et al. 2017, Fig. 3; key layout of EDSR-PyTorch ``src/model/edsr.py``.
@@ -89,16 +88,6 @@ class EDSR(nn.Module):
         )
         self.tail = nn.Sequential(Upsampler(conv, cfg.scale, f), conv(f, cfg.n_colors, k))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: (B, 3, h, w)`` in ``[0, rgb_range]`` -> ``(B, 3, s*h, s*w)`` (not clamped).
-
-        Raises:
-            ValueError: ``x`` not a float ``(B, 3, h, w)`` image in ``[0, rgb_range]`` or with NaN/Inf.
-        """
-        check_image_tensor(x, "EDSR", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
-        x = self.head(self.sub_mean(x))
-        res = self.body(x) + x  # global residual skip
-        return self.add_mean(self.tail(res))
 
 
 @register_model("edsr", EDSRConfig)

@@ -25,9 +25,9 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from srlib._checks import check_choice, check_image_tensor, check_int, check_number, check_sr_config
+from srlib._checks import check_choice, check_int, check_number, check_sr_config
 from srlib.attention.enla import ENLCA, redraw_projections
-from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
+from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, default_conv
 from srlib.models.registry import register_model
 
 __all__ = ["ENLCN", "ENLCNConfig", "ContrastiveTerm", "build_enlcn"]
@@ -95,7 +95,7 @@ class ENLCNConfig:
         return cls(**base)
 
 
-class ENLCN(nn.Module):
+class ENLCN(SRNetwork):
     """ENLCN network. ``x: (B, 3, h, w)`` LR RGB in ``[0, rgb_range]`` -> ``(B, 3, s*h, s*w)``.
 
     In training mode every ENLCA computes its contrastive loss (needs ``h*w >= 65`` with the official
@@ -111,6 +111,8 @@ class ENLCN(nn.Module):
             config field out of range (:meth:`ENLCNConfig.__post_init__`); at call, ``x`` not a floating point
             ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf).
     """
+
+    attention_class = ENLCA
 
     def __init__(self, cfg: ENLCNConfig | None = None) -> None:
         super().__init__()
@@ -143,9 +145,6 @@ class ENLCN(nn.Module):
         self.tail = nn.Sequential(*tail)
         self.contrastive_losses: list[torch.Tensor] = []
 
-    def attention_modules(self) -> list[tuple[str, ENLCA]]:
-        """``(name, module)`` of every ENLCA, in forward order (``body.0``, ``body.9``, ...)."""
-        return [(n, m) for n, m in self.named_modules() if isinstance(m, ENLCA)]
 
     def redraw_projections(self, generator: torch.Generator | None = None) -> int:
         """Redraw the random matrix ``F`` of every ENLCA (paper: every epoch). Returns how many."""
@@ -161,9 +160,8 @@ class ENLCN(nn.Module):
             return None
         return torch.stack(self.contrastive_losses).mean()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_tensor(x, "ENLCN", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
-        x = self.head(self.sub_mean(x))
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Body with the long skip; records each ENLCA's contrastive loss of this pass (training mode)."""
         res = x
         losses = []
         for block in self.body:
@@ -171,7 +169,7 @@ class ENLCN(nn.Module):
             if isinstance(block, ENLCA) and block.last_loss is not None:
                 losses.append(block.last_loss)
         self.contrastive_losses = losses
-        return self.add_mean(self.tail(res + x))
+        return res + x
 
 
 class ContrastiveTerm:

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from srlib._checks import check_choice, check_image_tensor, check_sr_config
+from srlib._checks import check_choice, check_sr_config
 from srlib.attention.hspa import HSPA
 from srlib.attention.softthreshold import MODES, _check_topk
-from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
+from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, default_conv
 from srlib.models.registry import register_model
 
 __all__ = ["HSPAM", "HSPAN", "HSPANConfig", "HSPANSConfig", "LEB", "attention_indices"]
@@ -179,11 +179,6 @@ class HSPAM(nn.Module):
         self.res_scale = res_scale
 
     @property
-    def leb(self) -> nn.Sequential:
-        """The LEB's residual blocks (a view sharing the modules of ``body``)."""
-        return self.body[: self.n_resblocks]
-
-    @property
     def attention(self) -> HSPA | None:
         """The HSPA of this module, or ``None``."""
         m = self.body[self.n_resblocks]
@@ -193,7 +188,7 @@ class HSPAM(nn.Module):
         return x + self.body(x) * self.res_scale
 
 
-class HSPAN(nn.Module):
+class HSPAN(SRNetwork):
     """HSPAN network. ``x: (B, n_colors, h, w)`` LR in ``[0, rgb_range]`` -> SR ``(B, n_colors, s·h, s·w)``.
 
     State-dict keys and order equal the official ``HSPAN`` (``a``, ``sub_mean.*``, ``add_mean.*``, ``head.*``,
@@ -205,6 +200,8 @@ class HSPAN(nn.Module):
             not divisible by ``reduction``, any field out of range); at call, ``x`` not a floating point
             ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf).
     """
+
+    attention_class = HSPA
 
     def __init__(self, cfg: HSPANConfig | None = None) -> None:
         super().__init__()
@@ -231,9 +228,6 @@ class HSPAN(nn.Module):
         self.body = nn.Sequential(*body)  # Eq. (2)
         self.tail = nn.Sequential(Upsampler(conv, cfg.scale, F), conv(F, cfg.n_colors, 3))  # Eq. (3)
 
-    def attention_modules(self) -> list[tuple[str, HSPA]]:
-        """``(name, module)`` of every HSPA in forward order (``body.0.body.4``, ``body.1.body.4``, ...)."""
-        return [(n, m) for n, m in self.named_modules() if isinstance(m, HSPA)]
 
     def set_topk(self, topk: int | None, mode: str | None = None) -> None:
         """Change the ST top-k (and optionally the mode) of every HSPA, e.g. at test time (paper Fig. 6)."""
@@ -241,12 +235,6 @@ class HSPAN(nn.Module):
             m.topk = topk
             if mode is not None:
                 m.mode = mode
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_tensor(x, "HSPAN", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
-        x = self.head(self.sub_mean(x))
-        res = self.body(x) + x  # long skip connection
-        return self.add_mean(self.tail(res))
 
 
 @register_model("hspan", HSPANConfig)

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from srlib._checks import check_choice, check_image_tensor, check_number, check_sr_config
+from srlib._checks import check_choice, check_number, check_sr_config
 from srlib.attention.lcoa import EMA_TARGETS, LearnableCollaborativeAttention, SharedAttention
-from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
+from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, default_conv
 from srlib.models.registry import register_model
 
 __all__ = ["FAU", "LCoAN", "LCoANConfig", "RCABNoCA", "config_from_official"]
@@ -138,7 +138,7 @@ class FAU(nn.Module):
         return res * self.res_scale + x, shared
 
 
-class LCoAN(nn.Module):
+class LCoAN(SRNetwork):
     """LCoAN network. ``x: (B, 3, h, w)`` LR RGB in ``[0, rgb_range]`` -> ``(B, 3, s*h, s*w)``.
 
     Any ``h, w >= 1`` (LCoA pads a map smaller than its window, see
@@ -152,6 +152,8 @@ class LCoAN(nn.Module):
     State-dict order as the official checkpoints: ``a``, ``sub_mean``, ``add_mean``, ``head``, ``body``,
     ``m_conv``, ``tail``.
     """
+
+    attention_class = LearnableCollaborativeAttention
 
     def __init__(self, cfg: LCoANConfig | None = None) -> None:
         super().__init__()
@@ -170,18 +172,13 @@ class LCoAN(nn.Module):
         self.add_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=1)
         self.head, self.body, self.m_conv, self.tail = head, body, m_conv, tail
 
-    def attention_modules(self) -> list[tuple[str, LearnableCollaborativeAttention]]:
-        """``(name, module)`` of every LCoA in forward order (``body.0.attention.0`` computes the pattern)."""
-        return [(n, m) for n, m in self.named_modules() if isinstance(m, LearnableCollaborativeAttention)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_tensor(x, "LCoAN", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
-        x = self.head(self.sub_mean(x))
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The FAUs, each passing its shared attention pattern to the next (CoA), then ``m_conv`` and the skip."""
         res, shared = x, None
         for fau in self.body:
             res, shared = fau(res, shared if self.cfg.collaborative else None)
-        res = self.m_conv(res) + x
-        return self.add_mean(self.tail(res))
+        return self.m_conv(res) + x
 
 
 @register_model("lcoan", LCoANConfig)

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn as nn
 
-from srlib._checks import check_image_tensor, check_sr_config
+from srlib._checks import check_sr_config
 from srlib.attention.nlsa import NonLocalSparseAttention
-from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, Upsampler, default_conv
+from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, default_conv
 from srlib.models.registry import register_model
 
 __all__ = ["NLSN", "NLSNConfig"]
@@ -60,7 +59,7 @@ class NLSNConfig:
         return cls(**base)
 
 
-class NLSN(nn.Module):
+class NLSN(SRNetwork):
     """NLSN network. ``x: (B, 3, h, w)`` LR RGB in ``[0, rgb_range]`` -> ``(B, 3, s*h, s*w)``.
 
     Any ``h, w >= 1``: NLSA pads a map smaller than one chunk (see
@@ -72,6 +71,8 @@ class NLSN(nn.Module):
         ValueError: a config field out of range (:meth:`NLSNConfig.__post_init__`); at call, ``x`` not a floating
             point ``(B, 3, h, w)`` image in ``[0, rgb_range]`` (or with NaN/Inf).
     """
+
+    attention_class = NonLocalSparseAttention
 
     def __init__(self, cfg: NLSNConfig | None = None) -> None:
         super().__init__()
@@ -98,15 +99,6 @@ class NLSN(nn.Module):
         self.body = nn.Sequential(*body)
         self.tail = nn.Sequential(Upsampler(conv, cfg.scale, F), conv(F, cfg.n_colors, 3))
 
-    def attention_modules(self) -> list[tuple[str, NonLocalSparseAttention]]:
-        """``(name, module)`` of every NLSA, in forward order (``body.0``, ``body.9``, ...)."""
-        return [(n, m) for n, m in self.named_modules() if isinstance(m, NonLocalSparseAttention)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_tensor(x, "NLSN", channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
-        x = self.head(self.sub_mean(x))
-        res = self.body(x) + x
-        return self.add_mean(self.tail(res))
 
 
 @register_model("nlsn", NLSNConfig)
