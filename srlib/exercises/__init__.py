@@ -139,16 +139,24 @@ class CheckResult:
         return None
 
 
+def _help(key: str, level: str) -> str:
+    ex = get(key)
+    text = getattr(ex, level) or _NO_HELP[level]
+    print(f"exercise {key} {level}: {text}")
+    return text
+
+
+_NO_HELP = {"hint": "no hint for this exercise: re-read the section above it",
+            "solution": "see the worked solution in notebooks/solutions/"}
+
+
 def hint(key: str) -> str:
     """Print (and return) the hint of exercise ``key`` (the first level of help).
 
     Raises:
         KeyError: unknown exercise key.
     """
-    ex = get(key)
-    text = ex.hint or "no hint for this exercise: re-read the section above it"
-    print(f"exercise {key} hint: {text}")
-    return text
+    return _help(key, "hint")
 
 
 def solution(key: str) -> str:
@@ -158,10 +166,7 @@ def solution(key: str) -> str:
     Raises:
         KeyError: unknown exercise key.
     """
-    ex = get(key)
-    text = ex.solution or "see the worked solution in notebooks/solutions/"
-    print(f"exercise {key} solution: {text}")
-    return text
+    return _help(key, "solution")
 
 
 def score(results: Any) -> tuple[int, int]:
