@@ -159,13 +159,40 @@ def test_download_without_checksum_warns_with_digest(tmp_path, served):
 def test_safe_extract_zip_and_merge(tmp_path):
     a = _zip(tmp_path / "a.zip", {"DIV2K_train_LR_bicubic/X2/0001x2.png": b"one", "top.txt": b"t"})
     b = _zip(tmp_path / "b.zip", {"DIV2K_train_LR_bicubic/X3/0001x3.png": b"three", "top.txt": b"T"})
+    c = _zip(tmp_path / "c.zip", {"DIV2K_train_LR_bicubic/X4/0001x4.png": b"four", "top.txt": b"t"})
     dest = tmp_path / "dest"
     assert [p.name for p in safe_extract(a, dest)] == ["0001x2.png", "top.txt"]
-    safe_extract(b, dest)  # merges into the existing folder, replaces the file
-    assert _files(dest) == ["DIV2K_train_LR_bicubic/X2/0001x2.png", "DIV2K_train_LR_bicubic/X3/0001x3.png", "top.txt"]
+    # a file of the user's with another content is never replaced unless asked: nothing at all is moved
+    with pytest.raises(dl.DownloadConflictError, match=r"1 file\(s\) already exist.*dest/top\.txt.*never overwrites"):
+        safe_extract(b, dest)
+    assert _files(dest) == ["DIV2K_train_LR_bicubic/X2/0001x2.png", "top.txt"]
+    assert (dest / "top.txt").read_bytes() == b"t"
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # staging removed
+    safe_extract(c, dest)  # the same content is kept as it is; the rest merges into the existing folder
+    safe_extract(b, dest, replace=True)  # asked: merges, replaces the file
+    assert _files(dest) == ["DIV2K_train_LR_bicubic/X2/0001x2.png", "DIV2K_train_LR_bicubic/X3/0001x3.png",
+                            "DIV2K_train_LR_bicubic/X4/0001x4.png", "top.txt"]
     assert (dest / "top.txt").read_bytes() == b"T"
     assert (dest / "DIV2K_train_LR_bicubic/X3/0001x3.png").read_bytes() == b"three"
-    assert not any(p.name.startswith(".extract-") for p in dest.iterdir())  # staging removed
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # staging removed
+    (dest / "folder.txt").mkdir()  # a folder where a file goes is refused even with replace
+    with pytest.raises(dl.DownloadConflictError, match="folder.txt"):
+        safe_extract(_zip(tmp_path / "d.zip", {"folder.txt": b"x"}), dest, replace=True)
+
+
+def test_cli_edsr_archive_never_overwrites_a_users_file(tmp_path, monkeypatch, served, capsys):
+    folder, url = served
+    _tar(folder / "benchmark.tar", {"benchmark/Set5/HR/baby.png": b"hr", "benchmark/Set5/LR_bicubic/X2/babyx2.png": b"lr"})
+    monkeypatch.setattr(dl, "BENCHMARK_SOURCES", {"edsr": Archive(url("benchmark.tar"), "benchmark.tar", "")})
+    root = tmp_path / "data"
+    (root / "benchmark" / "Set5" / "HR").mkdir(parents=True)
+    (root / "benchmark" / "Set5" / "HR" / "baby.png").write_bytes(b"mine")
+    with pytest.warns(UserWarning, match="no published checksum"):
+        assert dl.main(["benchmark", "--root", str(root), "--no-progress"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(err) == 1 and "benchmark.tar" in err[0] and "baby.png" in err[0] and "nothing was extracted" in err[0]
+    assert _files(root) == ["benchmark/Set5/HR/baby.png"]  # no archive, no archives/ folder, the user's file as it was
+    assert (root / "benchmark" / "Set5" / "HR" / "baby.png").read_bytes() == b"mine"
 
 
 @pytest.mark.parametrize("mode,suffix", [("w", ".tar"), ("w:gz", ".tar.gz")])

@@ -53,6 +53,7 @@ https://cv.snu.ac.kr/research/EDSR/benchmark.tar.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import os
 import threading
 import re
@@ -342,15 +343,18 @@ def _plan_tar(tf: tarfile.TarFile, dest: Path, archive: Path):
     return plan
 
 
-def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
+def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *, replace: bool = False) -> list[Path]:
     """Extract a zip or tar(.gz/.bz2/.xz) archive into ``dest`` without ever writing outside it.
 
     All members are checked before anything is written; regular files and folders only.
     Files are unpacked to a temporary folder next to ``dest`` (in its parent) and moved into
     place only once every member has been read and its CRC checked: a new ``dest`` is the
-    renamed temporary folder; into an existing ``dest`` files are moved one by one (files with
-    the same name are replaced; existing folders are merged). A rejected or damaged archive
-    leaves nothing behind: no ``dest``, no temporary folder, no parent folder created for it.
+    renamed temporary folder; into an existing ``dest`` files are moved one by one and existing folders are
+    merged. An existing file with the same content is kept as it is; one with another content (or a folder
+    where a file goes, a file where a folder goes) stops the extraction before anything is moved
+    (:class:`DownloadConflictError`), unless ``replace=True`` (then files with the same name are replaced).
+    A rejected or damaged archive leaves nothing behind: no ``dest``, no temporary folder, no parent folder
+    created for it.
 
     Returns:
         The extracted file paths (not folders), sorted.
@@ -358,6 +362,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Pa
     Raises:
         FileNotFoundError: missing archive.
         UnsafeArchiveError: absolute path, ``..``, link or special member (named).
+        DownloadConflictError: files in ``dest`` differ from the archive's (``replace=False``); nothing moved.
         ValueError: not a zip or tar archive.
         zipfile.BadZipFile, tarfile.TarError, OSError: a damaged member (e.g. bad CRC), as raised by the
             readers; nothing is left behind.
@@ -393,12 +398,24 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Pa
             os.replace(staging, dest)
             written = [target for _, target, is_dir in plan if not is_dir]
         else:
+            same, conflicts = set(), []
+            for member, target, is_dir in plan:  # look before moving anything
+                if is_dir:
+                    if os.path.lexists(target) and not target.is_dir():
+                        conflicts.append(target)
+                elif target.is_file() and filecmp.cmp(target, staging / target.relative_to(dest), shallow=False):
+                    same.add(target)
+                elif os.path.lexists(target) and not (replace and target.is_file()):
+                    conflicts.append(target)
+            if conflicts:
+                raise DownloadConflictError(conflicts)
             for member, target, is_dir in plan:
                 if is_dir:
                     target.mkdir(parents=True, exist_ok=True)
                     continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staging / target.relative_to(dest), target)
+                if target not in same:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staging / target.relative_to(dest), target)
                 written.append(target)
         done = True
     finally:
@@ -440,8 +457,14 @@ def fetch(
 
     The archive is stored in ``<root>/archives/`` and deleted after a successful extraction
     unless ``keep_archive``. An archive already there is reused (verified against known
-    checksums) unless ``force``. On any failure the archive downloaded by this call and the folders this call
-    created (``root``, ``root/archives``) are removed again; nothing that was there before is touched.
+    checksums) unless ``force``. Extraction never replaces a file of the user's with another content
+    (:func:`safe_extract`, ``replace=False``). On any failure the archive downloaded by this call and the folders
+    this call created (``root``, ``root/archives``) are removed again; nothing that was there before is touched.
+
+    Raises:
+        ChecksumError, ConnectionError, OSError: see :func:`download_file`.
+        DownloadConflictError: the archive holds files that exist in the target with another content.
+        UnsafeArchiveError: see :func:`safe_extract`.
 
     Returns:
         The folder it was extracted into (``root / archive.subdir``).
@@ -805,6 +828,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for a in archives:
         try:
             fetch(a, root, keep_archive=args.keep_archives, force=args.force, progress=not args.no_progress)
+        except DownloadConflictError as err:  # the archive would replace files of the user's: nothing moved
+            print(f"error: {a.filename}: {err} (nothing was extracted).", file=sys.stderr)
+            return 1
         except (TimeoutError, ConnectionError):  # offline, DNS, refused: download_file removed the partial file
             print(f"error: cannot download {a.url} (no network connection, or the server cannot be reached); "
                   "check the network connection and try again (nothing was kept, and without the data the "
