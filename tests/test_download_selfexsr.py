@@ -58,8 +58,10 @@ def test_notebook_images_are_byte_identical_to_files_of_the_commit():
     sunhays = sorted(k for k in course if k.startswith("train/"))
     assert sunhays == [f"train/SunHays80/img_{n:03d}.png" for n in range(1, 31)]
     full = [f.target for f in selfexsr_files("full")]
-    assert sum(t.startswith("train/SunHays80/img_") for t in full) == 80
-    assert sum(t.startswith("train/SunHays80/LR_x8/") for t in full) == 80
+    # the full subset leaves the notebooks' training folder as it is (the tiny trainings read all of it)
+    assert sorted(t for t in full if t.startswith("train/")) == sunhays
+    assert sum(re.fullmatch(r"extra/SunHays80/img_0(3[1-9]|[4-7]\d|80)\.png", t) is not None for t in full) == 50
+    assert sum(t.startswith("extra/SunHays80/LR_x8/") for t in full) == 80
     assert len(set(full)) == 1274  # no two files go to the same place
     assert {t.split("/")[1] for t in full if t.startswith("benchmark/")} == {"Set5", "Set14", "B100", "Urban100"}
 
@@ -69,9 +71,10 @@ def test_selfexsr_target():
         "benchmark/B100/image_SRF_3/img_007_SRF_3_LR.png"
     assert selfexsr_target("data/Set5/image_SRF_2/img_001_SRF_2_HR.png") == \
         "benchmark/Set5/image_SRF_2/img_001_SRF_2_HR.png"
-    assert selfexsr_target("data/Sun-Hays80/image_SRF_8/img_042_SRF_8_HR.png") == "train/SunHays80/img_042.png"
-    assert selfexsr_target("data/Sun-Hays80/image_SRF_8/img_042_SRF_8_LR.png") == \
-        "train/SunHays80/LR_x8/img_042_SRF_8_LR.png"
+    assert selfexsr_target("data/Sun-Hays80/image_SRF_8/img_030_SRF_8_HR.png") == "train/SunHays80/img_030.png"
+    assert selfexsr_target("data/Sun-Hays80/image_SRF_8/img_031_SRF_8_HR.png") == "extra/SunHays80/img_031.png"
+    assert selfexsr_target("data/Sun-Hays80/image_SRF_8/img_001_SRF_8_LR.png") == \
+        "extra/SunHays80/LR_x8/img_001_SRF_8_LR.png"
     for bad in ("data/Manga109/image_SRF_2/a.png", "README.md", "data/Set5/img.png"):
         with pytest.raises(ValueError, match=re.escape(repr(bad))):
             selfexsr_target(bad)
@@ -196,7 +199,8 @@ def test_fetch_full_subset(tmp_path, repo):
     repo.fetch(root, "full")
     files = [t for t in _tree(root) if not t.endswith("/")]
     assert len(files) == len(FAKE_FILES)
-    assert "train/SunHays80/img_031.png" in files and "train/SunHays80/LR_x8/img_001_SRF_8_LR.png" in files
+    assert "extra/SunHays80/img_031.png" in files and "extra/SunHays80/LR_x8/img_001_SRF_8_LR.png" in files
+    assert [t for t in files if t.startswith("train/")] == ["train/SunHays80/img_001.png"]
     assert "benchmark/B100/image_SRF_3/img_001_SRF_3_HR.png" in files
     assert [t for t in _tree(root) if t.startswith("benchmark/") and t.endswith("/") and t.count("/") == 2] == \
         ["benchmark/B100/", "benchmark/Set5/", "benchmark/Urban100/"]

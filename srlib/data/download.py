@@ -12,7 +12,7 @@ Usage::
 Result (what :mod:`srlib.data.datasets` reads)::
 
     <root>/benchmark/Set5/image_SRF_2/img_001_SRF_2_HR.png ...   (selfexsr; BSD100 is named B100)
-    <root>/train/SunHays80/img_001.png ...                       (selfexsr: the Sun-Hays 80 HR photographs)
+    <root>/train/SunHays80/img_001.png ... img_030.png           (selfexsr: Sun-Hays 80 photographs, for training)
     <root>/benchmark/Set5/HR/baby.png ...         <root>/benchmark/Set5/LR_bicubic/X2/babyx2.png ...  (edsr)
     <root>/DIV2K/DIV2K_train_HR/0001.png ...      <root>/DIV2K/DIV2K_train_LR_bicubic/X2/0001x2.png ...
 
@@ -506,13 +506,14 @@ SELFEXSR_BASE_URL = f"https://raw.githubusercontent.com/jbhuang0604/SelfExSR/{SE
 SELFEXSR_MANIFEST = Path(__file__).with_name("selfexsr-8f6dd8c.sha256")
 #: ``course``: the 404 files the notebooks and the data tests use (Set5 and Set14 at x2/x3/x4, B100 at x2,
 #: Urban100 img_001-030 at x4, Sun-Hays80 img_001-030 HR); ``benchmark``: Set5, Set14, B100, Urban100 at every
-#: scale the repository has (1114 files); ``full``: all 1274 files (adds the 80 Sun-Hays80 HR photographs and
-#: their x8 LR versions).
+#: scale the repository has (1114 files); ``full``: all 1274 files (adds Sun-Hays80 031-080 and the x8 LR
+#: versions, under ``extra/SunHays80``, see :func:`selfexsr_target`).
 SELFEXSR_SUBSETS = ("course", "benchmark", "full")
 
 _BENCHMARK_FOLDERS = {"Set5": "Set5", "Set14": "Set14", "BSD100": "B100", "Urban100": "Urban100"}
 _SRF_NAME = re.compile(r"img_(?P<n>\d{3})_SRF_(?P<s>\d+)_(?P<kind>HR|LR)\.png")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_SUNHAYS_TRAIN = 30  # Sun-Hays 80 photographs 001-030 are the notebooks' training set (train/SunHays80)
 
 
 @dataclass(frozen=True)
@@ -576,9 +577,11 @@ def selfexsr_target(path: str) -> str:
 
     * ``data/<Set>/image_SRF_<s>/<file>`` -> ``benchmark/<Set>/image_SRF_<s>/<file>`` for Set5, Set14, Urban100,
       and BSD100 renamed ``B100``;
-    * ``data/Sun-Hays80/image_SRF_8/img_NNN_SRF_8_HR.png`` -> ``train/SunHays80/img_NNN.png`` (the training photographs);
-    * ``data/Sun-Hays80/image_SRF_8/img_NNN_SRF_8_LR.png`` -> ``train/SunHays80/LR_x8/img_NNN_SRF_8_LR.png``
-      (kept apart: training folders are read without subfolders, and srlib makes training LR on the fly).
+    * ``data/Sun-Hays80/image_SRF_8/img_NNN_SRF_8_HR.png``, NNN <= 030 -> ``train/SunHays80/img_NNN.png``: the
+      photographs the notebooks train on (:func:`srlib.data.default_train_set` reads every image of that folder);
+    * the other Sun-Hays 80 photographs (NNN 031-080) -> ``extra/SunHays80/img_NNN.png``, and their x8 LR versions
+      ``..._LR.png`` -> ``extra/SunHays80/LR_x8/``: kept out of ``train/`` so that the ``full`` subset does not
+      change what the notebooks train on (srlib reads nothing under ``extra/`` by itself).
 
     Raises:
         ValueError: a path outside these folders (named).
@@ -589,9 +592,9 @@ def selfexsr_target(path: str) -> str:
             return f"benchmark/{_BENCHMARK_FOLDERS[parts[1]]}/{parts[2]}/{parts[3]}"
         m = _SRF_NAME.fullmatch(parts[3])
         if parts[1] == "Sun-Hays80" and m:
-            if m["kind"] == "HR":
-                return f"train/SunHays80/img_{m['n']}.png"
-            return f"train/SunHays80/LR_x{m['s']}/{parts[3]}"
+            if m["kind"] == "LR":
+                return f"extra/SunHays80/LR_x{m['s']}/{parts[3]}"
+            return f"{'train' if int(m['n']) <= _SUNHAYS_TRAIN else 'extra'}/SunHays80/img_{m['n']}.png"
     raise ValueError(f"no place in the srlib data layout for SelfExSR file {path!r} (expected "
                      "data/<Set5|Set14|BSD100|Urban100|Sun-Hays80>/image_SRF_<s>/<file>)")
 
@@ -610,7 +613,7 @@ def _in_subset(path: str, subset: str) -> bool:
     if parts[1] == "Urban100":
         return parts[2] == "image_SRF_4" and m is not None and int(m["n"]) <= 30
     if parts[1] == "Sun-Hays80":
-        return m is not None and m["kind"] == "HR" and int(m["n"]) <= 30
+        return m is not None and m["kind"] == "HR" and int(m["n"]) <= _SUNHAYS_TRAIN
     return False
 
 
