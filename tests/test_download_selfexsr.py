@@ -327,3 +327,48 @@ def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, repo, capsys):
     with pytest.raises(SystemExit) as exit_:
         dl.main(["--root", str(root), "--jobs", "0"])
     assert exit_.value.code == 2
+
+
+def test_ctrl_c_leaves_nothing(tmp_path, repo, monkeypatch):
+    """An interrupt in the middle (here: the third file) removes the files and folders of the run."""
+    real, calls = dl.download_file, []
+
+    def interrupted(url, dest, **kw):
+        calls.append(url)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(url, dest, **kw)
+
+    monkeypatch.setattr(dl, "download_file", interrupted)
+    root = tmp_path / "data"
+    (root / "benchmark").mkdir(parents=True)
+    with pytest.raises(KeyboardInterrupt):
+        repo.fetch(root, jobs=1)
+    assert len(calls) >= 3 and _tree(root) == ["benchmark/"]  # a download already queued may still run
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_real_list_against_the_data_root(tmp_path, data_root):
+    """End to end with the shipped list: serve the data root's 404 images at their paths in the repository and
+    download the course subset: every file verified, byte for byte the data root's, in the same layout."""
+    used = json.loads(DATA_MANIFEST.read_text())["files"]
+    if not all((data_root / k).is_file() for k in used):
+        pytest.skip(f"the course subset is not complete under {data_root}")
+    served = tmp_path / "served"
+    for f in selfexsr_files("course"):
+        (served / f.path).parent.mkdir(parents=True, exist_ok=True)
+        (served / f.path).symlink_to(data_root / f.target)
+    handler = functools.partial(_Quiet, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        root = tmp_path / "data"
+        summary = fetch_selfexsr(root, "course", base_url=f"http://127.0.0.1:{server.server_address[1]}/",
+                                 progress=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(summary.downloaded) == 404
+    assert sorted(t for t in _tree(root) if not t.endswith("/")) == sorted(used)
+    assert all((root / k).read_bytes() == (data_root / k).read_bytes() for k in used)
