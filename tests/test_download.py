@@ -159,13 +159,40 @@ def test_download_without_checksum_warns_with_digest(tmp_path, served):
 def test_safe_extract_zip_and_merge(tmp_path):
     a = _zip(tmp_path / "a.zip", {"DIV2K_train_LR_bicubic/X2/0001x2.png": b"one", "top.txt": b"t"})
     b = _zip(tmp_path / "b.zip", {"DIV2K_train_LR_bicubic/X3/0001x3.png": b"three", "top.txt": b"T"})
+    c = _zip(tmp_path / "c.zip", {"DIV2K_train_LR_bicubic/X4/0001x4.png": b"four", "top.txt": b"t"})
     dest = tmp_path / "dest"
     assert [p.name for p in safe_extract(a, dest)] == ["0001x2.png", "top.txt"]
-    safe_extract(b, dest)  # merges into the existing folder, replaces the file
-    assert _files(dest) == ["DIV2K_train_LR_bicubic/X2/0001x2.png", "DIV2K_train_LR_bicubic/X3/0001x3.png", "top.txt"]
+    # a file of the user's with another content is never replaced unless asked: nothing at all is moved
+    with pytest.raises(dl.DownloadConflictError, match=r"1 file\(s\) already exist.*dest/top\.txt.*never overwrites"):
+        safe_extract(b, dest)
+    assert _files(dest) == ["DIV2K_train_LR_bicubic/X2/0001x2.png", "top.txt"]
+    assert (dest / "top.txt").read_bytes() == b"t"
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # staging removed
+    safe_extract(c, dest)  # the same content is kept as it is; the rest merges into the existing folder
+    safe_extract(b, dest, replace=True)  # asked: merges, replaces the file
+    assert _files(dest) == ["DIV2K_train_LR_bicubic/X2/0001x2.png", "DIV2K_train_LR_bicubic/X3/0001x3.png",
+                            "DIV2K_train_LR_bicubic/X4/0001x4.png", "top.txt"]
     assert (dest / "top.txt").read_bytes() == b"T"
     assert (dest / "DIV2K_train_LR_bicubic/X3/0001x3.png").read_bytes() == b"three"
-    assert not any(p.name.startswith(".extract-") for p in dest.iterdir())  # staging removed
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # staging removed
+    (dest / "folder.txt").mkdir()  # a folder where a file goes is refused even with replace
+    with pytest.raises(dl.DownloadConflictError, match="folder.txt"):
+        safe_extract(_zip(tmp_path / "d.zip", {"folder.txt": b"x"}), dest, replace=True)
+
+
+def test_cli_edsr_archive_never_overwrites_a_users_file(tmp_path, monkeypatch, served, capsys):
+    folder, url = served
+    _tar(folder / "benchmark.tar", {"benchmark/Set5/HR/baby.png": b"hr", "benchmark/Set5/LR_bicubic/X2/babyx2.png": b"lr"})
+    monkeypatch.setattr(dl, "BENCHMARK_SOURCES", {"edsr": Archive(url("benchmark.tar"), "benchmark.tar", "")})
+    root = tmp_path / "data"
+    (root / "benchmark" / "Set5" / "HR").mkdir(parents=True)
+    (root / "benchmark" / "Set5" / "HR" / "baby.png").write_bytes(b"mine")
+    with pytest.warns(UserWarning, match="no published checksum"):
+        assert dl.main(["benchmark", "--root", str(root), "--no-progress"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(err) == 1 and "benchmark.tar" in err[0] and "baby.png" in err[0] and "nothing was extracted" in err[0]
+    assert _files(root) == ["benchmark/Set5/HR/baby.png"]  # no archive, no archives/ folder, the user's file as it was
+    assert (root / "benchmark" / "Set5" / "HR" / "baby.png").read_bytes() == b"mine"
 
 
 @pytest.mark.parametrize("mode,suffix", [("w", ".tar"), ("w:gz", ".tar.gz")])
@@ -266,28 +293,37 @@ def test_cli_dry_run(tmp_path, capsys):
 
 
 def test_cli_benchmark_end_to_end(tmp_path, monkeypatch, served):
-    """``benchmark`` with both sources, served from local archives in the published layouts."""
+    """``benchmark`` (EDSR source), served from a local archive in the published layout. The SelfExSR source is
+    no archive any more (file by file from a fixed commit): tests/test_download_selfexsr.py."""
     folder, url = served
     edsr = _tar(folder / "benchmark.tar", {"benchmark/Set5/HR/baby.png": b"hr", "benchmark/Set5/LR_bicubic/X2/babyx2.png": b"lr"})
-    selfexsr = _zip(folder / "SelfExSR-master.zip", {
-        "SelfExSR-master/README.md": b"readme",
-        "SelfExSR-master/data/Set5/image_SRF_2/img_001_SRF_2_HR.png": b"hr",
-        "SelfExSR-master/data/BSD100/image_SRF_2/img_001_SRF_2_LR.png": b"lr",
-    })
-    sources = {
-        "edsr": Archive(url(edsr.name), "benchmark.tar", ""),
-        "selfexsr": Archive(url(selfexsr.name), "SelfExSR-master.zip", ""),
-    }
-    monkeypatch.setattr(dl, "BENCHMARK_SOURCES", sources)
+    monkeypatch.setattr(dl, "BENCHMARK_SOURCES", {"edsr": Archive(url(edsr.name), "benchmark.tar", "")})
     root = tmp_path / "data"
     with pytest.warns(UserWarning, match="no published checksum"):
-        assert dl.main(["benchmark", "--root", str(root)]) == 0
+        assert dl.main(["benchmark", "--root", str(root), "--no-progress"]) == 0
     assert _files(root) == ["benchmark/Set5/HR/baby.png", "benchmark/Set5/LR_bicubic/X2/babyx2.png"]
-    root2 = tmp_path / "data2"
-    with pytest.warns(UserWarning):
-        assert dl.main(["benchmark", "--source", "selfexsr", "--root", str(root2)]) == 0
-    assert _files(root2) == ["benchmark/B100/image_SRF_2/img_001_SRF_2_LR.png",
-                             "benchmark/Set5/image_SRF_2/img_001_SRF_2_HR.png"]
+    assert not (root / "archives").exists()  # the archives/ folder it made is gone with the archive
+    assert "selfexsr" not in dl.BENCHMARK_SOURCES  # the unpinned master.zip (moved with shutil.rmtree) is gone
+
+
+def test_fetch_failure_leaves_no_empty_folder(tmp_path, served):
+    """A failed archive download removes the data/ and data/archives/ folders it made, and only those."""
+    folder, url = served
+    (folder / "benchmark.tar").write_bytes(b"not the archive")
+    bad = Archive(url("benchmark.tar"), "benchmark.tar", "", sha256="0" * 64)
+    root = tmp_path / "data"
+    with pytest.raises(ChecksumError):
+        fetch(bad, root, progress=False)
+    assert not root.exists()
+    (root / "archives").mkdir(parents=True)  # the user's (empty) folders stay
+    with pytest.raises(ChecksumError):
+        fetch(bad, root, progress=False)
+    assert (root / "archives").is_dir() and _files(root) == []
+    (folder / "evil.tar").write_bytes(_tar(tmp_path / "evil.tar", {"../evil.txt": b"x"}).read_bytes())
+    with pytest.warns(UserWarning):  # downloaded, then refused at extraction: the archive goes too
+        with pytest.raises(UnsafeArchiveError):
+            fetch(Archive(url("evil.tar"), "evil.tar", "sub"), tmp_path / "fresh", progress=False)
+    assert not (tmp_path / "fresh").exists()
 
 
 # ----------------------------------------------------------------------------- offline
@@ -315,7 +351,7 @@ def test_cli_benchmark_without_network_says_one_sentence(tmp_path, monkeypatch, 
     root = tmp_path / "data"
     assert dl.main(["benchmark", "--root", str(root)]) == 1
     _assert_one_sentence(capsys.readouterr().err, url)
-    assert _files(root) == []  # no partial download left behind
+    assert not root.exists()  # no partial download left behind, not even the empty data/ and data/archives/
 
 
 def test_cli_benchmark_dns_failure_says_one_sentence(tmp_path, monkeypatch, capsys):
@@ -330,9 +366,9 @@ def test_cli_benchmark_dns_failure_says_one_sentence(tmp_path, monkeypatch, caps
     monkeypatch.setattr(requests, "get", offline)
     monkeypatch.setattr(requests.Session, "get", offline)
     url = dl.BENCHMARK_SOURCES["edsr"].url
-    assert dl.main(["benchmark", "--root", str(tmp_path)]) == 1
+    assert dl.main(["benchmark", "--root", str(tmp_path / "data")]) == 1
     _assert_one_sentence(capsys.readouterr().err, url)
-    assert _files(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_other_errors_still_raise(tmp_path, monkeypatch, served):
