@@ -579,7 +579,7 @@ def test_cli_passes_adam_settings(tmp_path):
 
 
 @pytest.mark.data
-def test_cli_validates_on_set5(tmp_path, data_root, monkeypatch):
+def test_cli_validates_on_set5(tmp_path, data_root, monkeypatch, capsys):
     _needs_data_api()
     monkeypatch.setenv("SRLIB_DATA", str(data_root))
     _write_images(tmp_path / "hr")
@@ -587,8 +587,9 @@ def test_cli_validates_on_set5(tmp_path, data_root, monkeypatch):
     main(_cli(out, "--train-dir", str(tmp_path / "hr"), "--val-set", "Set5", "--iterations", "2"))
     ck = load_checkpoint(out / "best.pt")
     assert len(ck["history"]["val"]) == 1 and 10 < ck["history"]["val"][0]["psnr"] < 40
-    with pytest.raises(FileNotFoundError, match="Set99"):
+    with pytest.raises(SystemExit) as info:  # a usage error: one line on stderr, status 2 (issue 22)
         main(_cli(tmp_path / "o2", "--train-dir", str(tmp_path / "hr"), "--val-set", "Set99", "--iterations", "1"))
+    assert info.value.code == 2 and "Set99" in capsys.readouterr().err
 
 
 def test_cli_falls_back_to_sample_images_without_data(tmp_path, monkeypatch, capsys):
