@@ -718,8 +718,17 @@ def train(
     lock = _RunLock(out_dir) if d.main else None
     ok = False
     try:
+        lock_error: RunLockedError | None = None
         if lock is not None:
-            lock.acquire()
+            try:
+                lock.acquire()
+            except RunLockedError as err:
+                lock_error = err
+        if d.world_size > 1 and _gather(lock_error is not None, d)[0] and lock_error is None:
+            raise RunLockedError(f"rank 0 could not lock the run folder {out_dir}")  # every rank stops
+        if lock_error is not None:
+            raise lock_error
+        if lock is not None:
             _remove_stale_temporaries(out_dir)
         result = _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, progress, d, tqdm,
                         allow_config_change)
@@ -1250,7 +1259,12 @@ def _build_datasets(args: argparse.Namespace, log: Callable[[str], None]) -> tup
     else:
         folder = sdata.default_train_folder()
     if folder is not None:
-        train_set = sdata.HRFolderDataset(folder, args.scale, patch_size=args.patch_size, augment=True)
+        try:
+            train_set = sdata.HRFolderDataset(folder, args.scale, patch_size=args.patch_size, augment=True)
+        except ValueError as err:
+            if "patch" not in str(err):
+                raise
+            raise _UsageError(f"--patch-size {args.patch_size} (--scale {args.scale}): {_one_line(err)}") from None
         _check_training_images(train_set, args.patch_size, args.skip_bad_images, log)
         log(f"training on {len(train_set)} images from {folder}")
     else:
@@ -1302,7 +1316,10 @@ def _setup(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, An
         raise FileExistsError(f"{out} already holds a run (last.pt); pass --resume to continue it "
                               "or choose another --out")
     if args.device is not None:
-        _check_device(args.device)
+        try:
+            _check_device(args.device)
+        except ValueError as err:
+            raise _UsageError(f"--device: {err}") from None
     milestones = []
     for m in args.milestones.split(","):
         if m.strip():
@@ -1335,6 +1352,9 @@ def _setup(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, An
         model = build_model(args.model, scale=args.scale, preset=args.preset, **overrides)
     except TypeError as err:  # an unknown config field
         raise _UsageError(f"--model-arg: {_one_line(err)}") from None
+    except (ValueError, KeyError) as err:  # unknown model / preset, a bad --scale or --model-arg value
+        raise _UsageError(f"--model {args.model} --scale {args.scale} --preset {args.preset}"
+                          f"{''.join(' --model-arg ' + a for a in args.model_arg)}: {_one_line(err)}") from None
     if args.weights:
         load_weights(model, args.weights)
     train_set, val_set = _build_datasets(args, log)

@@ -442,15 +442,15 @@ def test_cli_usage_errors_are_one_line_with_status_2_and_leave_nothing(tmp_path,
         (_cli(out, "--model-arg", "n_feets=3"), ["--model-arg", "n_feets"]),
         (_cli(out, "--model-arg", "n_feats=abc"), ["n_feats", "'abc'"]),
         (_cli(out, "--model-arg", "novalue"), ["--model-arg expects KEY=VALUE"]),
-        (_cli(out, "--scale", "5"), ["5"]),
-        (_cli(out, "--train-dir", str(hr), "--patch-size", "15"), ["15"]),
+        (_cli(out, "--scale", "5"), ["--scale 5", "supported: 2, 3, 4, 8"]),
+        (_cli(out, "--train-dir", str(hr), "--patch-size", "15"), ["--patch-size 15 (--scale 2)"]),
         (_cli(out, "--patch-size", "0"), ["--patch-size must be an integer >= 1, got 0"]),
         (_cli(out, "--gamma", "-1"), ["--gamma must be a finite number > 0, got -1"]),
         (_cli(a_file), [f"--out {a_file} is a file"]),
         (_cli(a_file / "sub"), [f"{a_file} is a file"]),
     ]
     if not torch.cuda.is_available():
-        cases.append(([*_cli(out), "--device", "cuda"], ["'cuda'", "CUDA is not available"]))
+        cases.append(([*_cli(out), "--device", "cuda"], ["--device: device 'cuda'", "CUDA is not available"]))
     for argv, needles in cases:
         _usage_error(capsys, argv, *needles)
         assert _files(tmp_path) == before, argv
