@@ -1,7 +1,8 @@
 """End-to-end: the attention explorer in a real JupyterLab, driven in headless Chromium by Playwright.
 
-Starts JupyterLab on 127.0.0.1 (a random token from ``secrets.token_hex``, Jupyter/IPython state in a temporary folder), opens a small
-notebook that builds an :class:`srlib.viz.explorer.AttentionExplorer`, runs all cells, and checks that
+Starts JupyterLab on 127.0.0.1 (a random token from ``secrets.token_hex``, Jupyter/IPython state in a temporary
+folder), opens a small notebook that builds an :class:`srlib.viz.explorer.AttentionExplorer`, runs all cells,
+and checks that
 
 * the widget rendered (no "Loading widget...", no "Error displaying widget", no traceback);
 * moving the query slider with the keyboard (ArrowRight on the slider handle) changes the numbers the widget
@@ -145,7 +146,8 @@ def lab(tmp_path_factory):
     port = _free_port()
     token = secrets.token_hex(24)  # a random token: another local user cannot drive this server
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
-           "--ip=127.0.0.1", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", "--ServerApp.password=",
+           "--ip=127.0.0.1", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+           "--ServerApp.password=",
            f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
            "--LabApp.extension_manager=readonly", "--LabApp.news_url=None"]
     log = open(tmp / "jupyterlab.log", "wb")
