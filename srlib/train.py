@@ -13,6 +13,13 @@ generators seeded with ``(seed, epoch)`` and gives every sample its own seed, un
 crop/flip is drawn (:class:`SeededDataset`). So training ``N`` iterations, or ``k`` iterations, a kill and a
 resume for ``N - k`` more, give bit-identical weights on CPU, whatever ``num_workers`` is.
 
+Run folder. One training at a time writes a run folder: rank 0 holds a lock (:data:`LOCK_NAME`, naming its PID
+and host) and a second live writer is refused; a lock left by a killed process is taken over with a note, and
+the temporary files of a checkpoint write it interrupted are removed. Resuming checks that the saved training
+and network configs equal the new ones (``--allow-config-change`` overrides, and says so). The command line
+checks everything it can before training (``--out`` writable, ``--device`` present, model arguments, every
+training image) and reports a bad command line as one ``error:`` line on stderr with exit status 2.
+
 Command line::
 
     python -m srlib.train --model edsr --scale 2 --preset small --iterations 2000 --out runs/edsr_x2
@@ -35,9 +42,9 @@ import json
 import math
 import numbers
 import os
+import platform
 import random
 import re
-import socket
 import sys
 import tempfile
 import warnings
@@ -552,7 +559,7 @@ class _RunLock:
         """
         self.created_dir = not self.out_dir.exists()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        host = socket.gethostname()
+        host = platform.node()  # the host name (uname), without the socket module
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -107,7 +107,7 @@ def test_run_lock_refuses_a_second_live_writer_and_takes_over_a_dead_ones(tmp_pa
             assert time.monotonic() < deadline, "the first training never took the lock"
             time.sleep(0.2)
         holder = json.loads(lock.read_text())
-        assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
+        assert holder["pid"] == first.pid and holder["host"] == platform.node()
         # a second process, resuming into the same folder while the first lives: refused, naming folder and PID
         second = subprocess.run(
             [sys.executable, "-m", "srlib.train", *_cli(out, "--train-dir", str(hr), "--iterations", "3",
@@ -116,7 +116,7 @@ def test_run_lock_refuses_a_second_live_writer_and_takes_over_a_dead_ones(tmp_pa
         assert second.returncode == 2, second.stderr
         err = second.stderr.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-        assert f"run folder {out} is in use" in err and f"PID {first.pid} on host {socket.gethostname()}" in err
+        assert f"run folder {out} is in use" in err and f"PID {first.pid} on host {platform.node()}" in err
         assert first.poll() is None  # the first run is untouched
     finally:
         if first.poll() is None:
