@@ -168,8 +168,10 @@ def check_state_dict(
     """Compare ``state_dict`` with ``model.state_dict()`` without changing anything.
 
     Raises:
-        CheckpointError: a shape mismatch (always), or missing / unexpected keys when ``strict``. The message
-            names ``source``, the model class and the first offending keys and shapes.
+        CheckpointError: a shape mismatch, an integer tensor where the model has a floating point one (or the
+            reverse), a floating point tensor holding NaN/Inf (always), or missing / unexpected keys when
+            ``strict``. The message names ``source``, the model class and the first offending keys, shapes,
+            dtypes or non-finite counts.
     """
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -179,9 +181,25 @@ def check_state_dict(
         for k, v in own.items()
         if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
     ]
+    dtypes = [
+        f"{k}: file {state_dict[k].dtype} vs model {v.dtype}"
+        for k, v in own.items()
+        if k in state_dict and v.is_floating_point() != state_dict[k].is_floating_point()
+    ]
+    non_finite = [
+        f"{k} ({int((~torch.isfinite(t)).sum())} of {t.numel()})"
+        for k, t in state_dict.items()
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.device.type != "meta"
+        and not bool(torch.isfinite(t).all())
+    ]
     problems = []
     if shapes:
         problems.append(f"{len(shapes)} shape mismatch(es): {_shorten(shapes)}")
+    if dtypes:
+        problems.append(f"{len(dtypes)} tensor(s) of the wrong kind (integer where the model has floating "
+                        f"point weights, or the reverse): {_shorten(dtypes)}")
+    if non_finite:
+        problems.append(f"{len(non_finite)} tensor(s) with NaN/Inf values: {_shorten(non_finite)}")
     if strict and missing:
         problems.append(f"{len(missing)} missing key(s): {_shorten(missing)}")
     if strict and unexpected:
@@ -219,8 +237,9 @@ def load_weights(
 
     Raises:
         FileNotFoundError: the file does not exist.
-        CheckpointError: unreadable file, no state_dict in it, or keys/shapes that do not fit the model;
-            the message names the file and the first offending keys. The model is unchanged in that case.
+        CheckpointError: unreadable file, no state_dict in it, keys/shapes/dtypes that do not fit the model,
+            or NaN/Inf weights (see :func:`check_state_dict`); the message names the file and the first
+            offending tensors. The model is unchanged in that case.
     """
     target = model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
     if isinstance(path_or_state_dict, Mapping):

@@ -17,13 +17,15 @@ Images are RGB ``(B, 3, h, w)`` (or ``(3, h, w)``) in ``[0, 1]``; networks use `
 from __future__ import annotations
 
 import contextlib
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-from srlib._checks import check_finite, check_image_tensor
+from srlib._checks import check_finite, check_image_tensor, check_int
 
 __all__ = ["forward_chop", "self_ensemble", "dihedral", "inverse_dihedral", "super_resolve", "evaluate"]
 
@@ -81,13 +83,18 @@ def forward_chop(
         ``(B, 3, scale*h, scale*w)``, on ``lr``'s device.
 
     Raises:
-        ValueError: ``lr`` not 4-D, ``tile < 1``, ``overlap < 0``, or the model's output size is not
-            ``scale`` times its input size.
+        ValueError: ``lr`` not a 4-D tensor; ``tile``, ``overlap``, ``tile_batch`` or ``scale`` not an integer
+            (``tile=2.5``) or out of range (``tile >= 1``, ``overlap >= 0``, ``tile_batch >= 1``,
+            ``scale >= 1``), naming the argument; or the model's output size is not ``scale`` times its input size.
     """
-    if lr.dim() != 4:
-        raise ValueError(f"lr must be (B, C, h, w), got shape {tuple(lr.shape)}")
-    if tile < 1 or overlap < 0 or tile_batch < 1:
-        raise ValueError(f"need tile >= 1, overlap >= 0, tile_batch >= 1; got {tile}, {overlap}, {tile_batch}")
+    if not isinstance(lr, torch.Tensor) or lr.dim() != 4:
+        raise ValueError(f"forward_chop: lr must be a (B, C, h, w) tensor, got "
+                         f"{tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__}")
+    check_int("forward_chop", "tile", tile, 1)
+    check_int("forward_chop", "overlap", overlap, 0)
+    check_int("forward_chop", "tile_batch", tile_batch, 1)
+    if scale is not None:
+        check_int("forward_chop", "scale", scale, 1)
     fwd = _as_forward(model)
     b, _, h, w = lr.shape
     jobs = [(ry, rx) for ry in _windows(h, tile, overlap) for rx in _windows(w, tile, overlap)]
@@ -181,6 +188,30 @@ def _model_device(model: Any, default: torch.device) -> torch.device:
     return default
 
 
+def _model_dtype(model: Any) -> torch.dtype | None:
+    """The floating point dtype of the network's first floating parameter (``None``: not a module / none)."""
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+    return None
+
+
+def _check_lr_object(lr: Any, model: Any) -> None:
+    """``lr`` must be a real (not meta) tensor, and the network must hold real weights."""
+    if not isinstance(lr, torch.Tensor):
+        hint = (" (a NumPy array: torch.from_numpy(a).permute(2, 0, 1).float() / 255 for an (H, W, 3) uint8 "
+                "array, or srlib.data.from_uint8(a))" if type(lr).__module__.startswith("numpy") else "")
+        raise ValueError(f"super_resolve: lr must be a torch.Tensor (3, h, w) or (B, 3, h, w) RGB in [0, 1], "
+                         f"got {type(lr).__name__}{hint}")
+    if lr.device.type == "meta":
+        raise ValueError(f"super_resolve: lr is a meta tensor (shape {tuple(lr.shape)}, no values); pass an image "
+                         "with data, e.g. srlib.data.load_image(path)")
+    if isinstance(model, nn.Module) and any(p.device.type == "meta" for p in model.parameters()):
+        raise ValueError(f"super_resolve: {type(model).__name__} has meta parameters (no values); build it "
+                         "on a real device or load its weights with model.to_empty(device=...) + load_weights")
+
+
 @torch.no_grad()
 def super_resolve(
     model: nn.Module | Forward,
@@ -203,20 +234,36 @@ def super_resolve(
         clamp: clamp the result to ``[0, 1]``.
 
     Returns:
-        SR with the same number of dims as ``lr``, on ``lr``'s device.
+        SR with the same number of dims as ``lr``, on ``lr``'s device, in ``lr``'s dtype. An ``lr`` in another
+        floating point dtype than the network's weights (float16, bfloat16, float64 for a float32 network) is
+        converted to the weights' dtype for the forward pass, with a :class:`UserWarning` saying so.
 
     Raises:
-        ValueError: ``lr`` is not 3-D or 4-D, has not 3 channels, is not floating point (e.g. uint8: pass
-            ``lr.float() / 255``), has values outside ``[0, 1]`` (beyond the margin of
-            :data:`srlib._checks.IMAGE_RANGE_MARGIN`) or NaN/Inf; or the network returned NaN/Inf (counted).
+        ValueError: ``lr`` is not a tensor (a NumPy array: the message says how to convert it), a meta tensor
+            (or the network has meta weights), not 3-D or 4-D, has not 3 channels, is not floating point (e.g.
+            uint8: pass ``lr.float() / 255``), has values outside ``[0, 1]`` (beyond the margin of
+            :data:`srlib._checks.IMAGE_RANGE_MARGIN`, or more than :data:`srlib._checks.IMAGE_BULK_FRACTION`
+            of the values beyond :data:`srlib._checks.IMAGE_BULK_TOLERANCE`: a shifted image) or NaN/Inf;
+            ``tile`` / ``overlap`` / ``scale`` not integers; or the network returned NaN/Inf (counted).
             Each message names the tensor and the value found.
     """
+    _check_lr_object(lr, model)
     if lr.dim() not in (3, 4):
-        raise ValueError(f"lr must be (3, h, w) or (B, 3, h, w), got shape {tuple(lr.shape)}")
-    check_image_tensor(lr, "super_resolve: lr", dims=(3, 4))
+        raise ValueError(f"super_resolve: lr must be (3, h, w) or (B, 3, h, w), got shape {tuple(lr.shape)}")
+    check_image_tensor(lr, "super_resolve: lr", dims=(3, 4), bulk=True)
+    if chop:
+        check_int("super_resolve", "tile", tile, 1)
+        check_int("super_resolve", "overlap", overlap, 0)
+    if scale is not None:
+        check_int("super_resolve", "scale", scale, 1)
     single = lr.dim() == 3
     x = lr[None] if single else lr
     x = x.to(_model_device(model, x.device))
+    want = _model_dtype(model)
+    if want is not None and x.dtype != want:
+        warnings.warn(f"super_resolve: lr is {x.dtype} but {type(model).__name__} computes in {want}; lr converted "
+                      f"to {want} (the result is returned as {lr.dtype})", UserWarning, stacklevel=3)
+        x = x.to(want)
     if chop:
         fwd: Forward = lambda t: forward_chop(model, t, scale, tile, overlap)  # noqa: E731
     else:
@@ -226,7 +273,7 @@ def super_resolve(
     check_finite(sr, f"super_resolve: the output of {type(model).__name__} (finite input; check its weights)")
     if clamp:
         sr = sr.clamp(0, 1)
-    sr = sr.to(lr.device)
+    sr = sr.to(lr.device, lr.dtype)
     return sr[0] if single else sr
 
 
@@ -273,7 +320,8 @@ def evaluate(
         "per_image": [{"name", "psnr", "ssim"}, ...]}``.
 
     Raises:
-        ValueError: empty dataset, or an SR image whose size differs from its HR image (names the image).
+        ValueError: empty dataset; an item that is not a dict with tensors under ``"lr"`` and ``"hr"`` (names
+            the item and the keys it has); or an SR image whose size differs from its HR image (names the image).
         ImportError: :mod:`srlib.metrics` is not available.
     """
     metrics = _metrics()
@@ -294,6 +342,11 @@ def evaluate(
         indices = tqdm(indices, desc="evaluate", leave=False)
     for i in indices:
         item = dataset[i]
+        if not isinstance(item, Mapping) or not all(isinstance(item.get(k), torch.Tensor) for k in ("lr", "hr")):
+            keys = sorted(map(str, item)) if isinstance(item, Mapping) else type(item).__name__
+            raise ValueError(f"evaluate: item {i} of the dataset must be a dict with tensors under 'lr' and 'hr' "
+                             f"(and a 'name'), got {keys}; a dataset without HR images cannot be scored "
+                             "(use super_resolve for those)")
         lr, hr, name = item["lr"], item["hr"], str(item.get("name", i))
         sr = super_resolve(model, lr, chop=chop, ensemble=ensemble, scale=scale, tile=tile, overlap=overlap)
         sr = sr.detach().float().cpu()

@@ -33,6 +33,7 @@ PyTorch code. With the flag, bicubic upsampling reproduces the published Bicubic
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,10 +85,38 @@ def _gray_flags(gray, batch: int) -> Tensor:
     return flags
 
 
+#: Values may exceed ``[0, rgb_range]`` by this fraction of ``rgb_range`` (unclamped network output, bicubic
+#: overshoot); they are clamped by the quantisation. Anything further out is refused: a 0-255 image passed
+#: with ``rgb_range=1`` would otherwise be clamped to white and give a plausible-looking but wrong PSNR.
+RANGE_MARGIN = 0.5
+
+
+def _check_image(x: Any, name: str, rgb_range: float) -> None:
+    """``x`` must be a floating point tensor, all finite, in ``[0, rgb_range]`` (+- :data:`RANGE_MARGIN`)."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating point image in [0, {rgb_range:g}] (rgb_range), got dtype "
+                         f"{x.dtype}; pass x.float() / 255 for 8-bit values (or rgb_range=255 with x.float())")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty, shape {tuple(x.shape)}")
+    finite = torch.isfinite(x.detach())
+    if not bool(finite.all()):
+        raise ValueError(f"{name} has {int((~finite).sum())} non-finite values (NaN/Inf) of {x.numel()}")
+    lo, hi = float(x.min()), float(x.max())
+    margin = RANGE_MARGIN * rgb_range
+    if lo < -margin or hi > rgb_range + margin:
+        hint = " (a 0-255 image? divide it by 255, or pass rgb_range=255)" if hi > 2 and rgb_range <= 1 else ""
+        raise ValueError(f"{name} has values in [{lo:.4g}, {hi:.4g}], outside [0, {rgb_range:g}] (rgb_range){hint}")
+
+
 def _prepare(sr: Tensor, hr: Tensor, scale: int, border, rgb_range: float, y_channel: bool, gray):
-    """Quantise, convert and crop; return float64 numpy arrays (B, C, h, w) on the 0..255 scale."""
-    if not isinstance(sr, Tensor) or not isinstance(hr, Tensor):
-        raise ValueError("sr and hr must be torch tensors")
+    """Check, quantise, convert and crop; return float64 numpy arrays (B, C, h, w) on the 0..255 scale."""
+    if not (isinstance(rgb_range, (int, float)) and not isinstance(rgb_range, bool) and math.isfinite(rgb_range)
+            and rgb_range > 0):
+        raise ValueError(f"rgb_range must be a positive number, got {rgb_range!r}")
+    _check_image(sr, "sr", rgb_range)
+    _check_image(hr, "hr", rgb_range)
     if sr.shape != hr.shape:
         raise ValueError(f"sr and hr must have the same shape, got {tuple(sr.shape)} and {tuple(hr.shape)}")
     if sr.ndim == 3:
@@ -139,7 +168,8 @@ def psnr(
         y_channel: compare Y (default) or the three RGB channels.
         border: pixels cropped at each border (default ``scale``; EDSR uses ``scale + 6``
             on DIV2K validation images).
-        rgb_range: value of white in ``sr`` / ``hr``.
+        rgb_range: value of white in ``sr`` / ``hr``; both must lie in ``[0, rgb_range]`` (up to
+            :data:`RANGE_MARGIN` ``* rgb_range`` outside, clamped by the quantisation).
         gray: ``True`` if the HR image is stored as grayscale (MATLAB protocol: compare
             intensities ``0..255`` instead of Y; module docstring); a bool or one per image.
 
@@ -147,8 +177,10 @@ def psnr(
         PSNR in dB (``inf`` for identical images); for a batch, the mean of the per-image PSNRs.
 
     Raises:
-        ValueError: shape mismatch, wrong channel count, image too small for the border,
-            wrong number of ``gray`` flags.
+        ValueError: ``sr`` / ``hr`` not a floating point tensor (uint8: pass ``x.float() / 255``), NaN/Inf
+            values, values outside ``[0, rgb_range]`` (e.g. 0-255 floats with ``rgb_range=1``), shape
+            mismatch, wrong channel count, image too small for the border, wrong number of ``gray`` flags;
+            the message names the argument (``sr`` / ``hr``) and the value found.
     """
     return _psnr_arrays(*_prepare(sr, hr, scale, border, rgb_range, y_channel, gray))
 

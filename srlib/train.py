@@ -13,6 +13,13 @@ generators seeded with ``(seed, epoch)`` and gives every sample its own seed, un
 crop/flip is drawn (:class:`SeededDataset`). So training ``N`` iterations, or ``k`` iterations, a kill and a
 resume for ``N - k`` more, give bit-identical weights on CPU, whatever ``num_workers`` is.
 
+Run folder. One training at a time writes a run folder: rank 0 holds a lock (:data:`LOCK_NAME`, naming its PID
+and host) and a second live writer is refused; a lock left by a killed process is taken over with a note, and
+the temporary files of a checkpoint write it interrupted are removed. Resuming checks that the saved training
+and network configs equal the new ones (``--allow-config-change`` overrides, and says so). The command line
+checks everything it can before training (``--out`` writable, ``--device`` present, model arguments, every
+training image) and reports a bad command line as one ``error:`` line on stderr with exit status 2.
+
 Command line::
 
     python -m srlib.train --model edsr --scale 2 --preset small --iterations 2000 --out runs/edsr_x2
@@ -29,11 +36,17 @@ import argparse
 import ast
 import contextlib
 import dataclasses
+import datetime
+import errno
 import json
 import math
+import numbers
 import os
+import platform
 import random
+import re
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +58,16 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ._checks import NonFiniteError
+from ._checks import NonFiniteError, check_choice, check_int, check_number
 from .checkpoint import CheckpointError, _atomic_write, load_checkpoint, load_weights, save_checkpoint
 
+try:  # POSIX advisory locks (the kernel drops them when the holder dies, even by kill -9)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: PID-based stale detection only
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["TrainConfig", "train", "InfiniteSampler", "SeededDataset", "main", "CHECKPOINT_FORMAT",
-           "PAPER_SCHEDULES", "paper_command"]
+           "PAPER_SCHEDULES", "paper_command", "RunLockedError", "ResumeConfigError", "LOCK_NAME"]
 
 CHECKPOINT_FORMAT = "srlib.train/1"
 ExtraLoss = Callable[[Any, dict], "torch.Tensor | float"]
@@ -85,7 +103,11 @@ class TrainConfig:
             ``tensorboard`` package (``pip install 'srlib[tensorboard]'``); does not change the training.
 
     Raises:
-        ValueError: a non-positive size/period, unknown ``loss`` / ``amp``, or unsorted milestones.
+        ValueError: any field of the wrong type or out of range, naming ``TrainConfig.<field>`` and the value:
+            counts and periods must be integers (``iterations=2.7`` is refused, bools too), sizes >= 1, periods
+            and ``seed`` >= 0; ``lr``, ``eps``, ``gamma``, ``grad_clip`` finite and > 0 (``gamma=-1`` would make
+            the learning rate negative); ``weight_decay`` >= 0; ``betas`` two numbers in ``[0, 1)``;
+            ``milestones`` sorted integers >= 1; ``loss`` / ``amp`` one of the listed values.
     """
 
     iterations: int = 1_000_000
@@ -110,22 +132,38 @@ class TrainConfig:
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)  # type: ignore[assignment]
-        self.milestones = tuple(int(m) for m in self.milestones)
+        owner = "TrainConfig"
         for name in ("iterations", "batch_size", "patch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("val_every", "ckpt_every", "log_every", "num_workers"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.loss not in ("l1", "mse"):
-            raise ValueError(f"TrainConfig.loss must be 'l1' or 'mse', got {self.loss!r}")
-        if self.amp not in (None, "bf16", "fp16"):
-            raise ValueError(f"TrainConfig.amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
+            check_int(owner, name, getattr(self, name), 1)
+        for name in ("val_every", "ckpt_every", "log_every", "num_workers", "seed"):
+            check_int(owner, name, getattr(self, name), 0)
+        check_number(owner, "lr", self.lr, low=0, low_open=True)
+        check_number(owner, "eps", self.eps, low=0, low_open=True)
+        check_number(owner, "weight_decay", self.weight_decay, low=0)
+        check_number(owner, "gamma", self.gamma, low=0, low_open=True)
+        if isinstance(self.betas, (str, bytes)) or not hasattr(self.betas, "__len__") or len(self.betas) != 2:
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+        for b in self.betas:
+            if not (isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1):
+                raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        if isinstance(self.milestones, (str, bytes)) or not hasattr(self.milestones, "__iter__"):
+            raise ValueError(f"TrainConfig.milestones must be a sequence of integers >= 1, got {self.milestones!r}")
+        for m in self.milestones:
+            check_int(owner, "milestones", m, 1)
+        self.milestones = tuple(int(m) for m in self.milestones)
         if list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"TrainConfig.milestones must be increasing, got {self.milestones}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip}")
+        check_choice(owner, "loss", self.loss, ("l1", "mse"))
+        if self.amp not in (None, "bf16", "fp16"):
+            raise ValueError(f"TrainConfig.amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
+        if self.grad_clip is not None:
+            check_number(owner, "grad_clip", self.grad_clip, low=0, low_open=True)
+        if self.scale is not None:
+            check_int(owner, "scale", self.scale, 1)
+        for name in ("val_chop", "tensorboard"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
 
     @classmethod
     def small(cls, **overrides: Any) -> "TrainConfig":
@@ -134,10 +172,6 @@ class TrainConfig:
                     ckpt_every=100, log_every=10)
         base.update(overrides)
         return cls(**base)
-
-
-# Fields whose change between a checkpoint and a resume breaks exact reproduction of the data/updates.
-_RESUME_SENSITIVE = ("batch_size", "seed", "lr", "betas", "eps", "weight_decay", "milestones", "gamma", "loss")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -303,9 +337,30 @@ class _Dist:
             dist.barrier()
 
 
+def _check_device(device: str | torch.device) -> torch.device:
+    """``torch.device(device)``, refusing a device this machine does not have.
+
+    Raises:
+        ValueError: not a device name, CUDA/MPS not available, or a CUDA index beyond the GPUs present.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a device name (cpu, cuda, cuda:1, mps): {err}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine (no GPU, or a "
+                             "CPU-only PyTorch build); use device 'cpu' (--device cpu) or leave it unset")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {str(device)!r}: MPS is not available on this machine; use 'cpu'")
+    return dev
+
+
 def _resolve_device(model: nn.Module, device: str | torch.device | None, local_rank: int | None) -> torch.device:
     if device is not None:
-        dev = torch.device(device)
+        dev = _check_device(device)
     else:
         p = next(model.parameters(), None)
         if p is not None and p.device.type != "cpu":
@@ -374,16 +429,212 @@ def _validate(model: nn.Module, val_set: Any, scale: int, cfg: TrainConfig, devi
         return float(evaluate(model, val_set, scale, chop=cfg.val_chop, ssim=False)["psnr"])
 
 
-def _check_resume_config(saved: Mapping[str, Any], cfg: TrainConfig, path: Path) -> None:
-    changed = [f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in _RESUME_SENSITIVE
-               if k in saved and _plain(saved[k]) != _plain(getattr(cfg, k))]
-    if changed:
-        warnings.warn(f"resuming {path} with a changed config ({'; '.join(changed)}); "
-                      "the run will not reproduce an uninterrupted one", stacklevel=5)
+#: Fields that may change when a run is resumed: they do not touch the updates (length, periods, logging,
+#: workers, tiled validation). Every other field of :class:`TrainConfig`, the network's name and every field of
+#: its config must be as saved, unless ``allow_config_change`` is given.
+_RESUME_FREE = ("iterations", "val_every", "ckpt_every", "log_every", "num_workers", "tensorboard", "val_chop", "amp")
+
+
+class ResumeConfigError(CheckpointError):
+    """``last.pt`` was written with another training or network configuration (lists the differing fields)."""
 
 
 def _plain(v: Any) -> Any:
-    return list(v) if isinstance(v, (tuple, list)) else v
+    """Tuples, lists and dicts compared by value (a loaded checkpoint may hold lists where the config has tuples)."""
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _config_changes(ckpt: Mapping[str, Any], cfg: TrainConfig, model: nn.Module) -> list[str]:
+    """``"field: saved -> now"`` for every setting that differs between ``ckpt`` and this run."""
+    changes = []
+    saved = ckpt.get("config") or {}
+    for f in dataclasses.fields(cfg):
+        if f.name in _RESUME_FREE or f.name not in saved:
+            continue
+        if _plain(saved[f.name]) != _plain(getattr(cfg, f.name)):
+            changes.append(f"{f.name}: {saved[f.name]!r} -> {getattr(cfg, f.name)!r}")
+    name = getattr(model, "model_name", type(model).__name__)
+    if ckpt.get("model_name") is not None and ckpt["model_name"] != name:
+        changes.append(f"model: {ckpt['model_name']!r} -> {name!r}")
+    mcfg = getattr(model, "config", None)
+    saved_m = ckpt.get("model_config")
+    if isinstance(saved_m, Mapping) and dataclasses.is_dataclass(mcfg):
+        now_m = dataclasses.asdict(mcfg)
+        for k in sorted(set(saved_m) | set(now_m)):
+            if _plain(saved_m.get(k)) != _plain(now_m.get(k)):
+                changes.append(f"model {k}: {saved_m.get(k)!r} -> {now_m.get(k)!r}")
+    return changes
+
+
+def _check_resume_config(ckpt: Mapping[str, Any], cfg: TrainConfig, model: nn.Module, path: Path,
+                         allow_change: bool) -> None:
+    """Refuse to resume ``path`` with another configuration, unless ``allow_change`` (then say so, loudly).
+
+    Raises:
+        ResumeConfigError: naming every differing field with its saved and new value.
+    """
+    changes = _config_changes(ckpt, cfg, model)
+    if not changes:
+        return
+    if not allow_change:
+        raise ResumeConfigError(
+            f"{path} was written with another configuration ({'; '.join(changes)}); resume with the saved "
+            "settings, choose another --out / out_dir, or pass --allow-config-change (train(..., "
+            "allow_config_change=True)) to continue anyway"
+        )
+    msg = (f"resuming {path} with a changed config because of --allow-config-change / allow_config_change=True "
+           f"({'; '.join(changes)}); the run will not reproduce an uninterrupted one")
+    _note(msg)
+    warnings.warn(msg, stacklevel=5)
+
+
+def _note(msg: str) -> None:
+    """A one-line note on stderr (the run lock, cleaned temporary files, config overrides)."""
+    print(f"srlib.train: {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run folder lock
+# ----------------------------------------------------------------------------------------------------------
+#: Name of the lock file in a run folder while a training writes there (JSON: pid, host, start time).
+LOCK_NAME = ".srlib-train.lock"
+
+#: Temporary files of an interrupted checkpoint write (``checkpoint._atomic_write``: ``.<name>.<random>.tmp``).
+_STALE_PATTERNS = (".last.pt.*.tmp", ".best.pt.*.tmp", ".history.json.*.tmp")
+
+
+class RunLockedError(RuntimeError):
+    """Another live process trains into the same run folder (names the folder, its PID and host)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class _RunLock:
+    """An exclusive lock on a run folder: ``out_dir/.srlib-train.lock`` holding the owner's PID, host and start.
+
+    Held with ``fcntl.flock`` on the open file, which the kernel releases when the process ends in any way
+    (even ``kill -9``): a lock file nobody holds is stale and is taken over, with a note naming the dead
+    process. Where ``flock`` is unavailable, a lock of a PID that no longer runs on this host is taken over.
+    A lock left by another host is never taken over automatically (its process cannot be checked from here).
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / LOCK_NAME
+        self.fd: int | None = None
+        self.created_dir = False
+
+    def _describe(self, holder: Mapping[str, Any]) -> str:
+        return (f"PID {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+                + (f", started {holder['started']}" if holder.get("started") else ""))
+
+    @staticmethod
+    def _read(fd: int) -> dict[str, Any]:
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            text = os.read(fd, 4096).decode("utf-8", "replace").strip()
+            return json.loads(text) if text else {}
+        except (OSError, ValueError):
+            return {"pid": "?", "host": "?"}
+
+    def acquire(self) -> "_RunLock":
+        """Take the lock (creating ``out_dir`` if needed).
+
+        Raises:
+            RunLockedError: a live process holds it (names the folder, the PID and the host), or a lock
+                written on another host whose process cannot be checked.
+            OSError: the folder cannot be created or written.
+        """
+        self.created_dir = not self.out_dir.exists()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        host = platform.node()  # the host name (uname), without the socket module
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = self._read(fd)
+                os.close(fd)
+                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise RunLockedError(
+                        f"run folder {self.out_dir} is in use by another training ({self._describe(holder)}); "
+                        "wait for it to end, or choose another --out / out_dir") from None
+                raise
+            try:  # the file may have been removed by the previous holder between our open and our lock
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        previous = self._read(fd)
+        if previous:
+            pid = previous.get("pid")
+            other_host = previous.get("host") not in (None, host)
+            alive = isinstance(pid, int) and not other_host and _pid_alive(pid) and fcntl is None
+            if other_host or alive:
+                os.close(fd)
+                raise RunLockedError(
+                    f"run folder {self.out_dir} is locked by {self._describe(previous)}"
+                    + ("; that host's process cannot be checked from here: if it has ended, delete "
+                       f"{self.path}" if other_host else "") + "; or choose another --out / out_dir")
+            _note(f"took over the stale lock of {self.out_dir} left by {self._describe(previous)} "
+                  "(that process is no longer running)")
+        info = {"pid": os.getpid(), "host": host,
+                "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(info).encode())
+        os.fsync(fd)
+        self.fd = fd
+        return self
+
+    def release(self, *, failed: bool = False) -> None:
+        """Remove the lock file and drop the lock; after a failure, also remove ``out_dir`` if this lock
+        created it and it is still empty (nothing left behind)."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # before unlocking: a waiting process then re-opens a fresh file
+        os.close(self.fd)
+        self.fd = None
+        if failed and self.created_dir:
+            with contextlib.suppress(OSError):
+                self.out_dir.rmdir()  # only if empty
+
+
+def _remove_stale_temporaries(out_dir: Path) -> tuple[int, int]:
+    """Delete temporary files of checkpoint writes interrupted by a crash (call with the run lock held).
+
+    Returns:
+        ``(number of files, bytes)`` removed; a note on stderr says so when there were any.
+    """
+    n = size = 0
+    names = []
+    for pattern in _STALE_PATTERNS:
+        for p in sorted(out_dir.glob(pattern)):
+            with contextlib.suppress(FileNotFoundError):
+                b = p.stat().st_size
+                p.unlink()
+                n, size = n + 1, size + b
+                names.append(p.name)
+    if n:
+        _note(f"removed {n} stale temporary file(s) of an interrupted checkpoint write from {out_dir} "
+              f"({size:,} bytes): {', '.join(names)}")
+    return n, size
 
 
 def train(
@@ -397,6 +648,7 @@ def train(
     extra_loss: ExtraLoss | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    allow_config_change: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` for ``cfg.iterations`` steps, validating and checkpointing into ``out_dir``.
 
@@ -420,8 +672,9 @@ def train(
             PSNR) and ``history.json``, and with ``cfg.tensorboard`` the TensorBoard event files in
             ``out_dir/tensorboard``. All written by rank 0 only (the checkpoints atomically).
         resume: continue from ``out_dir/last.pt`` if it exists (model, optimizer, scheduler, scaler, RNG states,
-            iteration; ``cfg.iterations`` may be raised to train longer). If False an existing run is
-            overwritten.
+            iteration; ``cfg.iterations`` may be raised to train longer). The saved training and network
+            configs must equal this run's, apart from lengths and periods (``iterations``, ``*_every``,
+            ``num_workers``, ``tensorboard``, ``val_chop``, ``amp``). If False an existing run is overwritten.
         extra_loss: ``extra_loss(output, batch) -> tensor`` added to the loss, where ``output`` is what the
             model returned (e.g. ENLCN's ``(sr, [contrastive losses])``) and ``batch`` is the collated batch
             with ``"lr"``/``"hr"`` on the device plus ``"iteration"`` (0-based step being taken), so warm-ups
@@ -430,6 +683,18 @@ def train(
         device: ``None``: the model's device if not CPU, else CUDA when available, else CPU. Under torchrun,
             ``cuda:LOCAL_RANK``.
         progress: show a tqdm bar (rank 0).
+        allow_config_change: resume even though the saved config differs (the changes are printed and
+            warned about); the CLI's ``--allow-config-change``.
+
+    Run folder. Rank 0 holds a lock on ``out_dir`` (:data:`LOCK_NAME`, with its PID and host) for the whole
+    call: a second training into the same folder is refused while this one lives; the lock is removed on
+    exit and a lock left by a killed process is taken over with a note on stderr. Temporary files of a
+    checkpoint write interrupted by a crash (``.last.pt.*.tmp``, ...) are deleted at the start (note with
+    their count and size). A call that fails before writing anything leaves no folder behind.
+
+    Seeding. ``train`` seeds the global RNGs with ``cfg.seed`` for the data and the training noise, but it
+    receives the network already built: for weights reproducible from scratch, seed before building it
+    (``torch.manual_seed(cfg.seed)``), as ``python -m srlib.train`` does with ``--seed``.
 
     Returns:
         ``{"history": {"train": [{"iteration", "loss", "lr"}], "val": [{"iteration", "psnr"}]},
@@ -439,7 +704,11 @@ def train(
     Raises:
         ImportError: ``val_set`` given but :mod:`srlib.metrics` cannot be imported; ``cfg.tensorboard`` set but
             the ``tensorboard`` package is not installed.
+        RunLockedError: another live process trains into ``out_dir`` (names it, its PID and host).
+        ResumeConfigError: (a ``CheckpointError``) resuming with another training/network config without
+            ``allow_config_change`` (names each differing field, saved and new value).
         CheckpointError: ``last.pt`` does not fit the model.
+        ValueError: ``device`` names CUDA (or MPS) on a machine without it, or a GPU index that does not exist.
         FloatingPointError: the loss became NaN/inf, or a NaN/Inf reached the network's input or an attention
             module (names the first such iteration). Checked at every log point and before every checkpoint,
             so no checkpoint of a diverged run is written; the last good one is named.
@@ -453,9 +722,28 @@ def train(
     if cfg.tensorboard:
         _tensorboard_available()
     d, device = _setup_distributed(model, device)
+    lock = _RunLock(out_dir) if d.main else None
+    ok = False
     try:
-        return _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, progress, d, tqdm)
+        lock_error: RunLockedError | None = None
+        if lock is not None:
+            try:
+                lock.acquire()
+            except RunLockedError as err:
+                lock_error = err
+        if d.world_size > 1 and _gather(lock_error is not None, d)[0] and lock_error is None:
+            raise RunLockedError(f"rank 0 could not lock the run folder {out_dir}")  # every rank stops
+        if lock_error is not None:
+            raise lock_error
+        if lock is not None:
+            _remove_stale_temporaries(out_dir)
+        result = _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, progress, d, tqdm,
+                        allow_config_change)
+        ok = True
+        return result
     finally:
+        if lock is not None:
+            lock.release(failed=not ok)
         if d.created_group:
             dist.destroy_process_group()
 
@@ -547,11 +835,12 @@ def _build_run(model: nn.Module, cfg: TrainConfig, out_dir: Path, device: torch.
     return _Run(cfg, out_dir, device, d, raw, net, params, optimizer, scheduler, scaler, loss_fn, use_amp, amp_dtype)
 
 
-def _resume(run: _Run) -> None:
+def _resume(run: _Run, allow_config_change: bool = False) -> None:
     """Restore ``run`` from ``run.last_path``: weights, optimiser, scheduler, scaler, this rank's RNG states,
     iteration, history and best PSNR.
 
     Raises:
+        ResumeConfigError: the saved training/network config differs (unless ``allow_config_change``).
         CheckpointError: not an srlib training checkpoint, or weights that do not fit the model.
     """
     last_path, d, cfg = run.last_path, run.d, run.cfg
@@ -559,6 +848,7 @@ def _resume(run: _Run) -> None:
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{last_path} is not an srlib training checkpoint (format {ckpt.get('format')!r})")
     saved_name = ckpt.get("model_name")
+    _check_resume_config(ckpt, cfg, run.raw, last_path, allow_config_change)
     try:
         load_weights(run.raw, ckpt["model"], source=f"checkpoint {last_path} (model {saved_name!r})")
     except CheckpointError as err:
@@ -567,7 +857,6 @@ def _resume(run: _Run) -> None:
     run.scheduler.load_state_dict(ckpt["scheduler"])
     if run.scaler.is_enabled() and ckpt.get("scaler"):
         run.scaler.load_state_dict(ckpt["scaler"])
-    _check_resume_config(ckpt.get("config", {}), cfg, last_path)
     rng = ckpt["rng"]
     if len(rng) == d.world_size:
         _set_rng_state(rng[d.rank], run.device)
@@ -741,10 +1030,11 @@ def _due(every: int, done: int, total: int) -> bool:
     return bool(every and done % every == 0) or done == total
 
 
-def _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, progress, d, tqdm) -> dict:
+def _train(model, train_set, val_set, cfg, out_dir, resume, extra_loss, device, progress, d, tqdm,
+           allow_config_change=False) -> dict:
     run = _build_run(model, cfg, out_dir, device, d)
     if resume and run.last_path.is_file():
-        _resume(run)
+        _resume(run, allow_config_change)
     else:
         _seed_everything(cfg.seed + d.rank)
     scale = _infer_scale(run.raw, cfg, val_set) if val_set is not None else cfg.scale
@@ -863,6 +1153,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-set", default="Set5", help="benchmark for validation, or 'none'")
     p.add_argument("--out", required=True, help="run folder (checkpoints, history.json)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: continue even though the saved training/model config differs "
+                        "(the differences are printed); without it such a resume is refused")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave unreadable or too small training images out (listed) instead of stopping")
     p.add_argument("--iterations", type=int, default=d.iterations)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--patch-size", type=int, default=d.patch_size, help="HR patch side")
@@ -890,6 +1185,77 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _UsageError(Exception):
+    """A bad command line found before training: printed as one line on stderr, exit status 2."""
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a folder (or not exist yet) in which this process can create files; nothing is
+    created here.
+
+    Raises:
+        _UsageError: a file, under a file, or not writable (names the folder and why).
+    """
+    if out.exists() and not out.is_dir():
+        raise _UsageError(f"--out {out} is a file, not a folder; choose a folder for the run")
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise _UsageError(f"--out {out}: {probe} is a file, so the run folder cannot be created there")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".srlib-write-test.", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        where = "" if probe == out else f" (in {probe}, where it would be created)"
+        raise _UsageError(f"--out {out}: cannot write there{where}: {err.strerror or err}; "
+                          "choose a writable --out") from None
+
+
+def _check_training_images(train_set: Any, patch_size: int, skip: bool, log: Callable[[str], None]) -> None:
+    """Read every training image once before training (a corrupt file otherwise stops the run at whatever
+    iteration first draws it, and again at every resume).
+
+    Each unusable file (unreadable, not 8-bit RGB, smaller than the patch) gets one line on stderr. Without
+    ``skip`` that is an error; with it (``--skip-bad-images``) the files are left out of the training set, and
+    the log says how many and which.
+
+    Raises:
+        _UsageError: bad files and not ``skip``, or no usable file at all.
+    """
+    sources = getattr(train_set, "sources", None)
+    if not sources:
+        return
+    good, bad = [], []
+    for name, load in sources:
+        where = getattr(load, "path", name)
+        try:
+            hr = load()
+        except (OSError, ValueError) as err:
+            msg = str(err)
+            bad.append(msg if str(where) in msg else f"{where}: {msg}")
+            continue
+        if patch_size and min(hr.shape[-2:]) < patch_size:
+            bad.append(f"{where}: {hr.shape[-1]} x {hr.shape[-2]} pixels, smaller than --patch-size {patch_size}")
+            continue
+        good.append((name, load))
+    if not bad:
+        return
+    for line in bad:
+        print(f"bad training image: {line}", file=sys.stderr, flush=True)
+    if not skip:
+        raise _UsageError(f"--train-dir: {len(bad)} of {len(sources)} training images cannot be used (listed above); "
+                          f"fix or remove them, or pass --skip-bad-images to train on the other {len(good)}")
+    if not good:
+        raise _UsageError(f"--train-dir: none of the {len(sources)} training images can be used (listed above)")
+    train_set.sources = good
+    log(f"--skip-bad-images: leaving out {len(bad)} bad training image(s) (listed above), "
+        f"training on {len(good)}")
+
+
 def _build_datasets(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[Dataset, Dataset | None]:
     from . import data as sdata
 
@@ -900,7 +1266,13 @@ def _build_datasets(args: argparse.Namespace, log: Callable[[str], None]) -> tup
     else:
         folder = sdata.default_train_folder()
     if folder is not None:
-        train_set = sdata.HRFolderDataset(folder, args.scale, patch_size=args.patch_size, augment=True)
+        try:
+            train_set = sdata.HRFolderDataset(folder, args.scale, patch_size=args.patch_size, augment=True)
+        except ValueError as err:
+            if "patch" not in str(err):
+                raise
+            raise _UsageError(f"--patch-size {args.patch_size} (--scale {args.scale}): {_one_line(err)}") from None
+        _check_training_images(train_set, args.patch_size, args.skip_bad_images, log)
         log(f"training on {len(train_set)} images from {folder}")
     else:
         train_set = sdata.SampleImagesDataset(args.scale, patch_size=args.patch_size, augment=True)
@@ -924,33 +1296,45 @@ def _build_datasets(args: argparse.Namespace, log: Callable[[str], None]) -> tup
     return train_set, val_set
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m srlib.train``, ``srlib-train``, ``torchrun -m srlib.train``).
+def _flag_names(msg: str) -> str:
+    """``TrainConfig.patch_size`` -> ``--patch-size`` in messages shown by the command line."""
+    return re.sub(r"TrainConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), msg)
 
-    Raises:
-        FileNotFoundError: a given ``--train-dir`` / ``--val-set`` / ``--weights`` does not exist.
-        FileExistsError: ``--out`` already holds a checkpoint and ``--resume`` was not given.
-        ValueError / TypeError: unknown model, preset, scale or ``--model-arg``.
-    """
-    args = _parser().parse_args(argv)
+
+def _one_line(err: BaseException) -> str:
+    msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(str(msg).split())
+
+
+def _usage_exit(prog: str, err: BaseException | str) -> None:
+    """Print ``prog: error: message`` (one line, as argparse does) and exit with status 2."""
+    text = err if isinstance(err, str) else _one_line(err)
+    print(f"{prog}: error: {_flag_names(text)}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def _setup(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    """Everything the command line checks and builds before training (raises on bad input)."""
     from .models import build_model
 
-    rank = int(os.environ.get("RANK", "0"))
-    log = (lambda msg: print(msg, flush=True)) if rank == 0 else (lambda msg: None)
     out = Path(args.out)
+    _check_out(out)
     if (out / "last.pt").exists() and not args.resume:
         raise FileExistsError(f"{out} already holds a run (last.pt); pass --resume to continue it "
                               "or choose another --out")
-    overrides = {}
-    for item in args.model_arg:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--model-arg expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = _parse_value(value.strip())
-    model = build_model(args.model, scale=args.scale, preset=args.preset, **overrides)
-    if args.weights:
-        load_weights(model, args.weights)
-    milestones = tuple(int(m) for m in args.milestones.split(",") if m.strip())
+    if args.device is not None:
+        try:
+            _check_device(args.device)
+        except ValueError as err:
+            raise _UsageError(f"--device: {err}") from None
+    milestones = []
+    for m in args.milestones.split(","):
+        if m.strip():
+            try:
+                milestones.append(int(m))
+            except ValueError:
+                raise _UsageError(f"--milestones expects comma-separated integers (iterations), e.g. "
+                                  f"200000,400000; got {args.milestones!r}") from None
     try:
         betas = tuple(float(b) for b in args.betas.split(","))
     except ValueError:
@@ -958,19 +1342,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise ValueError(f"--betas expects two numbers in [0, 1) separated by a comma, got {args.betas!r}")
     cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr,
-                      betas=betas, eps=args.eps, weight_decay=args.weight_decay, milestones=milestones, gamma=args.gamma, loss=args.loss, val_every=args.val_every,
+                      betas=betas, eps=args.eps, weight_decay=args.weight_decay, milestones=tuple(milestones),
+                      gamma=args.gamma, loss=args.loss, val_every=args.val_every,
                       ckpt_every=args.ckpt_every, log_every=args.log_every, amp=args.amp, seed=args.seed,
                       num_workers=args.num_workers, grad_clip=args.grad_clip, scale=args.scale,
                       val_chop=args.val_chop, tensorboard=args.tensorboard)
+    overrides = {}
+    for item in args.model_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--model-arg expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = _parse_value(value.strip())
+    # Seed before building: the weight initialisation is part of the run that --seed reproduces.
+    _seed_everything(args.seed)
+    try:
+        model = build_model(args.model, scale=args.scale, preset=args.preset, **overrides)
+    except TypeError as err:  # an unknown config field
+        raise _UsageError(f"--model-arg: {_one_line(err)}") from None
+    except (ValueError, KeyError) as err:  # unknown model / preset, a bad --scale or --model-arg value
+        raise _UsageError(f"--model {args.model} --scale {args.scale} --preset {args.preset}"
+                          f"{''.join(' --model-arg ' + a for a in args.model_arg)}: {_one_line(err)}") from None
+    if args.weights:
+        load_weights(model, args.weights)
     train_set, val_set = _build_datasets(args, log)
+    return {"out": out, "cfg": cfg, "model": model, "train_set": train_set, "val_set": val_set}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``python -m srlib.train``, ``srlib-train``, ``torchrun -m srlib.train``).
+
+    Every check that needs no training runs first: the command line, ``--out`` (a folder this process can
+    write in, no run there unless ``--resume``), ``--device``, the model and its ``--model-arg`` s, the
+    weights, and every training image (``--skip-bad-images`` leaves unusable ones out, saying which). A
+    failure prints one line ``python -m srlib.train: error: ...`` on stderr (bad training images: one line
+    each before it) and exits with status 2, as argparse does for its own errors; nothing is written.
+    ``--seed`` seeds the RNGs before the network is built, so a run is reproducible from scratch.
+
+    Returns:
+        0 after training.
+
+    Raises:
+        SystemExit: status 2 on a usage error (above), on a run folder in use by another live training
+            (names its PID and host), or on ``--resume`` with a changed configuration without
+            ``--allow-config-change`` (names the differing fields).
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    log = (lambda msg: print(msg, flush=True)) if rank == 0 else (lambda msg: None)
+    try:
+        setup = _setup(args, log)
+    except (_UsageError, ValueError, TypeError, KeyError, OSError, CheckpointError) as err:
+        _usage_exit(parser.prog, err)
+    out, model = setup["out"], setup["model"]
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"{args.model} x{args.scale} ({args.preset}): {n_params:,} trainable parameters -> {out}")
     # Networks with an auxiliary training loss (ENLCN's contrastive term, Eq. 8-10) provide it themselves.
     extra_loss = model.make_extra_loss() if hasattr(model, "make_extra_loss") else None
     if extra_loss is not None:
         log(f"adding {type(extra_loss).__name__} to the L1 loss")
-    result = train(model, train_set, val_set, cfg, out, resume=args.resume, device=args.device,
-                   progress=not args.no_progress, extra_loss=extra_loss)
+    try:
+        result = train(model, setup["train_set"], setup["val_set"], setup["cfg"], out, resume=args.resume,
+                       device=args.device, progress=not args.no_progress, extra_loss=extra_loss,
+                       allow_config_change=args.allow_config_change)
+    except (RunLockedError, ResumeConfigError) as err:
+        _usage_exit(parser.prog, err)
     if result["best_psnr"] is not None:
         log(f"done: {result['iteration']} iterations, best PSNR {result['best_psnr']:.3f} dB "
             f"@ {result['best_iteration']}")

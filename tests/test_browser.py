@@ -1,7 +1,8 @@
 """End-to-end: the attention explorer in a real JupyterLab, driven in headless Chromium by Playwright.
 
-Starts JupyterLab on 127.0.0.1 (token off, Jupyter/IPython state in a temporary folder), opens a small
-notebook that builds an :class:`srlib.viz.explorer.AttentionExplorer`, runs all cells, and checks that
+Starts JupyterLab on 127.0.0.1 (a random token from ``secrets.token_hex``, Jupyter/IPython state in a temporary
+folder), opens a small notebook that builds an :class:`srlib.viz.explorer.AttentionExplorer`, runs all cells,
+and checks that
 
 * the widget rendered (no "Loading widget...", no "Error displaying widget", no traceback);
 * moving the query slider with the keyboard (ArrowRight on the slider handle) changes the numbers the widget
@@ -28,13 +29,16 @@ import io
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 import pytest
@@ -104,6 +108,17 @@ def _write_notebook(path: Path) -> None:
     path.write_text(json.dumps(nb, indent=1))
 
 
+class _Lab(NamedTuple):
+    """A running JupyterLab: base URL and its (random) token."""
+
+    url: str
+    token: str
+
+    def page(self, path: str) -> str:
+        """The URL of ``path`` (from ``/lab``) carrying the token (the server then sets its login cookie)."""
+        return f"{self.url}{path}?token={self.token}"
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """JupyterLab on 127.0.0.1 serving a temporary folder with the demo notebook; yields its base URL."""
@@ -129,8 +144,10 @@ def lab(tmp_path_factory):
                OMP_NUM_THREADS="1")
     env.pop("MPLBACKEND", None)
     port = _free_port()
+    token = secrets.token_hex(24)  # a random token: another local user cannot drive this server
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
-           "--ip=127.0.0.1", "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
+           "--ip=127.0.0.1", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+           "--ServerApp.password=",
            f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
            "--LabApp.extension_manager=readonly", "--LabApp.news_url=None"]
     log = open(tmp / "jupyterlab.log", "wb")
@@ -142,7 +159,8 @@ def lab(tmp_path_factory):
             if proc.poll() is not None:
                 raise RuntimeError(f"jupyter lab exited ({proc.returncode}): {(tmp / 'jupyterlab.log').read_text()}")
             try:
-                with urllib.request.urlopen(f"{url}/api/status", timeout=2) as r:
+                req = urllib.request.Request(f"{url}/api/status", headers={"Authorization": f"token {token}"})
+                with urllib.request.urlopen(req, timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:
@@ -150,7 +168,7 @@ def lab(tmp_path_factory):
             if time.monotonic() > deadline:
                 raise RuntimeError("jupyter lab did not answer within 60 s")
             time.sleep(0.3)
-        yield url
+        yield _Lab(url, token)
     finally:
         # the server and the kernels it started form one process group (created above): stop exactly that group
         if proc.poll() is None:
@@ -204,12 +222,23 @@ def _notebook_page(sync_api, url: str, failed: list[str] | None = None):
             browser.close()
 
 
+def test_lab_refuses_requests_without_its_random_token(lab):
+    """The server is not open to every local user: no token -> 403, the right token -> 200 (issue 22)."""
+    assert len(lab.token) == 48 and int(lab.token, 16) >= 0
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{lab.url}/api/contents", timeout=10)
+    assert err.value.code == 403
+    req = urllib.request.Request(f"{lab.url}/api/contents", headers={"Authorization": f"token {lab.token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+
+
 def test_explorer_in_jupyterlab(lab):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
     marks: list[tuple[str, float]] = [("start", time.monotonic())]
-    with _notebook_page(sync_api, f"{lab}/lab/tree/explorer_demo.ipynb", failed) as page:
+    with _notebook_page(sync_api, lab.page("/lab/tree/explorer_demo.ipynb"), failed) as page:
         marks.append(("lab loaded", time.monotonic()))
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
@@ -338,7 +367,7 @@ def test_explorers_of_each_notebook_in_jupyterlab(lab, nb):
     assert expected >= 1, f"{nb.name} displays no explorer"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     # a workspace of its own: otherwise JupyterLab restores the tabs of the previous test's workspace
-    with _notebook_page(sync_api, f"{lab}/lab/workspaces/{nb.stem}/tree/{nb.name}") as page:
+    with _notebook_page(sync_api, lab.page(f"/lab/workspaces/{nb.stem}/tree/{nb.name}")) as page:
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         page.wait_for_timeout(2000)
         page.wait_for_function(_ALL_EXECUTED, timeout=900_000, polling=1000)

@@ -231,11 +231,15 @@ def test_resume_false_restarts_and_different_seeds_differ(tmp_path):
     assert not torch.equal(a.conv.weight, c.conv.weight)
 
 
-def test_resume_with_changed_seed_warns(tmp_path):
+def test_resume_with_changed_seed_is_refused_unless_allowed(tmp_path):
+    from srlib.train import ResumeConfigError
+
     data = RandomPatches()
     train(_net(), data, None, _cfg(iterations=2), tmp_path, progress=False)
-    with pytest.warns(UserWarning, match="seed"):
+    with pytest.raises(ResumeConfigError, match=r"seed: 5 -> 9"):
         train(_net(), data, None, _cfg(iterations=3, seed=9), tmp_path, progress=False)
+    with pytest.warns(UserWarning, match="seed"):
+        train(_net(), data, None, _cfg(iterations=3, seed=9), tmp_path, progress=False, allow_config_change=True)
 
 
 # ------------------------------------------------------------------------------------------------ contents
@@ -533,26 +537,30 @@ def test_cli_trains_and_resumes(tmp_path, capsys):
     assert main([*args, "--iterations", "3"]) == 0
     ck = load_checkpoint(out / "last.pt")
     assert ck["iteration"] == 3 and ck["model_config"]["n_feats"] == 8 and ck["config"]["patch_size"] == 16
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(SystemExit) as info:
         main([*args, "--iterations", "5"])
+    assert info.value.code == 2 and "--resume" in capsys.readouterr().err
     assert main([*args, "--iterations", "5", "--resume"]) == 0
     ck = load_checkpoint(out / "last.pt")
     assert ck["iteration"] == 5 and [h["iteration"] for h in ck["history"]["train"]] == [1, 2, 3, 4, 5]
     assert "training on 3 images" in capsys.readouterr().out
 
 
-def test_cli_errors(tmp_path):
+def test_cli_errors(tmp_path, capsys):
     _needs_data_api()
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        main(_cli(tmp_path / "o", "--train-dir", str(tmp_path / "nowhere"), "--iterations", "1"))
-    with pytest.raises(ValueError, match="unknown model"):
-        main(["--model", "nope", "--out", str(tmp_path / "o")])
-    with pytest.raises(TypeError, match="n_feets"):
-        main(["--model", "edsr", "--model-arg", "n_feets=3", "--out", str(tmp_path / "o")])
+    cases = [
+        (_cli(tmp_path / "o", "--train-dir", str(tmp_path / "nowhere"), "--iterations", "1"), "nowhere"),
+        (["--model", "nope", "--out", str(tmp_path / "o")], "unknown model"),
+        (["--model", "edsr", "--model-arg", "n_feets=3", "--out", str(tmp_path / "o")], "n_feets"),
+        (["--model", "edsr", "--betas", "0.9", "--out", str(tmp_path / "o")], "--betas"),
+    ]
+    for argv, match in cases:  # one line on stderr, status 2, no traceback (issue 22)
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and match in err and len(err.strip().splitlines()) == 1, (argv, err)
     with pytest.raises(SystemExit):
         main(["--model", "edsr"])  # --out is required
-    with pytest.raises(ValueError, match="--betas"):
-        main(["--model", "edsr", "--betas", "0.9", "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()  # nothing half-written
 
 
@@ -571,7 +579,7 @@ def test_cli_passes_adam_settings(tmp_path):
 
 
 @pytest.mark.data
-def test_cli_validates_on_set5(tmp_path, data_root, monkeypatch):
+def test_cli_validates_on_set5(tmp_path, data_root, monkeypatch, capsys):
     _needs_data_api()
     monkeypatch.setenv("SRLIB_DATA", str(data_root))
     _write_images(tmp_path / "hr")
@@ -579,8 +587,9 @@ def test_cli_validates_on_set5(tmp_path, data_root, monkeypatch):
     main(_cli(out, "--train-dir", str(tmp_path / "hr"), "--val-set", "Set5", "--iterations", "2"))
     ck = load_checkpoint(out / "best.pt")
     assert len(ck["history"]["val"]) == 1 and 10 < ck["history"]["val"][0]["psnr"] < 40
-    with pytest.raises(FileNotFoundError, match="Set99"):
+    with pytest.raises(SystemExit) as info:  # a usage error: one line on stderr, status 2 (issue 22)
         main(_cli(tmp_path / "o2", "--train-dir", str(tmp_path / "hr"), "--val-set", "Set99", "--iterations", "1"))
+    assert info.value.code == 2 and "Set99" in capsys.readouterr().err
 
 
 def test_cli_falls_back_to_sample_images_without_data(tmp_path, monkeypatch, capsys):

@@ -943,6 +943,10 @@ def _load_image(image: Any) -> Tensor:
             x = x[0]
         if x.dim() != 3 or x.shape[0] != 3 or not x.is_floating_point():
             raise ValueError(f"image must be a (3, H, W) float RGB tensor in [0, 1], got {tuple(image.shape)}")
+        from srlib._checks import check_image_tensor
+
+        # NaN / Inf, a 0-255 picture or a shifted one would draw as plausible nonsense (issue 22)
+        check_image_tensor(x, "AttentionExplorer image", dims=(3,), bulk=True)
         return x.float().cpu()
     if isinstance(image, (str, os.PathLike)):
         from srlib.data import load_image
