@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -237,12 +238,22 @@ def test_self_ensemble_option(photos, tmp_path, capsys):
     assert (got - want).abs().max() <= 1 / 255 + 1e-6
 
 
+def _parsers():
+    from srlib import evaluate
+    from srlib.train import _parser as train_parser
+
+    return [cli.build_parser(), evaluate.build_parser(), train_parser()]
+
+
 def test_help_has_text_for_every_option():
-    for parser in (cli.build_parser(),):
+    """srlib-sr, srlib-evaluate and srlib-train: every option explains itself, each default is stated once."""
+    for parser in _parsers():
         for action in parser._actions:
             assert action.help, f"{parser.prog}: {action.option_strings or action.dest} has no help text"
-        text = parser.format_help()
-        assert "(default: (default" not in text and text.count("(default: %(default)s)") == 0
+            assert action.help.count("(default:") <= 1, f"{parser.prog}: {action.option_strings}: {action.help}"
+        text = " ".join(parser.format_help().split())
+        assert "(default: None)" not in text and "(default: (default" not in text, parser.prog
+        assert not re.search(r"\(default: [^)]*\) \(default:", text), parser.prog
 
 
 def test_subprocess_end_to_end(photos, tmp_path):
