@@ -207,6 +207,8 @@ def _load_network(args: argparse.Namespace) -> tuple[str, int, nn.Module | None,
         if path.suffix in (".pt", ".pth", ".ckpt") or path.exists():
             if not path.is_file():
                 raise CLIError(f"--model {model}: checkpoint file not found")
+            if weights:
+                raise CLIError(f"--model {model} is a checkpoint with its own weights; drop --weights")
             return _from_training_checkpoint(path, args, overrides)
         raise CLIError(f"unknown --model {model!r}; choose a shipped network ({', '.join(shipped)}), an "
                        f"architecture ({', '.join(list_models())}), 'bicubic' or a training checkpoint file")

@@ -105,6 +105,8 @@ def test_no_overwrite_without_flag_and_nothing_written(photos, tmp_path, capsys)
     (["--model", "edsr", "--weights", "missing.pt"], ["missing.pt", "not found"]),
     (["--model", "bicubic", "--tile", "-1"], ["--tile"]),
     (["--model", "bicubic", "--scale", "5"], ["--scale"]),
+    (["--model", "missing_run/last.pt"], ["missing_run/last.pt", "not found"]),
+    (["--model", "bicubic", "--weights", "x.pt"], ["bicubic", "--weights"]),
     (["--model", "edsr-small-x2", "--model-arg", "n_feats"], ["KEY=VALUE"]),
 ])
 def test_bad_options_one_line(photos, tmp_path, capsys, argv_tail, words):
