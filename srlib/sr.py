@@ -38,7 +38,8 @@ __all__ = ["main", "SuperResolver", "load_super_resolver", "add_model_arguments"
 #: ``tile + 2 overlap`` LR windows. These are the values of the README's results table
 #: (:data:`srlib.course.DENSE_TILE`, :data:`srlib.course.DENSE_OVERLAP`). Other networks run on whole images
 #: unless ``--tile`` is given.
-DEFAULT_TILES: dict[str, tuple[int, int]] = {"hspan": (32, 8)}
+DENSE_TILE, DENSE_OVERLAP = 32, 8
+DEFAULT_TILES: dict[str, tuple[int, int]] = {"hspan": (DENSE_TILE, DENSE_OVERLAP), "hspan_s": (DENSE_TILE, DENSE_OVERLAP)}
 #: ``--tile-overlap`` when ``--tile N`` is given without it (LR pixels of context on each side).
 DEFAULT_OVERLAP = 16
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -128,11 +129,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a config field of the architecture, e.g. --model-arg n_feats=64 (repeatable)")
     g.add_argument("--tile", type=int, default=None, metavar="N",
                    help="run the network on N x N LR tiles to bound memory; 0: whole images "
-                        f"(default: {', '.join(f'{k} {t}' for k, (t, _) in DEFAULT_TILES.items())}, "
-                        "whose attention holds an L x L matrix; whole images for the others)")
+                        f"(default: {DENSE_TILE} for "
+                        f"{' and '.join(DEFAULT_TILES)}, whose attention holds an L x L matrix; whole images for "
+                        "the others)")
     g.add_argument("--tile-overlap", type=int, default=None, metavar="N",
                    help="LR pixels of context around each tile "
-                        f"(default: {', '.join(f'{k} {o}' for k, (_, o) in DEFAULT_TILES.items())}; "
+                        f"(default: {DENSE_OVERLAP} for {' and '.join(DEFAULT_TILES)}; "
                         f"{DEFAULT_OVERLAP} otherwise)")
     g.add_argument("--self-ensemble", action="store_true",
                    help="average over the 8 flips/rotations (the papers' '+' rows; 8 times slower)")
