@@ -1138,19 +1138,21 @@ def _parse_value(text: str) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m srlib.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # Every option has its own help text; defaults are written in it once ("%(default)s"), not appended by
+    # ArgumentDefaultsHelpFormatter (which doubled the ones already stated, and printed "(default: None)").
+    p = argparse.ArgumentParser(prog="python -m srlib.train", description=__doc__.split("\n\n")[0])
     d = TrainConfig()
     p.add_argument("--model", required=True, help="registered network (see srlib.models.list_models())")
-    p.add_argument("--scale", type=int, default=2)
-    p.add_argument("--preset", default="paper", help="model preset: paper, small, ...")
+    p.add_argument("--scale", type=int, default=2, help="upscaling factor 2, 3 or 4 (default: %(default)s)")
+    p.add_argument("--preset", default="paper", help="model preset: paper, small, ... (default: %(default)s)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model config field, e.g. --model-arg n_feats=32 (repeatable)")
-    p.add_argument("--weights", default=None, help="initial weights (checkpoint or .safetensors)")
+    p.add_argument("--weights", default=None,
+                   help="initial weights (srlib checkpoint, .safetensors or the authors' state_dict; default: none)")
     p.add_argument("--train-dir", default=None,
                    help="folder of HR training images (default: srlib.data.default_train_folder(); "
                         "else the bundled sample images)")
-    p.add_argument("--val-set", default="Set5", help="benchmark for validation, or 'none'")
+    p.add_argument("--val-set", default="Set5", help="benchmark for validation, or 'none' (default: %(default)s)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, history.json)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--allow-config-change", action="store_true",
@@ -1158,30 +1160,42 @@ def _parser() -> argparse.ArgumentParser:
                         "(the differences are printed); without it such a resume is refused")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="leave unreadable or too small training images out (listed) instead of stopping")
-    p.add_argument("--iterations", type=int, default=d.iterations)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--patch-size", type=int, default=d.patch_size, help="HR patch side")
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--iterations", type=int, default=d.iterations,
+                   help="optimisation steps in total (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="HR/LR pairs per step, per process under torchrun (default: %(default)s)")
+    p.add_argument("--patch-size", type=int, default=d.patch_size, help="HR patch side (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (default: %(default)s)")
     p.add_argument("--milestones", default=",".join(map(str, d.milestones)),
-                   help="comma-separated iterations at which the learning rate is multiplied by --gamma")
-    p.add_argument("--gamma", type=float, default=d.gamma)
-    p.add_argument("--betas", default=",".join(map(str, d.betas)), help="Adam betas, comma-separated (B1,B2)")
-    p.add_argument("--eps", type=float, default=d.eps, help="Adam epsilon")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--loss", choices=("l1", "mse"), default=d.loss)
-    p.add_argument("--val-every", type=int, default=d.val_every)
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--num-workers", type=int, default=d.num_workers)
-    p.add_argument("--grad-clip", type=float, default=None)
+                   help="comma-separated iterations at which the learning rate is multiplied by --gamma "
+                        "(default: %(default)s)")
+    p.add_argument("--gamma", type=float, default=d.gamma,
+                   help="learning-rate factor at each milestone (default: %(default)s)")
+    p.add_argument("--betas", default=",".join(map(str, d.betas)),
+                   help="Adam betas, comma-separated B1,B2 (default: %(default)s)")
+    p.add_argument("--eps", type=float, default=d.eps, help="Adam epsilon (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="Adam weight decay (default: %(default)s)")
+    p.add_argument("--loss", choices=("l1", "mse"), default=d.loss, help="training loss (default: %(default)s)")
+    p.add_argument("--val-every", type=int, default=d.val_every,
+                   help="validate every N iterations, 0: only at the end (default: %(default)s)")
+    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every,
+                   help="write OUT/last.pt every N iterations, 0: only at the end (default: %(default)s)")
+    p.add_argument("--log-every", type=int, default=d.log_every,
+                   help="record the mean loss every N iterations (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the weights, sample order and augmentation (default: %(default)s)")
+    p.add_argument("--num-workers", type=int, default=d.num_workers,
+                   help="DataLoader worker processes; results do not depend on it (default: %(default)s)")
+    p.add_argument("--grad-clip", type=float, default=None,
+                   help="clip the global gradient norm to this value (default: no clipping)")
     p.add_argument("--amp", nargs="?", const="bf16", default=None, choices=("bf16", "fp16"),
-                   help="mixed precision on CUDA (bare --amp = bf16)")
-    p.add_argument("--val-chop", action="store_true", help="tiled validation")
+                   help="mixed precision on CUDA; bare --amp = bf16 (default: float32)")
+    p.add_argument("--val-chop", action="store_true", help="tiled validation (networks with dense L x L attention)")
     p.add_argument("--tensorboard", action="store_true",
                    help="log loss, PSNR, learning rate and an SR crop to OUT/tensorboard (needs tensorboard)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 

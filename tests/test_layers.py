@@ -32,7 +32,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("srlib.attention",),
     ("srlib.models",),
     ("srlib.pretrained", "srlib.inference", "srlib.train", "srlib.analysis",
-     "srlib.course_dlsn", "srlib.lcoan_study"),  # measuring modules of notebooks 03 and 05
+     "srlib.course_dlsn", "srlib.lcoan_study",  # measuring modules of notebooks 03 and 05
+     "srlib.sr", "srlib.evaluate"),  # the command lines srlib-sr / srlib-evaluate
     ("srlib.viz",),
     ("srlib.course", "srlib.exercises"),  # the notebooks' shared recipe/tables and their self-checking exercises
 )
