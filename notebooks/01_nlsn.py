@@ -479,7 +479,7 @@ plt.show()
 # %% [markdown]
 # ### 2.7 Explore it yourself
 # srlib's `NonLocalSparseAttention` on the 5×5 patch embedding of this image (shrunk to 64 × 64; scores
-# `cos / 0.05` as in notebook 00). Left: the query's bucket (in any round); right: its attention with the rounds
+# `cos / 0.05` as in notebook 00b). Left: the query's bucket (in any round); right: its attention with the rounds
 # combined by Eq. (11), the keys carrying 90% of the weight outlined. Change the chunk size and the hash rounds,
 # or switch to dense NLA and compare. (Interactive: run the notebook in JupyterLab.)
 

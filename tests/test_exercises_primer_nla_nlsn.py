@@ -1,4 +1,4 @@
-"""The self-checks of notebooks 00a, 00 and 01 accept the right answer and reject wrong ones."""
+"""The self-checks of notebooks 00a, 00b and 01 accept the right answer and reject wrong ones."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ RIGHT_AND_WRONG = {
     "00a.1": (20 * math.log10(255), 10 * math.log10(255)),
     "00a.2": (18_496, 2 * 32 * 32 * 9),               # forgetting the biases
     "00a.3": (_unshuffle, lambda y, s: torch.nn.functional.pixel_unshuffle(y, s).flip(1)),
-    "00.1": (3136, 56),
-    "00.3": (math.log(400) - 2, math.log(400) - 0.5),  # the sigma = 1 limit
-    "00.4": ((30.8, 33.1), (30.8, 29.0)),              # filtering must help
+    "00b.1": (3136, 56),
+    "00b.3": (math.log(400) - 2, math.log(400) - 0.5),  # the sigma = 1 limit
+    "00b.4": ((30.8, 33.1), (30.8, 29.0)),              # filtering must help
     "01.1": ((16, 1728), (16, 4 * 2 * 144)),           # two chunks per round instead of three
     "01.2": (0.973, 0.596),                            # one round instead of four
 }
@@ -38,10 +38,10 @@ def test_check_accepts_the_answer_and_rejects_a_wrong_one(key):
 def test_malformed_answers_are_wrong_not_errors():
     assert not check("00a.3", 42, quiet=True)
     assert not check("01.1", "sixteen", quiet=True)
-    assert not check("00.4", 30.0, quiet=True)
+    assert not check("00b.4", 30.0, quiet=True)
 
 
-@pytest.mark.parametrize("nb", ["00a", "00", "01"])
+@pytest.mark.parametrize("nb", ["00a", "00b", "01"])
 def test_every_exercise_has_a_difficulty_and_open_ones_refuse_a_check(nb):
     exercises = list_exercises(nb)
     assert len(exercises) >= 4
