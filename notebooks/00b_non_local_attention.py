@@ -332,7 +332,7 @@ assert (st["max_weight"] < 0.5).all()  # and no single key dominates
 assert st["effective_support"][2] > 100  # the flat-region query spreads widely
 
 # %% [markdown]
-# ### 2.7 Explore it yourself
+# ### 2.7 Explore it yourself *(deep dive)*
 # The explorer computes this map (5×5 patch descriptors, the same τ) for any query pixel: move `query x` /
 # `query y` or click on the picture. The outline marks the fewest keys carrying 90% of the weight. On your
 # own image: `AttentionExplorer("path/to/photo.png", mechanisms=("NLA",))`. (Interactive: run the notebook in
@@ -347,7 +347,7 @@ assert explorer.state()["keys_for_90"] >= 1
 explorer
 
 # %% [markdown]
-# ### 2.8 The quadratic cost, measured
+# ### 2.8 The quadratic cost, measured *(deep dive)*
 #
 # Eq. 4 compares every position with every other: for `L = H·W` positions the score matrix has `L²` entries,
 # the scores cost `L²·d` multiply-adds and the aggregation `L²·C` more. Doubling the image side multiplies
@@ -500,12 +500,13 @@ plt.show()
 #
 # **00b.1** ★ warm-up — *Temperature.* Recompute the maps of section 2.6 with a few temperatures between
 # `tau = 0.01` and `tau = 1` and plot the effective support of each query against τ. Which τ gives maps that
-# are still non-local but not uniform? In the limit τ → ∞ every map becomes uniform (section 2.5 showed an
-# almost uniform one): what is then the effective support `exp(entropy)` of any query on this 56 × 56 scene?
-# (`AttentionExplorer(image, mechanisms=("NLA",), temperature=...)` of section 2.7 shows the map for any τ.)
+# are still non-local but not uniform? (In the limit τ → ∞ every map becomes uniform, as the untrained one of
+# section 2.5 almost is; `AttentionExplorer(image, mechanisms=("NLA",), temperature=...)` of section 2.7
+# shows the map for any τ.) Check: the effective support `exp(entropy)` of the flat-region query (query 3 of
+# section 2.6) at `tau = 0.2`, within 1 %.
 
 # %%
-answer_00b_1 = None  # your answer: the effective support of a uniform map, an integer
+answer_00b_1 = None  # your answer: the effective support of the flat-region query at tau = 0.2 (positions)
 check("00b.1", answer_00b_1)
 
 # %% [markdown]
@@ -526,10 +527,12 @@ check("00b.3", answer_00b_3)
 
 # %% [markdown]
 # **00b.4** ★★ practice — *Non-local means.* `nlm` in section 2.6 is Eq. 4 applied to RGB values: the
-# non-local-means filter. Add Gaussian noise of standard deviation `0.05` to the scene (clamped to
-# $[0, 1]$), recompute `desc`, `q` and `nlm` from the noisy image and compute the PSNR on Y
-# (`srlib.metrics.psnr(..., scale=1)`) of the noisy and of the filtered image against the clean one.
-# Check: the pair `(psnr_noisy, psnr_filtered)`.
+# non-local-means filter. Add Gaussian noise of standard deviation `0.05` to the scene,
+# `noisy = (image + 0.05 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)`,
+# recompute `desc`, `q` and `nlm` from the noisy image (same `tau = 0.05`) and compute the PSNR on Y
+# (`srlib.metrics.psnr(..., scale=1)`) of the noisy and of the filtered image against the clean one. How
+# much does the filter gain, and why more on one kind of region than another? Check: the pair
+# `(psnr_noisy, psnr_filtered)`, each within 0.02 dB.
 
 # %%
 answer_00b_4 = None  # your answer: (PSNR of the noisy image, PSNR of the filtered image), in dB
