@@ -45,7 +45,7 @@
 #
 # **What `pytest --nbval` compares.** Cells whose output depends on the data, on the tiny training or on the
 # CPU carry the tag `nbval-ignore-output` and *assert* what they show instead (the tiny run lies in the band
-# measured over 3 seeds × 1 and 2 threads, `srlib/spread/01.json`; the shipped NLSN within 0.01 dB of its
+# measured over 3 seeds × 1 and 2 threads, `srlib/spread/01.json`; the shipped NLSN within a hundredth of a dB of its
 # stored value on Set5); every other output is compared as text.
 
 # %%
