@@ -209,20 +209,26 @@ for v in variants:
 gap = {m: {"crop": mean[m, "Y, border 2 (protocol)"]["psnr"] - mean[m, "Y, no crop"]["psnr"],
            "Y": mean[m, "Y, border 2 (protocol)"]["psnr"] - mean[m, "RGB, border 2"]["psnr"]} for m in methods}
 assert all(g["Y"] > 0 for g in gap.values())  # Y scores higher than RGB for both
-assert abs(gap["bicubic"]["crop"]) < gap["EDSR"]["crop"]  # the crop matters more for EDSR (the prose below)
 assert mean["EDSR", "Y, border 2 (protocol)"]["psnr"] > mean["bicubic", "Y, border 2 (protocol)"]["psnr"]
 if ON_SET5:  # the stored values (README, "Trained small networks": 33.68 and 34.75 dB)
     assert abs(mean["bicubic", "Y, border 2 (protocol)"]["psnr"] - 33.68) < 0.01
     assert abs(mean["EDSR", "Y, border 2 (protocol)"]["psnr"] - 34.75) < 0.01
+    assert gap["EDSR"]["crop"] > abs(gap["bicubic"]["crop"]) + 0.05  # on Set5 the crop matters more for EDSR
 
 # %% tags=["nbval-ignore-output"]
+crop_b, crop_e = gap["bicubic"]["crop"], gap["EDSR"]["crop"]
+if crop_e > abs(crop_b) + 0.05:  # Set5: the crop matters for EDSR, not for bicubic
+    crop_text = (f"The border crop changes bicubic by only {abs(crop_b):.2f} dB (MATLAB's `imresize` mirrors the "
+                 f"image at its edges, so its border pixels are as good as the rest), but EDSR by {crop_e:.2f} dB: "
+                 f"its convolutions pad with zeros, and the outer pixels are its worst.")
+else:  # e.g. the bundled photographs offline
+    crop_text = (f"On these images the border crop changes bicubic by {crop_b:+.2f} dB and EDSR by {crop_e:+.2f} dB, "
+                 f"little either way; but a network's convolutions pad with zeros, so on other images its outer "
+                 f"pixels can be its worst, and the protocol fixes the crop.")
 display(Markdown(
-    f"Scoring RGB instead of Y lowers bicubic by {gap['bicubic']['Y']:.2f} dB and EDSR by {gap['EDSR']['Y']:.2f} dB. "
-    f"The border crop changes bicubic by only {abs(gap['bicubic']['crop']):.2f} dB (MATLAB's `imresize` mirrors the "
-    f"image at its edges, so its border pixels are as good as the rest), but EDSR by {gap['EDSR']['crop']:.2f} dB: "
-    f"its convolutions pad with zeros, and the outer pixels are its worst. Both effects are as large as the gaps "
-    f"between the networks of this course: a number is only comparable with a paper's table under the same "
-    f"protocol."))
+    f"Scoring RGB instead of Y lowers bicubic by {gap['bicubic']['Y']:.2f} dB and EDSR by {gap['EDSR']['Y']:.2f} dB, "
+    f"more than the gaps between the networks of this course. {crop_text} A number is only comparable with a "
+    f"paper's table under the same protocol."))
 
 # %% [markdown]
 # ### 2.4 What bicubic scores
