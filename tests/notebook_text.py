@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-#: The course notebooks (not the solutions): 00a_super_resolution, 00_..., 01_... 06_...
+#: The course notebooks (not the solutions): 00a_super_resolution, 00b_..., 01_... 06_...
 COURSE = sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb"),
-                key=lambda p: (p.name[:2], not p.name[2].isalpha(), p.name))  # course order: 00a before 00_
+                key=lambda p: (p.name[:2], not p.name[2].isalpha(), p.name))  # course order: 00a, 00b, 01, ...
 SOLUTIONS = sorted((NOTEBOOKS / "solutions").glob("*.ipynb"))
 
 #: The H2 scheme every notebook follows, in this order (issue 13: one structure).

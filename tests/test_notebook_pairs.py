@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-# the course notebooks (00a_super_resolution, 00_..., 06_...) and their worked solutions (solutions/)
+# the course notebooks (00a_super_resolution, 00b_..., 06_...) and their worked solutions (solutions/)
 SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.py")) + sorted(NOTEBOOKS.glob("solutions/*.py"))
 EXECUTED = sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb")) + sorted(NOTEBOOKS.glob("solutions/*.ipynb"))
 COURSE = [nb for nb in EXECUTED if nb.parent == NOTEBOOKS]

@@ -35,12 +35,12 @@ from srlib.analysis.buckets import lsh_collision_rate
 torch.set_num_threads(2)
 
 # %% [markdown]
-# **01.1** ★ warm-up — *Buckets and keys.* `L // k = 2304 // 144 = 16`, already even, so the official rule
-# `min(L//k + (L//k) % 2, 128)` gives 16 buckets. Each query sees its own chunk and the two neighbouring
-# chunks, `3k = 432` window slots per round, `4 · 432` over four rounds:
+# **01.1** ★ warm-up — *Buckets and keys.* `L // k = 4096 // 144 = 28`, already even, so the official rule
+# `min(L//k + (L//k) % 2, 128)` gives 28 buckets. Each query sees its own chunk and the two neighbouring
+# chunks, `3k = 432` window slots per round, `3 · 432` over three rounds:
 
 # %%
-answer_01_1 = (n_hash_buckets(48 * 48, 144), 4 * 3 * 144)
+answer_01_1 = (n_hash_buckets(64 * 64, 144), 3 * 3 * 144)
 print(answer_01_1)
 assert check("01.1", answer_01_1)
 

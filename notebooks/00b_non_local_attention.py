@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 00 · Dense non-local attention (NLA), built from the equation
+# # 00b · Dense non-local attention (NLA), built from the equation
 #
 # ## 1. Context
 #
@@ -332,7 +332,7 @@ assert (st["max_weight"] < 0.5).all()  # and no single key dominates
 assert st["effective_support"][2] > 100  # the flat-region query spreads widely
 
 # %% [markdown]
-# ### 2.7 Explore it yourself
+# ### 2.7 Explore it yourself *(deep dive)*
 # The explorer computes this map (5×5 patch descriptors, the same τ) for any query pixel: move `query x` /
 # `query y` or click on the picture. The outline marks the fewest keys carrying 90% of the weight. On your
 # own image: `AttentionExplorer("path/to/photo.png", mechanisms=("NLA",))`. (Interactive: run the notebook in
@@ -347,7 +347,7 @@ assert explorer.state()["keys_for_90"] >= 1
 explorer
 
 # %% [markdown]
-# ### 2.8 The quadratic cost, measured
+# ### 2.8 The quadratic cost, measured *(deep dive)*
 #
 # Eq. 4 compares every position with every other: for `L = H·W` positions the score matrix has `L²` entries,
 # the scores cost `L²·d` multiply-adds and the aggregation `L²·C` more. Doubling the image side multiplies
@@ -487,7 +487,7 @@ plt.show()
 #   convolution (built by hand in section 2.2).
 # * **No scaling.** The scores are $\theta(x_i)^\top \phi(x_j)$, not divided by $\sqrt d$ as in
 #   Transformers: the network must learn the scale of its scores itself, which decides how flat the softmax
-#   is (section 3; exercise 00.3).
+#   is (section 3; exercise 00b.3).
 # * **Residual.** The block returns $x + \rho\, y$ (here with `res_scale=1.0`), not $y$.
 #
 # The fused and explicit paths compute the same numbers (section 2.4) but not at the same memory cost
@@ -496,47 +496,50 @@ plt.show()
 # ## 5. Exercises
 #
 # Exercises with a check: replace `None` by your answer and run the cell below it. Worked solutions are in
-# `notebooks/solutions/00_non_local_attention_solutions.ipynb`.
+# `notebooks/solutions/00b_non_local_attention_solutions.ipynb`.
 #
-# **00.1** ★ warm-up — *Temperature.* Recompute the maps of section 2.6 with a few temperatures between
+# **00b.1** ★ warm-up — *Temperature.* Recompute the maps of section 2.6 with a few temperatures between
 # `tau = 0.01` and `tau = 1` and plot the effective support of each query against τ. Which τ gives maps that
-# are still non-local but not uniform? In the limit τ → ∞ every map becomes uniform (section 2.5 showed an
-# almost uniform one): what is then the effective support `exp(entropy)` of any query on this 56 × 56 scene?
-# (`AttentionExplorer(image, mechanisms=("NLA",), temperature=...)` of section 2.7 shows the map for any τ.)
+# are still non-local but not uniform? (In the limit τ → ∞ every map becomes uniform, as the untrained one of
+# section 2.5 almost is; `AttentionExplorer(image, mechanisms=("NLA",), temperature=...)` of section 2.7
+# shows the map for any τ.) Check: the effective support `exp(entropy)` of the flat-region query (query 3 of
+# section 2.6) at `tau = 0.2`, within 1 %.
 
 # %%
-answer_00_1 = None  # your answer: the effective support of a uniform map, an integer
-check("00.1", answer_00_1)
+answer_00b_1 = None  # your answer: the effective support of the flat-region query at tau = 0.2 (positions)
+check("00b.1", answer_00b_1)
 
 # %% [markdown]
-# **00.2** ★★ practice (open) — *Flattening on the image.* Take the flat-region query of section 2.6 and
+# **00b.2** ★★ practice (open) — *Flattening on the image.* Take the flat-region query of section 2.6 and
 # restrict its keys to centred windows of side 8, 16, 32 and 56 (renormalise the softmax inside the window).
 # How do the largest weight and the entropy change with the window size? Compare with the HSPAN curves of
 # section 3.
 #
-# **00.3** ★★ practice — *Scaled scores.* Transformers divide the scores by $\sqrt d$; the official SR code
+# **00b.3** ★★ practice — *Scaled scores.* Transformers divide the scores by $\sqrt d$; the official SR code
 # does not. Redo section 3 with scores drawn from $\mathcal N(0, \sigma^2)$ for σ between `0.5` and `4`.
 # For which σ is the softmax still "distinguishable" at $n = 20^2$? Show that the large-n entropy limit
 # becomes $\ln n - \sigma^2/2$ and explain why it takes a much larger `n` to reach it when σ is large.
 # Check: the value of that limit for σ = 2 and $n = 20^2$ (in nats).
 
 # %%
-answer_00_3 = None  # your answer: a number in nats
-check("00.3", answer_00_3)
+answer_00b_3 = None  # your answer: a number in nats
+check("00b.3", answer_00b_3)
 
 # %% [markdown]
-# **00.4** ★★ practice — *Non-local means.* `nlm` in section 2.6 is Eq. 4 applied to RGB values: the
-# non-local-means filter. Add Gaussian noise of standard deviation `0.05` to the scene (clamped to
-# $[0, 1]$), recompute `desc`, `q` and `nlm` from the noisy image and compute the PSNR on Y
-# (`srlib.metrics.psnr(..., scale=1)`) of the noisy and of the filtered image against the clean one.
-# Check: the pair `(psnr_noisy, psnr_filtered)`.
+# **00b.4** ★★ practice — *Non-local means.* `nlm` in section 2.6 is Eq. 4 applied to RGB values: the
+# non-local-means filter. Add Gaussian noise of standard deviation `0.05` to the scene,
+# `noisy = (image + 0.05 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)`,
+# recompute `desc`, `q` and `nlm` from the noisy image (same `tau = 0.05`) and compute the PSNR on Y
+# (`srlib.metrics.psnr(..., scale=1)`) of the noisy and of the filtered image against the clean one. How
+# much does the filter gain, and why more on one kind of region than another? Check: the pair
+# `(psnr_noisy, psnr_filtered)`, each within 0.02 dB.
 
 # %%
-answer_00_4 = None  # your answer: (PSNR of the noisy image, PSNR of the filtered image), in dB
-check("00.4", answer_00_4)
+answer_00b_4 = None  # your answer: (PSNR of the noisy image, PSNR of the filtered image), in dB
+check("00b.4", answer_00b_4)
 
 # %% [markdown]
-# **00.5** ★★★ challenge (open) — *Is a query its own best match?* In section 2.6 the descriptors have unit
+# **00b.5** ★★★ challenge (open) — *Is a query its own best match?* In section 2.6 the descriptors have unit
 # norm, so every query's largest score is its own (cos = 1). Replace `desc` by the *unnormalised* centred
 # patches and count the queries whose largest weight is not on themselves. Which pixels "steal" the
 # attention, and why? (The official NLSA, and `srlib.attention.buckets`, L2-normalise the keys.)
