@@ -4,8 +4,8 @@
     python docs/site/build.py --no-solutions   # the same without the "Solutions" part (a site for students)
     python docs/site/build.py --strict         # Sphinx warnings are errors (what tests/test_site.py builds)
 
-Run it in the project's environment with srlib importable (``pip install -e .``, or ``PYTHONPATH=.``): the
-syllabus lists the exercises from :func:`srlib.exercises.list_exercises`. Nothing is executed and nothing is
+Run it in the project's environment (``pip install -r requirements.txt``, or ``pip install -e '.[site]'``): the
+syllabus lists the exercises of this checkout's :func:`srlib.exercises.list_exercises`. Nothing is executed and nothing is
 downloaded: the pages show the outputs stored in ``notebooks/*.ipynb`` (an explorer as its stored static
 picture), MathJax comes from the ``sphinx-mathjax-offline`` package.
 
@@ -42,6 +42,8 @@ import yaml
 
 SITE = Path(__file__).resolve().parent
 ROOT = SITE.parents[1]
+if str(ROOT) not in sys.path:  # the exercises of this checkout, also without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
 NOTEBOOKS = ROOT / "notebooks"
 SOLUTIONS = NOTEBOOKS / "solutions"
 DEFAULT_OUT = SITE / "_build"
