@@ -102,6 +102,7 @@ def test_renamed_notebook_is_found_by_its_topic(tmp_path):
     assert "widgets" not in json.loads(copy.read_text())["metadata"]  # no widget JavaScript on the site
 
 
+@pytest.mark.slow  # copies the 16 notebooks twice
 def test_assembled_book_has_every_notebook_and_a_full_syllabus(tmp_path):
     from srlib.exercises import list_exercises
 
