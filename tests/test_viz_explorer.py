@@ -702,3 +702,35 @@ def test_temperature_slider_sharpens_and_flattens_the_demo_maps(image):
     nla = NonLocalAttention(channel=ex.module_features.shape[1], reduction=1)
     given = AttentionExplorer(image, mechanisms=("NLA",), layer_modules={"NLA": nla})
     assert given.controls["temperature"].disabled
+
+
+def test_displayed_explorer_stores_a_static_picture_next_to_the_widget(image):
+    """Issue 21.5 / 23.1: where no kernel runs (GitHub, nbviewer, the course site) a saved notebook shows the
+    stored image/png, not the widget's ``VBox(children=...)`` text; with a kernel the widget view is there."""
+    import base64
+    import io
+
+    import numpy as np
+    from IPython.core.formatters import DisplayFormatter
+    from PIL import Image
+
+    ex = AttentionExplorer(image, mechanisms=("NLA", "NLSA"), query=(10, 7))
+    data, _ = DisplayFormatter().format(ex)  # what IPython stores in the notebook for ``explorer`` / display()
+    assert set(data) == {"text/plain", "image/png", "application/vnd.jupyter.widget-view+json"}
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == ex.widget.model_id
+    assert data["text/plain"] == AttentionExplorer.STATIC_TEXT and "VBox" not in data["text/plain"]
+
+    png = base64.b64decode(data["image/png"], validate=True)
+    shown = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    view = np.asarray(Image.open(io.BytesIO(ex.render_png())).convert("RGB"))
+    assert shown.shape[1] == view.shape[1] and shown.shape[0] > view.shape[0]  # the view, a caption under it
+    np.testing.assert_array_equal(shown[: view.shape[0]], view)  # exactly the picture the widget shows
+    caption = shown[view.shape[0]:]
+    assert (caption < 128).any() and (caption == 255).mean() > 0.5  # dark text on white
+
+    ex.controls["x"].value = 3  # displayed later: the picture of the view at that time
+    again = np.asarray(Image.open(io.BytesIO(base64.b64decode(DisplayFormatter().format(ex)[0]["image/png"]))))
+    assert again.shape == shown.shape and (again != shown).any()
+
+    ex.result = None  # nothing to draw (a failed computation): the widget and the text only, no picture
+    assert set(ex._repr_mimebundle_()) == {"text/plain", "application/vnd.jupyter.widget-view+json"}

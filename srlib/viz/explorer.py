@@ -1464,17 +1464,64 @@ class AttentionExplorer:
         return self._picture.render(self.result)
 
     # -- display -------------------------------------------------------------------------------------------
+    #: The ``text/plain`` of the displayed explorer: the same on every machine (nbval compares it), shown by
+    #: viewers that have neither a kernel nor an image renderer.
+    STATIC_TEXT = "AttentionExplorer: run the notebook to make it live"
+    #: The line under the stored picture, for viewers without a kernel (GitHub, nbviewer, the course site).
+    STATIC_CAPTION = "Static picture of the explorer's first view: run the notebook to make it live."
+
+    def static_png(self) -> bytes:
+        """The picture on display (:meth:`render_png`) with :data:`STATIC_CAPTION` under it, as PNG bytes.
+
+        This is what a saved notebook shows where no kernel runs (the live widget needs one).
+
+        Raises:
+            ValueError: nothing to draw (the last computation failed).
+        """
+        from PIL import Image, ImageDraw, ImageFont
+
+        picture = Image.open(io.BytesIO(self.render_png())).convert("RGB")
+        try:
+            font = ImageFont.load_default(size=11)
+        except (TypeError, OSError):  # Pillow without FreeType: the bitmap font
+            font = ImageFont.load_default()
+        measure = ImageDraw.Draw(picture)
+        width = picture.width - 2 * _Picture.MARGIN
+        lines: list[str] = []
+        for word in self.STATIC_CAPTION.split():  # wrap to the picture's width
+            if lines and measure.textlength(f"{lines[-1]} {word}", font=font) <= width:
+                lines[-1] = f"{lines[-1]} {word}"
+            else:
+                lines.append(word)
+        line_h = _Picture.TITLE - 2
+        out = Image.new("RGB", (picture.width, picture.height + line_h * len(lines) + _Picture.MARGIN), "white")
+        out.paste(picture, (0, 0))
+        draw = ImageDraw.Draw(out)
+        for i, line in enumerate(lines):
+            draw.text((_Picture.MARGIN, picture.height + i * line_h), line, fill=(70, 70, 70), font=font)
+        buf = io.BytesIO()
+        out.save(buf, format="PNG", optimize=True)
+        return buf.getvalue()
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
+        """The live widget's view, a static picture of the current view (``image/png``) and a fixed
+        ``text/plain``: a front end with a kernel shows the widget, one without it (GitHub, nbviewer, the
+        course site) shows the picture instead of the widget's ``VBox(children=...)`` text."""
+        import base64
+
+        bundle = dict(self.widget._repr_mimebundle_() or {})  # the widget view (none once the widget is closed)
+        bundle["text/plain"] = self.STATIC_TEXT
+        if self.result is not None:
+            bundle["image/png"] = base64.b64encode(self.static_png()).decode("ascii")
+        return bundle
+
     def show(self):
-        """Display the widget (in a notebook) and return it."""
+        """Display the explorer (widget, with its static picture for viewers without a kernel) and return the
+        widget."""
         from IPython.display import display
 
-        display(self.widget)
+        display(self)
         return self.widget
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
 
 
 def _set_widget_value(wdg: Any, value: Any) -> None:
