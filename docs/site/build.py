@@ -65,23 +65,15 @@ class SiteError(RuntimeError):
 # notebooks
 # ------------------------------------------------------------------------------------------------------------
 def find_notebook(name: str, folder: Path) -> Path:
-    """The notebook of toc name ``name`` (e.g. ``00b_non_local_attention``) in ``folder``.
-
-    The exact file ``folder/name.ipynb`` if it exists, else the one file whose name after its number prefix is
-    the same (``00_non_local_attention.ipynb`` for ``00b_non_local_attention``: a notebook renamed in one
-    branch and not yet in another).
+    """The notebook of toc name ``name`` (e.g. ``00b_non_local_attention``): ``folder/name.ipynb``.
 
     Raises:
-        SiteError: none or several candidates.
+        SiteError: the notebook is missing (the toc names a notebook that is not on disk).
     """
-    exact = folder / f"{name}.ipynb"
-    if exact.exists():
-        return exact
-    _, _, topic = name.partition("_")
-    found = sorted(p for p in folder.glob(f"*_{topic}.ipynb") if re.fullmatch(r"\d\d[a-z]?", p.name.split("_")[0]))
-    if len(found) != 1:
-        raise SiteError(f"no notebook {exact} (candidates by topic {topic!r}: {[p.name for p in found] or 'none'})")
-    return found[0]
+    path = folder / f"{name}.ipynb"
+    if not path.exists():
+        raise SiteError(f"the table of contents names {name!r} but there is no notebook {path}")
+    return path
 
 
 def copy_notebook(src: Path, dst: Path) -> None:
@@ -158,16 +150,11 @@ def toc_files(toc: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------------------------------------------------
 # syllabus
 # ------------------------------------------------------------------------------------------------------------
-def _exercises_of(prefix: str, all_prefixes: set[str]) -> list:
-    """Registered exercises of notebook ``prefix`` ("00b"); while the registry still uses the old key ("00")
-    and no notebook has that prefix, those."""
+def _exercises_of(prefix: str) -> list:
+    """Registered exercises of notebook ``prefix`` (e.g. ``"00b"``)."""
     from srlib.exercises import list_exercises
 
-    found = list_exercises(prefix)
-    digits = prefix.rstrip("abcdefghijklmnopqrstuvwxyz")
-    if not found and digits != prefix and digits not in all_prefixes:
-        found = list_exercises(digits)
-    return found
+    return list_exercises(prefix)
 
 
 def _md_cell(text: str) -> str:
@@ -194,9 +181,8 @@ def render_syllabus(plan: dict[str, Any], notebooks: list[tuple[str, Path]], wit
     if sorted(entries) != sorted(names):
         raise SiteError(f"syllabus.yml lists {sorted(entries)}, the toc {sorted(names)}: they must agree")
     minutes = plan["exercise_minutes"]
-    prefixes = {n.split("_")[0] for n in names}
     info = {name: notebook_sections(path) for name, path in notebooks}
-    exercises = {name: _exercises_of(name.split("_")[0], prefixes) for name in names}
+    exercises = {name: _exercises_of(name.split("_")[0]) for name in names}
 
     out = [plan["intro"].strip(), ""]
     # overview table
