@@ -119,3 +119,20 @@ def test_heading_scheme_rejects_free_headings():
     assert nt.HEADING.match("## 3. Paper figures: Fig. 4")
     assert not nt.HEADING.match("## 3b. Several rounds (Eq. 11)")
     assert not nt.HEADING.match("## 4. Buckets on a real image")
+
+
+DEEP_DIVE = "*(deep dive)*"
+
+
+@pytest.mark.parametrize("nb", nt.COURSE, ids=IDS)
+def test_core_and_deep_dive_sections_are_marked(nb):
+    """Sections a course may skip end their heading with ``*(deep dive)*`` (the site's syllabus lists them);
+    every notebook has both core and deep-dive subsections, and the mark is written one way only."""
+    heads = [line.strip() for cell in nt.load(nb) if cell["cell_type"] == "markdown"
+             for line in nt.text(cell).splitlines() if re.match(r"#{2,4} ", line.strip())]
+    subs = [h for h in heads if h.startswith("### ")]
+    deep = [h for h in subs if h.endswith(DEEP_DIVE)]
+    assert deep, f"{nb.name}: no subsection marked {DEEP_DIVE!r}"
+    assert len(deep) < len(subs), f"{nb.name}: every subsection is a deep dive; mark only what a course may skip"
+    loose = [h for h in heads if "deep dive" in h.lower() and not h.endswith(DEEP_DIVE)]
+    assert not loose, f"{nb.name}: deep-dive marks must end the heading as {DEEP_DIVE!r}: {loose}"
