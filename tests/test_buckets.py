@@ -12,7 +12,7 @@ from srlib.attention.buckets import (
     look_around_at,
     n_hash_buckets,
 )
-import srlib.attention.buckets as buckets_module
+import srlib.attention.blocking as blocking_module
 from srlib.attention.nla import non_local_attention
 
 
@@ -164,11 +164,11 @@ def test_look_around_at_is_a_slice_of_look_around():
         look_around_at(x, 5, 8)
 
 
-@pytest.mark.parametrize("budget", [1, 500, 2**18])  # one chunk per block, a few, everything at once
+@pytest.mark.parametrize("budget", [1, 4000, 2**18])  # bytes: one chunk per block, a few, everything at once
 @pytest.mark.parametrize("bias_kind", [None, "full", "at"])
 def test_blocked_inference_equals_single_pass(budget, bias_kind, monkeypatch):
     """Under no_grad the chunks go in blocks; the result equals the single pass of the autograd path."""
-    monkeypatch.setattr(buckets_module, "SCORE_BLOCK_ELEMENTS", budget)
+    monkeypatch.setattr(blocking_module, "_budgets", {"cpu": budget})
     g = torch.Generator().manual_seed(6)
     q = torch.randn(2, 61, 5, generator=g, dtype=torch.float64)
     v = torch.randn(2, 61, 3, generator=g, dtype=torch.float64)
@@ -206,7 +206,7 @@ def test_argmax_hash_blocks_equal_the_explicit_argmax(signed):
 
 
 def test_shared_attention_blocked_inference_equals_single_pass(monkeypatch):
-    monkeypatch.setattr(buckets_module, "SCORE_BLOCK_ELEMENTS", 1)  # one chunk per block
+    monkeypatch.setattr(blocking_module, "_budgets", {"cpu": 1})  # one chunk per block
     g = torch.Generator().manual_seed(8)
     q = torch.randn(2, 45, 4, generator=g, dtype=torch.float64)
     v = torch.randn(2, 45, 3, generator=g, dtype=torch.float64)

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import srlib.attention.enla as enla_module
 from srlib.attention.enla import (
     ENLA,
     ENLCA,
@@ -114,10 +113,12 @@ def test_feature_map_positive_and_formula():
         positive_random_features(u, torch.randn(7, 4, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("block_elements", [1, 40, 2**15])
-def test_enla_inference_blocks_equal_the_autograd_path(block_elements, monkeypatch):
-    """Without autograd ENLA sums over row blocks (no (L, m) features stored): same result as Eqs. (4)-(6)."""
-    monkeypatch.setattr(enla_module, "FEATURE_BLOCK_ELEMENTS", block_elements)
+@pytest.mark.parametrize("budget", [1, 3000, 2**20])  # bytes: one row per block, a few blocks, a single pass
+def test_enla_inference_blocks_equal_the_autograd_path(budget, monkeypatch):
+    """Without autograd ENLA sums over row blocks within the budget: same result as Eqs. (4)-(6)."""
+    import srlib.attention.blocking as blocking_module
+
+    monkeypatch.setattr(blocking_module, "_budgets", {"cpu": budget})
     g = torch.Generator().manual_seed(2)
     q = torch.randn(2, 37, 3, generator=g, dtype=torch.float64)
     k = torch.randn(2, 29, 3, generator=g, dtype=torch.float64)

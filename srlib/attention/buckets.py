@@ -35,6 +35,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from srlib.attention.blocking import items_per_block
+
 __all__ = [
     "BucketLayout",
     "BucketedAttentionResult",
@@ -44,10 +46,6 @@ __all__ = [
     "look_around_at",
     "n_hash_buckets",
 ]
-
-#: Score entries per block of chunks in the inference path of :func:`bucketed_attention` (``2**18`` float32 =
-#: 1 MiB: the scores of a block stay in cache while they are normalised and applied).
-SCORE_BLOCK_ELEMENTS = 2**18
 
 
 def n_hash_buckets(length: int, chunk_size: int, max_buckets: int = 128) -> int:
@@ -263,10 +261,11 @@ def bucketed_attention(
     Returns:
         :class:`BucketedAttentionResult`.
 
-    Without autograd (``torch.no_grad``) and without ``return_score``, the chunks are processed in blocks of
-    about :data:`SCORE_BLOCK_ELEMENTS` scores (:func:`look_around_at`): no ``(B, R, n, c, 3c)`` tensor is
-    stored, so the scores stay in cache while they are normalised and applied. Same arithmetic; the result
-    equals the single-pass one up to float rounding.
+    Without autograd (``torch.no_grad``) and without ``return_score``, the scores of all chunks are computed
+    in one pass when they (with the looked-around keys and values) fit the block budget of the device
+    (:mod:`srlib.attention.blocking`, CPU default 16 MiB), otherwise in as few blocks of chunks as the budget
+    allows (:func:`look_around_at`), so that no ``(B, R, n, c, 3c)`` tensor larger than the budget is stored.
+    Same arithmetic; the result equals the single-pass one up to float rounding.
     """
     qc = layout.to_chunks(q)  # (B, R, n, c, Dq)
     vc = layout.to_chunks(v)  # (B, R, n, c, Dv)
@@ -300,9 +299,11 @@ def _chunk_blocks(qc, vc, layout, key_eps, score_bias, score_bias_at):
     full_bias = score_bias(layout) if score_bias is not None and score_bias_at is None else None
     ret = vc.new_empty(B, R, n, c, vc.shape[-1])
     bucket_score = qc.new_empty(B, R, n, c)
-    per_chunk = B * c * 3 * c  # scores of one chunk of one round
-    r_step = max(1, min(R, SCORE_BLOCK_ELEMENTS // per_chunk))  # rounds per block
-    n_step = max(1, SCORE_BLOCK_ELEMENTS // (per_chunk * r_step))  # chunks per block
+    # bytes of one chunk of one round: scores (c, 3c) and the looked-around keys and values (3c, Dq + Dv)
+    per_chunk = B * 3 * c * (c + qc.shape[-1] + vc.shape[-1]) * qc.element_size()
+    fit = items_per_block(R * n, per_chunk, qc.device)  # chunk-rounds per block; R * n: a single pass
+    r_step = min(R, fit)  # rounds per block
+    n_step = max(1, fit // r_step)  # chunks per block
     for n0 in range(0, n, n_step):
         n1 = min(n, n0 + n_step)
         bias = None
@@ -336,10 +337,10 @@ def apply_shared_attention(score: torch.Tensor, v: torch.Tensor, layout: BucketL
     vc = layout.to_chunks(v)
     if torch.is_grad_enabled():
         return layout.from_chunks(torch.einsum("brnck,brnkd->brncd", score, look_around(vc)))
-    # inference: a block of chunks at a time, without the (B, R, n, 3c, Dv) look-around copy of the values
+    # inference: blocks of chunks within the block budget, for the (B, R, n, 3c, Dv) look-around of the values
     B, R, n, c, _ = score.shape
     ret = vc.new_empty(vc.shape)
-    step = max(1, SCORE_BLOCK_ELEMENTS // (B * R * c * 3 * c))
+    step = items_per_block(n, B * R * 3 * c * vc.shape[-1] * vc.element_size(), vc.device)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         ret[:, :, n0:n1] = torch.einsum("brnck,brnkd->brncd", score[:, :, n0:n1], look_around_at(vc, n0, n1))

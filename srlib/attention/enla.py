@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from srlib._checks import check_choice, check_divisible, check_feature_map, check_finite, check_ints, check_number
+from srlib.attention.blocking import items_per_block
 
 __all__ = [
     "ENLA",
@@ -193,10 +194,13 @@ def enla(
     Returns:
         ``(..., L, c_out)``.
 
-    Without autograd (no input requires a gradient, or ``torch.no_grad``) the same sums are taken over blocks
-    of rows (:func:`_enla_rows_blocked`), so that no ``(L, m)`` feature matrix is ever stored: equal up to
-    float rounding, and time linear in ``L`` (the full matrices, tens of MiB at ``L = 40,000``, made every
-    elementwise pass of the feature map a trip to main memory: forward time slope 1.3 instead of 1.0).
+    Without autograd (no input requires a gradient, or ``torch.no_grad``) the features are computed in place
+    (:func:`_enla_rows_blocked`): in one pass when the ``(..., L, m)`` matrix fits the block budget of the
+    device (:mod:`srlib.attention.blocking`, CPU default 16 MiB), otherwise over blocks of rows as large as the
+    budget allows, so that no larger feature matrix is stored. Equal up to float rounding, and time linear in
+    ``L`` (full matrices of tens of MiB at ``L = 40,000`` made every elementwise pass of the feature map a
+    trip to main memory: forward time slope 1.3; blocks of ``2**15`` entries, as before, paid ~80 small
+    matrix products per call: 3x slower at ``L = 10,000``).
     """
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, projection)):
         return linear_attention(
@@ -205,9 +209,6 @@ def enla(
     with torch.no_grad():
         return _enla_rows_blocked(q, k, v, projection, eps)
 
-
-#: Feature-matrix entries per row block of the inference path (``2**15`` float32 = 128 KiB: stays in cache).
-FEATURE_BLOCK_ELEMENTS = 2**15
 
 
 def _features_(u: torch.Tensor, proj_t: torch.Tensor, eps: float) -> torch.Tensor:
@@ -219,13 +220,15 @@ def _features_(u: torch.Tensor, proj_t: torch.Tensor, eps: float) -> torch.Tenso
 
 def _enla_rows_blocked(q, k, v, projection, eps):
     """:func:`enla` as two passes over blocks of rows: keys accumulate ``phi(K)ᵀ 1`` and ``phi(K)ᵀ V``
-    (Eq. 6 and the context of Eq. 5), then each block of queries is mapped and normalised. Extra memory
+    (Eq. 6 and the context of Eq. 5), then each block of queries is mapped and normalised. Rows per block:
+    all of them when the features fit the block budget (one pass), else as many as fit. Extra memory
     ``O(m·c_out + block·m)``; the arithmetic is that of :func:`linear_attention`."""
     proj_t = projection.to(q.dtype).t()  # (d, m)
     m = proj_t.shape[1]
-    rows = max(16, FEATURE_BLOCK_ELEMENTS // m)
     q, k = q.contiguous(), k.contiguous()  # (..., L, d) with d small: row blocks become plain matrices
     batch, n_keys, n_queries = q.shape[:-2], k.shape[-2], q.shape[-2]
+    per_row = max(1, batch.numel()) * m * q.element_size()  # bytes of one row of features, over the batch
+    rows = items_per_block(max(n_keys, n_queries), per_row, q.device)
     k_sum = q.new_zeros(*batch, 1, m)
     context = q.new_zeros(*batch, m, v.shape[-1])
     for s0 in range(0, n_keys, rows):
