@@ -155,8 +155,8 @@ def write_scaling(done: dict[int, tuple[list[dict], dict]], out: Path) -> Path:
     lines = [f"# Thread scaling: {base_label}", ""]
     for t in counts:
         info = done[t][1]
-        lines.append(f"* {t} thread(s): clock {info.get('clock', 'wall')}, load average at start {info.get('loadavg', '?')}, "
-                     f"files `{machine_label(info)}.*`")
+        lines.append(f"* {t} thread(s): clock {info.get('clock', 'wall')}, load average at start "
+                     f"{info.get('loadavg', '?')}, files `{machine_label(info)}.*`")
     lines += ["", f"Median time per call at each thread count, and the speed-up over {base_t} thread(s) "
               "(time at 1 / time at t; > 1 is faster).", "",
               "| mode | case | side | " + " | ".join(f"{t}t (s)" for t in counts) + " | "
@@ -206,8 +206,8 @@ def run_threads(args, cases, threads: int, clock: str) -> tuple[list[dict], dict
         rows = merge_rows(read_csv(args.out / f"{label}.csv"), rows)
         clock_name = info.get("clock", "cuda events")
         info["merged"] = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: re-measured "
-                          f"{', '.join(args.cases)} ({', '.join(args.modes)}; {threads} thread(s); clock: {clock_name}; "
-                          f"load average {info.get('loadavg', '?')}); "
+                          f"{', '.join(args.cases)} ({', '.join(args.modes)}; {threads} thread(s); "
+                          f"clock: {clock_name}; load average {info.get('loadavg', '?')}); "
                           f"the other rows are from the earlier run")
     rows.sort(key=lambda r: (MODES.index(r["mode"]), order.index(r["case"]) if r["case"] in order else len(order),
                              r["side"]))
