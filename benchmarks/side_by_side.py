@@ -189,7 +189,27 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("threads, repeats and sizes must be positive")
     info = machine_info(args.device, max(threads))
     load0, t0 = _loadavg(), time.time()
-    rows = []
+    rows: list[dict] = []
+    info.pop("threads", None)
+
+    def header() -> list[str]:
+        return ["# srlib (default blocks) vs the single pass (the official code's algorithm)", "",
+                  "Machine: " + "; ".join(f"{k} = {v}" for k, v in info.items()),
+                  f"Block budget ({args.device}): {get_block_budget(args.device) / 2**20:g} MiB; threads: "
+                  f"{', '.join(map(str, threads))}; repeats: {args.repeats} (interleaved, median); clock: {args.clock}"
+                  f"{' (1-thread rows: thread CPU time)' if args.clock == 'cpu' else ''}",
+                  f"Load average at start / at this row: {load0} / {_loadavg()}; run took {time.time() - t0:.0f} s; "
+                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+                  "Baseline: srlib's single-pass computation (the official code's algorithm, not the official code; "
+                  "see benchmarks/side_by_side.py). Peak memory: tensors the forward holds (CPU) / "
+                  "max_memory_allocated (CUDA)."]
+
+    def write() -> None:  # after every row, so that a run cut short keeps what it measured
+        if args.out:
+            tmp = args.out.with_name(f".{args.out.name}.tmp")
+            tmp.write_text(markdown(rows, header()))
+            os.replace(tmp, args.out)
+
     for name in args.cases:
         for side in args.sizes:
             for th in threads:
@@ -200,22 +220,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{1e3 * r['base_s']:8.1f} ms  ratio {r['time_ratio']:.2f}   memory {r['srlib_mib']:7.1f} / "
                       f"{r['base_mib']:7.1f} MiB ({r['mem_ratio']:.3f})  max|diff| {r['max_abs_diff']:.1e}",
                       flush=True)
-    info.pop("threads", None)
-    header = ["# srlib (default blocks) vs the single pass (the official code's algorithm)", "",
-              "Machine: " + "; ".join(f"{k} = {v}" for k, v in info.items()),
-              f"Block budget ({args.device}): {get_block_budget(args.device) / 2**20:g} MiB; threads: "
-              f"{', '.join(map(str, threads))}; repeats: {args.repeats} (interleaved, median); clock: {args.clock}"
-              f"{' (1-thread rows: thread CPU time)' if args.clock == 'cpu' else ''}",
-              f"Load average before / after: {load0} / {_loadavg()}; run took {time.time() - t0:.0f} s; "
-              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-              "Baseline: srlib's single-pass computation (the official code's algorithm, not the official code; "
-              "see benchmarks/side_by_side.py). Peak memory: tensors the forward holds (CPU) / "
-              "max_memory_allocated (CUDA)."]
-    text = markdown(rows, header)
+                write()
     print()
-    print(text)
+    print(markdown(rows, header()))
     if args.out:
-        args.out.write_text(text)
         print(f"wrote {args.out}")
     return 0
 
