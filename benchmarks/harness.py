@@ -7,6 +7,13 @@ Usage::
     python benchmarks/harness.py --sizes 50 100 --cases NLA-map NLA-sdpa NLSA-r4 --modes forward
     python benchmarks/harness.py --list                        # the cases and their settings
     python benchmarks/harness.py --cases GLA-r3 --modes forward --merge   # re-measure some rows of a result file
+    python benchmarks/harness.py --threads 1 2 all --cases ENLA-m128 --sizes 50 100   # thread scaling
+
+Thread scaling: ``--threads`` takes one or several counts (``all`` = every logical CPU). Each count is a
+separate run with its own result files (the label ends in ``-<threads>t``; the header and every CSV row record
+the thread count); with several counts, ``<machine>-threads.md`` gets the speed-up table (time at 1 thread /
+time at ``t`` threads, per case, mode and size). ``--clock cpu`` applies to the 1-thread run (the CPU time of
+several threads is not their duration: the other counts are timed with the wall clock, and say so).
 
 Each (case, mode) runs in its own child process (``srlib.analysis.bench.run_isolated``) over increasing
 sizes; peak memory is the resident-set peak of that process above its level before the timed calls (CPU) or
@@ -72,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     ap.add_argument("--repeats", type=int, default=3, help="timed blocks per size (about; median reported)")
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads in each child (default: torch's)")
+    ap.add_argument("--threads", nargs="+", default=None,
+                    help="torch threads in each child: one or several counts, or 'all' (default: torch's)")
     ap.add_argument("--max-mem-gib", type=float, default=6.0, help="skip sizes predicted above this peak")
     ap.add_argument("--max-seconds", type=float, default=40.0,
                     help="skip sizes whose warm-up + timed calls are predicted to take longer")
@@ -96,13 +104,82 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--device cuda requested but CUDA is not available")
     if min(args.sizes) < 1:
         ap.error("sizes must be positive")
-    if args.clock == "cpu" and (args.threads != 1 or args.device != "cpu"):
-        ap.error("--clock cpu needs --threads 1 on the CPU")
+    try:
+        counts = thread_counts(args.threads)
+    except ValueError as e:
+        ap.error(str(e))
+    if args.clock == "cpu" and (1 not in counts or args.device != "cpu"):
+        ap.error("--clock cpu needs a 1-thread run (--threads 1 ...) on the CPU")
+    if args.label and len(counts) > 1:
+        ap.error("--label names one result file: give one thread count with it")
+    done = {}
+    for threads in counts:
+        clock = args.clock if threads == 1 else "wall"
+        done[threads] = run_threads(args, cases, threads, clock)
+    if len(counts) > 1:
+        path = write_scaling(done, args.out)
+        print(f"wrote thread scaling: {path}")
+    return 0
 
-    threads = args.threads if args.threads is not None else torch.get_num_threads()
+
+def thread_counts(spec: list[str] | None) -> list[int]:
+    """``--threads`` values as sorted distinct counts (``all`` = ``os.cpu_count()``; default torch's count).
+
+    Raises:
+        ValueError: a value that is neither a positive integer nor ``all``.
+    """
+    if not spec:
+        return [torch.get_num_threads()]
+    out = set()
+    for v in spec:
+        if v == "all":
+            out.add(os.cpu_count() or 1)
+        elif v.isdigit() and int(v) >= 1:
+            out.add(int(v))
+        else:
+            raise ValueError(f"--threads: {v!r} is not a positive integer or 'all'")
+    return sorted(out)
+
+
+def write_scaling(done: dict[int, tuple[list[dict], dict]], out: Path) -> Path:
+    """``<machine>-threads.md``: speed-up of each case, mode and size at each thread count over 1 thread (or the
+    smallest count measured)."""
+    counts = sorted(done)
+    base_t = counts[0]
+    base_label = machine_label(done[base_t][1]).rsplit("-", 1)[0]
+    by_key: dict[tuple, dict[int, float]] = {}
+    for t, (rows, _) in done.items():
+        for r in rows:
+            if r["status"] == "ok":
+                by_key.setdefault((r["mode"], r["case"], r["side"]), {})[t] = r["time_median_s"]
+    lines = [f"# Thread scaling: {base_label}", ""]
+    for t in counts:
+        info = done[t][1]
+        lines.append(f"* {t} thread(s): clock {info.get('clock', 'wall')}, load average at start "
+                     f"{info.get('loadavg', '?')}, files `{machine_label(info)}.*`")
+    lines += ["", f"Median time per call at each thread count, and the speed-up over {base_t} thread(s) "
+              "(time at 1 / time at t; > 1 is faster).", "",
+              "| mode | case | side | " + " | ".join(f"{t}t (s)" for t in counts) + " | "
+              + " | ".join(f"speed-up {t}t" for t in counts[1:]) + " |",
+              "|---|---|---:|" + "---:|" * (2 * len(counts) - 1)]
+    for (mode, case, side), times in by_key.items():
+        cells = [f"{times[t]:.3g}" if t in times else "–" for t in counts]
+        ups = [f"{times[base_t] / times[t]:.2f}" if base_t in times and t in times else "–" for t in counts[1:]]
+        lines.append(f"| {mode} | {case} | {side}² | " + " | ".join(cells) + " | " + " | ".join(ups) + " |")
+    path = out / f"{base_label}-threads.md"
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def run_threads(args, cases, threads: int, clock: str) -> tuple[list[dict], dict]:
+    """One harness run at ``threads`` intra-op threads: measure, write ``<label>.{csv,md,png}``; returns
+    ``(rows, machine info)``."""
     info = machine_info(args.device, threads)
     if args.device == "cpu":
-        info["clock"] = "thread CPU time" if args.clock == "cpu" else "wall"
+        info["clock"] = "thread CPU time" if clock == "cpu" else "wall"
     label = args.label or machine_label(info)
     print("machine:", "; ".join(f"{k} = {v}" for k, v in info.items()), flush=True)
     rows = []
@@ -112,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         got = run_isolated(name, args.sizes, args.modes, channels=args.channels, repeats=args.repeats,
                            warmup=args.warmup, device=args.device, threads=threads,
                            max_mem_gib=args.max_mem_gib, max_seconds=args.max_seconds, timeout=args.timeout,
-                           clock=args.clock)
+                           clock=clock)
         rows += got
         print(f"{name} [{time.time() - t0:.1f} s]", flush=True)
         for mode in args.modes:
@@ -127,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     order = list(cases)
     if args.merge and (args.out / f"{label}.csv").is_file():
         rows = merge_rows(read_csv(args.out / f"{label}.csv"), rows)
-        clock = info.get("clock", "cuda events")
+        clock_name = info.get("clock", "cuda events")
         info["merged"] = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: re-measured "
-                          f"{', '.join(args.cases)} ({', '.join(args.modes)}; clock: {clock}); "
+                          f"{', '.join(args.cases)} ({', '.join(args.modes)}; {threads} thread(s); "
+                          f"clock: {clock_name}; load average {info.get('loadavg', '?')}); "
                           f"the other rows are from the earlier run")
     rows.sort(key=lambda r: (MODES.index(r["mode"]), order.index(r["case"]) if r["case"] in order else len(order),
                              r["side"]))
@@ -141,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp, md)
     for kind, p in paths.items():
         print(f"wrote {kind}: {p}")
-    return 0
+    return rows, info
 
 
 if __name__ == "__main__":

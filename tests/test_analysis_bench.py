@@ -326,3 +326,42 @@ def test_cpu_clock_counts_work_not_waiting():
             time_calls(lambda: None, clock="cpu", device="cuda")
     finally:
         torch.set_num_threads(threads)
+
+
+def _load_script(name):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_harness_thread_counts_and_scaling_table(tmp_path):
+    import os
+
+    harness = _load_script("harness")
+    assert harness.thread_counts(["2", "1", "all", "1"]) == sorted({1, 2, os.cpu_count()})
+    assert harness.thread_counts(None) == [torch.get_num_threads()]
+    with pytest.raises(ValueError, match="'x'"):
+        harness.thread_counts(["x"])
+    info = {"device": "cpu", "cpu": "Test CPU", "loadavg": "1.00 1.00 1.00"}
+    row = {"mode": "forward", "case": "ENLA-m16", "side": 50, "status": "ok"}
+    done = {1: ([dict(row, time_median_s=0.4)], dict(info, threads="1", clock="thread CPU time")),
+            4: ([dict(row, time_median_s=0.1)], dict(info, threads="4", clock="wall"))}
+    path = harness.write_scaling(done, tmp_path)
+    text = path.read_text()
+    assert path.name == "cpu-test-cpu-threads.md"
+    assert "| forward | ENLA-m16 | 50² | 0.4 | 0.1 | 4.00 |" in text
+    assert "files `cpu-test-cpu-4t.*`" in text and "clock thread CPU time" in text
+
+
+def test_side_by_side_rows_are_equal_computations():
+    """The benchmark's baseline is the single pass of the same algorithm: same output, at least the memory."""
+    sbs = _load_script("side_by_side")
+    for name in ("ENLCA", "NLSA", "HSPA"):
+        r = sbs.measure_row(name, 24, 1, repeats=1, warmup=0)
+        assert r["threads"] == 1 and r["srlib_s"] > 0 and r["base_s"] > 0
+        assert r["max_abs_diff"] < 1e-4, name
+        assert r["srlib_mib"] <= r["base_mib"] * 1.05, name

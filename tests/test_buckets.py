@@ -12,7 +12,7 @@ from srlib.attention.buckets import (
     look_around_at,
     n_hash_buckets,
 )
-import srlib.attention.buckets as buckets_module
+import srlib.attention.blocking as blocking_module
 from srlib.attention.nla import non_local_attention
 
 
@@ -164,11 +164,11 @@ def test_look_around_at_is_a_slice_of_look_around():
         look_around_at(x, 5, 8)
 
 
-@pytest.mark.parametrize("budget", [1, 500, 2**18])  # one chunk per block, a few, everything at once
+@pytest.mark.parametrize("budget", [1, 4000, 2**18])  # bytes: one chunk per block, a few, everything at once
 @pytest.mark.parametrize("bias_kind", [None, "full", "at"])
 def test_blocked_inference_equals_single_pass(budget, bias_kind, monkeypatch):
     """Under no_grad the chunks go in blocks; the result equals the single pass of the autograd path."""
-    monkeypatch.setattr(buckets_module, "SCORE_BLOCK_ELEMENTS", budget)
+    monkeypatch.setattr(blocking_module, "_budgets", {"cpu": budget})
     g = torch.Generator().manual_seed(6)
     q = torch.randn(2, 61, 5, generator=g, dtype=torch.float64)
     v = torch.randn(2, 61, 3, generator=g, dtype=torch.float64)
@@ -206,7 +206,7 @@ def test_argmax_hash_blocks_equal_the_explicit_argmax(signed):
 
 
 def test_shared_attention_blocked_inference_equals_single_pass(monkeypatch):
-    monkeypatch.setattr(buckets_module, "SCORE_BLOCK_ELEMENTS", 1)  # one chunk per block
+    monkeypatch.setattr(blocking_module, "_budgets", {"cpu": 1})  # one chunk per block
     g = torch.Generator().manual_seed(8)
     q = torch.randn(2, 45, 4, generator=g, dtype=torch.float64)
     v = torch.randn(2, 45, 3, generator=g, dtype=torch.float64)
@@ -217,3 +217,38 @@ def test_shared_attention_blocked_inference_equals_single_pass(monkeypatch):
     with torch.no_grad():
         blocked = apply_shared_attention(score, v, layout)
     torch.testing.assert_close(blocked, single, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("budget", [1, 30_000, 2**30])  # bytes: one chunk per block, a few, a single pass
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_training_path_blocks_equal_the_single_pass(budget, with_bias, monkeypatch):
+    """The training path (_ChunkAttention: blocked forward, backward recomputing the scores) gives the same
+    outputs and gradients as the single pass that keeps the whole weight tensor (float64, gradcheck too)."""
+    monkeypatch.setattr(blocking_module, "_budgets", {"cpu": budget})
+    g = torch.Generator().manual_seed(9)
+    q = torch.randn(2, 45, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 45, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(2, 2, 6, 8, 24, generator=g, dtype=torch.float64, requires_grad=True)
+    layout = BucketLayout.from_codes(torch.randint(0, 4, (2, 2, 45), generator=g), 8)  # 6 chunks, 3 padded
+    kwargs = {"score_bias": (lambda lay: bias)} if with_bias else {}
+    wr = torch.randn(2, 2, 45, 3, generator=g, dtype=torch.float64)
+    ws = torch.randn(2, 2, 45, generator=g, dtype=torch.float64)
+    inputs = (q, v, bias) if with_bias else (q, v)
+
+    def loss(res):
+        return (res.ret * wr).sum() + (res.bucket_score * ws).sum()
+
+    blocked = bucketed_attention(q, v, layout, **kwargs)
+    single = bucketed_attention(q, v, layout, return_score=True, **kwargs)  # the single pass, weights kept
+    assert blocked.score is None and single.score is not None
+    torch.testing.assert_close(blocked.ret, single.ret, rtol=0, atol=1e-13)
+    torch.testing.assert_close(blocked.bucket_score, single.bucket_score, rtol=0, atol=1e-13)
+    got = torch.autograd.grad(loss(blocked), inputs)
+    want = torch.autograd.grad(loss(single), inputs)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    if budget == 30_000:
+        assert torch.autograd.gradcheck(
+            lambda *t: loss(bucketed_attention(t[0], t[1], layout, **({"score_bias": (lambda lay: t[2])}
+                                                                      if with_bias else {}))),
+            inputs, eps=1e-6, atol=1e-7)

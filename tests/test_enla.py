@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import srlib.attention.enla as enla_module
 from srlib.attention.enla import (
     ENLA,
     ENLCA,
@@ -114,10 +113,12 @@ def test_feature_map_positive_and_formula():
         positive_random_features(u, torch.randn(7, 4, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("block_elements", [1, 40, 2**15])
-def test_enla_inference_blocks_equal_the_autograd_path(block_elements, monkeypatch):
-    """Without autograd ENLA sums over row blocks (no (L, m) features stored): same result as Eqs. (4)-(6)."""
-    monkeypatch.setattr(enla_module, "FEATURE_BLOCK_ELEMENTS", block_elements)
+@pytest.mark.parametrize("budget", [1, 3000, 2**20])  # bytes: one row per block, a few blocks, a single pass
+def test_enla_inference_blocks_equal_the_autograd_path(budget, monkeypatch):
+    """Without autograd ENLA sums over row blocks within the budget: same result as Eqs. (4)-(6)."""
+    import srlib.attention.blocking as blocking_module
+
+    monkeypatch.setattr(blocking_module, "_budgets", {"cpu": budget})
     g = torch.Generator().manual_seed(2)
     q = torch.randn(2, 37, 3, generator=g, dtype=torch.float64)
     k = torch.randn(2, 29, 3, generator=g, dtype=torch.float64)
@@ -130,7 +131,33 @@ def test_enla_inference_blocks_equal_the_autograd_path(block_elements, monkeypat
     qg = q.clone().requires_grad_()
     got_grad_path = enla(qg, k, v, proj)
     assert got_grad_path.grad_fn is not None
-    torch.testing.assert_close(got_grad_path.detach(), want, rtol=0, atol=0)
+    torch.testing.assert_close(got_grad_path.detach(), want, rtol=1e-13, atol=0)  # _BlockedENLA, same blocks
+
+
+@pytest.mark.parametrize("budget", [1, 3000, 2**20])  # bytes: one row per block, a few blocks, a single pass
+def test_enla_training_path_gradients_equal_autograd(budget, monkeypatch):
+    """The training path (_BlockedENLA: blocked forward, backward recomputing the features) gives the
+    gradients autograd gives through Eqs. (4)-(6) on whole feature matrices (float64; gradcheck too)."""
+    import srlib.attention.blocking as blocking_module
+
+    monkeypatch.setattr(blocking_module, "_budgets", {"cpu": budget})
+    g = torch.Generator().manual_seed(3)
+    q = (0.5 * torch.randn(2, 37, 3, generator=g, dtype=torch.float64)).requires_grad_()
+    k = (0.5 * torch.randn(2, 29, 3, generator=g, dtype=torch.float64)).requires_grad_()
+    v = torch.randn(2, 29, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    proj = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    w = torch.randn(2, 37, 4, generator=g, dtype=torch.float64)
+    got = enla(q, k, v, proj)
+    assert type(got.grad_fn).__name__ == "_BlockedENLABackward"
+    want = linear_attention(positive_random_features(q, proj), positive_random_features(k, proj), v)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=0)
+    for a, b in zip(torch.autograd.grad((got * w).sum(), (q, k, v)), torch.autograd.grad((want * w).sum(), (q, k, v))):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-13)
+    if budget == 3000:
+        assert torch.autograd.gradcheck(lambda a, b, c: enla(a, b, c, proj), (q, k, v), eps=1e-6, atol=1e-8)
+    # a projection that wants a gradient takes the autograd path
+    p2 = proj.clone().requires_grad_()
+    assert type(enla(q, k, v, p2).grad_fn).__name__ != "_BlockedENLABackward"
 
 
 def test_linear_attention_equals_quadratic_form():

@@ -35,6 +35,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from srlib.attention.blocking import items_per_block
+
 __all__ = [
     "BucketLayout",
     "BucketedAttentionResult",
@@ -44,10 +46,6 @@ __all__ = [
     "look_around_at",
     "n_hash_buckets",
 ]
-
-#: Score entries per block of chunks in the inference path of :func:`bucketed_attention` (``2**18`` float32 =
-#: 1 MiB: the scores of a block stay in cache while they are normalised and applied).
-SCORE_BLOCK_ELEMENTS = 2**18
 
 
 def n_hash_buckets(length: int, chunk_size: int, max_buckets: int = 128) -> int:
@@ -263,15 +261,30 @@ def bucketed_attention(
     Returns:
         :class:`BucketedAttentionResult`.
 
-    Without autograd (``torch.no_grad``) and without ``return_score``, the chunks are processed in blocks of
-    about :data:`SCORE_BLOCK_ELEMENTS` scores (:func:`look_around_at`): no ``(B, R, n, c, 3c)`` tensor is
-    stored, so the scores stay in cache while they are normalised and applied. Same arithmetic; the result
-    equals the single-pass one up to float rounding.
+    Without autograd (``torch.no_grad``) and without ``return_score``, the scores of all chunks are computed
+    in one pass when they (with the looked-around keys and values) fit the block budget of the device
+    (:mod:`srlib.attention.blocking`, CPU default 16 MiB), otherwise in as few blocks of chunks as the budget
+    allows (:func:`look_around_at`), so that no ``(B, R, n, c, 3c)`` tensor larger than the budget is stored.
+    Same arithmetic; the result equals the single-pass one up to float rounding.
+
+    With autograd and without ``return_score`` the same blocks are used by :class:`_ChunkAttention`: its
+    backward recomputes each block's scores from the saved queries, keys and log-normalisers instead of
+    keeping the ``(B, R, n, c, 3c)`` weights and the looked-around copies for the backward (saved memory
+    ``O(B·R·L·(Dq + Dv))``, and every elementwise pass stays in a block within the budget: time linear in
+    ``L``). With ``return_score`` (visualisation, LCoA's shared weights) the single pass with the whole
+    weight tensor is used.
     """
     qc = layout.to_chunks(q)  # (B, R, n, c, Dq)
     vc = layout.to_chunks(v)  # (B, R, n, c, Dv)
     if not return_score and not torch.is_grad_enabled():
         ret, bucket_score = _chunk_blocks(qc, vc, layout, key_eps, score_bias, score_bias_at)
+        return BucketedAttentionResult(ret=layout.from_chunks(ret), bucket_score=layout.from_chunks(bucket_score),
+                                       layout=layout)
+    if not return_score and any(t.requires_grad for t in (qc, vc)):
+        # training: blocked forward, blocked backward that recomputes each block's scores (_ChunkAttention)
+        bias = score_bias(layout) if score_bias is not None else None
+        kn = F.normalize(qc, p=2, dim=-1, eps=key_eps)
+        ret, bucket_score = _ChunkAttention.apply(qc, kn, vc, bias)
         return BucketedAttentionResult(ret=layout.from_chunks(ret), bucket_score=layout.from_chunks(bucket_score),
                                        layout=layout)
     kc = look_around(F.normalize(qc, p=2, dim=-1, eps=key_eps))  # (B, R, n, 3c, Dq)
@@ -292,6 +305,88 @@ def bucketed_attention(
     )
 
 
+def _block_steps(qc: torch.Tensor, vc: torch.Tensor) -> tuple[int, int]:
+    """``(rounds, chunks)`` per block of the chunked attention within the block budget of the device: all
+    rounds and chunks (a single pass) when the scores and looked-around keys and values fit."""
+    B, R, n, c, _ = qc.shape
+    # bytes of one chunk of one round: scores (c, 3c) and the looked-around keys and values (3c, Dq + Dv)
+    per_chunk = B * 3 * c * (c + qc.shape[-1] + vc.shape[-1]) * qc.element_size()
+    fit = items_per_block(R * n, per_chunk, qc.device)  # chunk-rounds per block; R * n: a single pass
+    r_step = min(R, fit)  # rounds per block
+    return r_step, max(1, fit // r_step)  # chunks per block
+
+
+def _ranges(stop: int, step: int):
+    for i0 in range(0, stop, step):
+        yield i0, min(stop, i0 + step)
+
+
+def _scatter_look_around(dst: torch.Tensor, grad: torch.Tensor, n0: int, n1: int) -> None:
+    """Adjoint of :func:`look_around_at`: add ``grad`` ``(B, r, n1 - n0, 3c, D)`` (the ``[own, prev, next]``
+    keys of chunks ``n0 .. n1 - 1``) into ``dst`` ``(B, r, n, c, D)`` at the chunks they were copied from."""
+    n, c = dst.shape[2], dst.shape[3]
+    own = torch.arange(n0, n1, device=dst.device)
+    for part, shift in ((0, 0), (1, -1), (2, 1)):  # own chunk, previous chunk, next chunk (cyclic)
+        dst.index_add_(2, (own + shift) % n, grad[:, :, :, part * c:(part + 1) * c])
+
+
+class _ChunkAttention(torch.autograd.Function):
+    """Steps 4-5 of :func:`bucketed_attention` for training, block by block (flash-attention-style backward).
+
+    Inputs ``qc`` ``(B, R, n, c, Dq)`` queries, ``kn`` ``(B, R, n, c, Dq)`` normalised keys (not looked
+    around), ``vc`` ``(B, R, n, c, Dv)`` values, ``bias`` ``(B, R, n, c, 3c)`` or ``None``; outputs ``ret``
+    ``(B, R, n, c, Dv)`` and ``lse`` ``(B, R, n, c)`` (Eq. 10 normaliser = Eq. 11 bucket score). Saved: the
+    inputs, ``ret`` and ``lse``. Backward per block, with ``w = exp(raw - lse)`` recomputed:
+    ``dw = dret vᵀ``, ``draw = w (dw - <dret, ret> + dlse)``, ``dq = draw k``, ``dk = drawᵀ q``,
+    ``dv = wᵀ dret``, ``dbias = draw``; key and value gradients go back to the chunks they were looked around
+    from. First derivatives only (``gradcheck`` in ``tests/test_buckets.py``)."""
+
+    @staticmethod
+    def forward(ctx, qc, kn, vc, bias):
+        B, R, n, c, _ = qc.shape
+        r_step, n_step = _block_steps(qc, vc)
+        ret = vc.new_empty(B, R, n, c, vc.shape[-1])
+        lse_all = qc.new_empty(B, R, n, c)
+        for n0, n1 in _ranges(n, n_step):
+            for r0, r1 in _ranges(R, r_step):
+                raw = torch.einsum("brncd,brnkd->brnck", qc[:, r0:r1, n0:n1], look_around_at(kn[:, r0:r1], n0, n1))
+                if bias is not None:
+                    raw += bias[:, r0:r1, n0:n1]
+                lse = torch.logsumexp(raw, dim=-1, keepdim=True)
+                w = raw.sub_(lse).exp_()
+                ret[:, r0:r1, n0:n1] = torch.einsum("brnck,brnkd->brncd", w, look_around_at(vc[:, r0:r1], n0, n1))
+                lse_all[:, r0:r1, n0:n1] = lse.squeeze(-1)
+        ctx.save_for_backward(qc, kn, vc, bias, ret, lse_all)
+        ctx.steps = (r_step, n_step)
+        return ret, lse_all
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dret, dlse):
+        qc, kn, vc, bias, ret, lse_all = ctx.saved_tensors
+        r_step, n_step = ctx.steps
+        R, n = qc.shape[1], qc.shape[2]
+        dq, dk, dv = torch.zeros_like(qc), torch.zeros_like(kn), torch.zeros_like(vc)
+        dbias = torch.empty_like(bias) if bias is not None and ctx.needs_input_grad[3] else None
+        delta = (dret * ret).sum(-1)  # (B, R, n, c): <dret, ret> = sum_k w_k dw_k, the softmax backward term
+        for n0, n1 in _ranges(n, n_step):
+            for r0, r1 in _ranges(R, r_step):
+                sl = (slice(None), slice(r0, r1), slice(n0, n1))
+                q_b, k_la, v_la = qc[sl], look_around_at(kn[:, r0:r1], n0, n1), look_around_at(vc[:, r0:r1], n0, n1)
+                raw = torch.einsum("brncd,brnkd->brnck", q_b, k_la)
+                if bias is not None:
+                    raw += bias[sl]
+                w = raw.sub_(lse_all[sl].unsqueeze(-1)).exp_()  # (B, r, nb, c, 3c)
+                _scatter_look_around(dv[:, r0:r1], torch.einsum("brnck,brncd->brnkd", w, dret[sl]), n0, n1)
+                dw = torch.einsum("brncd,brnkd->brnck", dret[sl], v_la)
+                draw = dw.sub_((delta[sl] - dlse[sl]).unsqueeze(-1)).mul_(w)  # softmax + logsumexp backward
+                if dbias is not None:
+                    dbias[sl] = draw
+                dq[sl] = torch.einsum("brnck,brnkd->brncd", draw, k_la)
+                _scatter_look_around(dk[:, r0:r1], torch.einsum("brnck,brncd->brnkd", draw, q_b), n0, n1)
+        return dq, dk, dv, dbias
+
+
 def _chunk_blocks(qc, vc, layout, key_eps, score_bias, score_bias_at):
     """Steps 4-5 of :func:`bucketed_attention` over blocks of chunks (inference): ``(ret (B, R, n, c, Dv),
     bucket_score (B, R, n, c))`` in sorted, chunked order."""
@@ -300,9 +395,7 @@ def _chunk_blocks(qc, vc, layout, key_eps, score_bias, score_bias_at):
     full_bias = score_bias(layout) if score_bias is not None and score_bias_at is None else None
     ret = vc.new_empty(B, R, n, c, vc.shape[-1])
     bucket_score = qc.new_empty(B, R, n, c)
-    per_chunk = B * c * 3 * c  # scores of one chunk of one round
-    r_step = max(1, min(R, SCORE_BLOCK_ELEMENTS // per_chunk))  # rounds per block
-    n_step = max(1, SCORE_BLOCK_ELEMENTS // (per_chunk * r_step))  # chunks per block
+    r_step, n_step = _block_steps(qc, vc)
     for n0 in range(0, n, n_step):
         n1 = min(n, n0 + n_step)
         bias = None
@@ -336,10 +429,10 @@ def apply_shared_attention(score: torch.Tensor, v: torch.Tensor, layout: BucketL
     vc = layout.to_chunks(v)
     if torch.is_grad_enabled():
         return layout.from_chunks(torch.einsum("brnck,brnkd->brncd", score, look_around(vc)))
-    # inference: a block of chunks at a time, without the (B, R, n, 3c, Dv) look-around copy of the values
+    # inference: blocks of chunks within the block budget, for the (B, R, n, 3c, Dv) look-around of the values
     B, R, n, c, _ = score.shape
     ret = vc.new_empty(vc.shape)
-    step = max(1, SCORE_BLOCK_ELEMENTS // (B * R * c * 3 * c))
+    step = items_per_block(n, B * R * 3 * c * vc.shape[-1] * vc.element_size(), vc.device)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         ret[:, :, n0:n1] = torch.einsum("brnck,brnkd->brncd", score[:, :, n0:n1], look_around_at(vc, n0, n1))

@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from srlib._checks import check_choice, check_divisible, check_feature_map, check_finite, check_ints, check_number
+from srlib.attention.blocking import items_per_block
 
 __all__ = [
     "ENLA",
@@ -193,21 +194,26 @@ def enla(
     Returns:
         ``(..., L, c_out)``.
 
-    Without autograd (no input requires a gradient, or ``torch.no_grad``) the same sums are taken over blocks
-    of rows (:func:`_enla_rows_blocked`), so that no ``(L, m)`` feature matrix is ever stored: equal up to
-    float rounding, and time linear in ``L`` (the full matrices, tens of MiB at ``L = 40,000``, made every
-    elementwise pass of the feature map a trip to main memory: forward time slope 1.3 instead of 1.0).
+    Without autograd (no input requires a gradient, or ``torch.no_grad``) the features are computed in place
+    (:func:`_enla_rows_blocked`): in one pass when the ``(..., L, m)`` matrix fits the block budget of the
+    device (:mod:`srlib.attention.blocking`, CPU default 16 MiB), otherwise over blocks of rows as large as the
+    budget allows, so that no larger feature matrix is stored. Equal up to float rounding, and time linear in
+    ``L`` (full matrices of tens of MiB at ``L = 40,000`` made every elementwise pass of the feature map a
+    trip to main memory: forward time slope 1.3; blocks of ``2**15`` entries, as before, paid ~80 small
+    matrix products per call: 3x slower at ``L = 10,000``). For training (a gradient wanted for ``q``, ``k``
+    or ``v``, not for ``projection``) the same blocks are used by :class:`_BlockedENLA`, whose backward
+    recomputes the features block by block instead of saving the ``(L, m)`` and ``(S, m)`` matrices.
     """
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, projection)):
+        if not projection.requires_grad and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] \
+                and q.shape[-1] == projection.shape[1] == k.shape[-1]:
+            return _BlockedENLA.apply(q, k, v, projection.to(q.dtype).t(), eps)  # recomputes in the backward
         return linear_attention(
             positive_random_features(q, projection, eps), positive_random_features(k, projection, eps), v
         )
     with torch.no_grad():
         return _enla_rows_blocked(q, k, v, projection, eps)
 
-
-#: Feature-matrix entries per row block of the inference path (``2**15`` float32 = 128 KiB: stays in cache).
-FEATURE_BLOCK_ELEMENTS = 2**15
 
 
 def _features_(u: torch.Tensor, proj_t: torch.Tensor, eps: float) -> torch.Tensor:
@@ -219,13 +225,20 @@ def _features_(u: torch.Tensor, proj_t: torch.Tensor, eps: float) -> torch.Tenso
 
 def _enla_rows_blocked(q, k, v, projection, eps):
     """:func:`enla` as two passes over blocks of rows: keys accumulate ``phi(K)ᵀ 1`` and ``phi(K)ᵀ V``
-    (Eq. 6 and the context of Eq. 5), then each block of queries is mapped and normalised. Extra memory
+    (Eq. 6 and the context of Eq. 5), then each block of queries is mapped and normalised. Rows per block:
+    all of them when the features fit the block budget (one pass), else as many as fit. Extra memory
     ``O(m·c_out + block·m)``; the arithmetic is that of :func:`linear_attention`."""
-    proj_t = projection.to(q.dtype).t()  # (d, m)
+    return _enla_parts(q, k, v, projection.to(q.dtype).t(), eps)[0]
+
+
+def _enla_parts(q, k, v, proj_t, eps):
+    """:func:`_enla_rows_blocked` with ``proj_t = Fᵀ`` ``(d, m)``; returns ``(out, k_sum (..., 1, m),
+    context (..., m, c_out), rows per block)``."""
     m = proj_t.shape[1]
-    rows = max(16, FEATURE_BLOCK_ELEMENTS // m)
     q, k = q.contiguous(), k.contiguous()  # (..., L, d) with d small: row blocks become plain matrices
     batch, n_keys, n_queries = q.shape[:-2], k.shape[-2], q.shape[-2]
+    per_row = max(1, batch.numel()) * m * q.element_size()  # bytes of one row of features, over the batch
+    rows = items_per_block(max(n_keys, n_queries), per_row, q.device)
     k_sum = q.new_zeros(*batch, 1, m)
     context = q.new_zeros(*batch, m, v.shape[-1])
     for s0 in range(0, n_keys, rows):
@@ -237,7 +250,67 @@ def _enla_rows_blocked(q, k, v, projection, eps):
         phi_q = _features_(q[..., l0:l0 + rows, :], proj_t, eps)
         denom = (phi_q * k_sum).sum(dim=-1, keepdim=True)  # Eq. (6), as linear_attention
         out[..., l0:l0 + rows, :] = (phi_q @ context).div_(denom)  # Eq. (5)
-    return out
+    return out, k_sum, context, rows
+
+
+def _exponent_(u: torch.Tensor, proj_t: torch.Tensor) -> torch.Tensor:
+    """``exp(F u - |u|²/2)`` of a block of rows ``(..., b, d)`` (the feature map before ``+ eps``, scaling)."""
+    return (u @ proj_t).sub_(u.pow(2).sum(dim=-1, keepdim=True) / 2.0).exp_()
+
+
+def _features_grad(u: torch.Tensor, e: torch.Tensor, dphi: torch.Tensor, proj_t: torch.Tensor) -> torch.Tensor:
+    """Gradient w.r.t. rows ``u`` given ``dphi`` w.r.t. ``phi(u) = m^-1/2 (e + eps)``, ``e = exp(F u - |u|²/2)``:
+    ``g = m^-1/2 dphi * e``, ``du = g F - u sum(g)``."""
+    g = dphi.mul_(e).mul_(proj_t.shape[1] ** -0.5)
+    return (g @ proj_t.t()).sub_(u * g.sum(dim=-1, keepdim=True))
+
+
+class _BlockedENLA(torch.autograd.Function):
+    """Training path of :func:`enla` (gradients for ``q``, ``k``, ``v``; ``proj_t = Fᵀ`` ``(d, m)`` constant).
+
+    Forward: :func:`_enla_rows_blocked`. Saved: ``q``, ``k``, ``v``, the key sums ``phi(K)ᵀ 1`` ``(..., 1, m)``,
+    the context ``phi(K)ᵀ V`` ``(..., m, c)`` and the output: no ``(L, m)`` feature matrix. Backward, with
+    ``num = phi(q) C``, ``den = phi(q) · s``, ``out = num / den`` (Eqs. 5-6): per block of queries
+    ``dnum = dout / den``, ``dden = -<dnum, out>``, ``dphi(q) = dnum Cᵀ + dden sᵀ``, accumulating
+    ``dC = phi(q)ᵀ dnum`` and ``ds = phi(q)ᵀ dden``; then per block of keys ``dv = phi(k) dC`` and
+    ``dphi(k) = v dCᵀ + ds``. Features are recomputed in each block (:func:`_features_grad` maps ``dphi``
+    back to the rows). First derivatives only; ``tests/test_enla.py`` compares with autograd and ``gradcheck``.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, proj_t, eps):
+        with torch.no_grad():
+            out, k_sum, context, rows = _enla_parts(q, k, v, proj_t, eps)
+        ctx.save_for_backward(q, k, v, proj_t, k_sum, context, out)
+        ctx.eps, ctx.rows = eps, rows
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        q, k, v, proj_t, k_sum, context, out = ctx.saved_tensors
+        eps, rows = ctx.eps, ctx.rows
+        scale = proj_t.shape[1] ** -0.5
+        q, k, v, dout = q.contiguous(), k.contiguous(), v.contiguous(), dout.contiguous()
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        d_context, d_sum = torch.zeros_like(context), torch.zeros_like(k_sum)
+        for l0 in range(0, q.shape[-2], rows):
+            sl = (..., slice(l0, l0 + rows), slice(None))
+            e = _exponent_(q[sl], proj_t)  # (..., b, m)
+            phi = (e + eps).mul_(scale)
+            dnum = dout[sl] / (phi * k_sum).sum(dim=-1, keepdim=True)  # dout / den
+            dden = -(dnum * out[sl]).sum(dim=-1, keepdim=True)  # d den = -<dout, num> / den²
+            d_context += phi.transpose(-1, -2) @ dnum
+            d_sum += (phi * dden).sum(dim=-2, keepdim=True)
+            dphi = (dnum @ context.transpose(-1, -2)).add_(dden * k_sum)
+            dq[sl] = _features_grad(q[sl], e, dphi, proj_t)
+        for s0 in range(0, k.shape[-2], rows):
+            sl = (..., slice(s0, s0 + rows), slice(None))
+            e = _exponent_(k[sl], proj_t)
+            dv[sl] = (e + eps).mul_(scale) @ d_context
+            dphi = (v[sl] @ d_context.transpose(-1, -2)).add_(d_sum)
+            dk[sl] = _features_grad(k[sl], e, dphi, proj_t)
+        return dq, dk, dv, None, None
 
 
 def exp_kernel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from srlib._checks import check_feature_map, check_int
+from srlib.attention.blocking import get_block_budget
 from srlib.attention.nla import NonLocalAttention
 from srlib.attention.softthreshold import (
     SoftThreshold,
@@ -215,14 +216,17 @@ def hspa_attention(
     support, ``O(B · L · t)``), and the backward of Eq. (19) works on it alone, ``O(B · L · t · (D + Dv))``
     instead of ``O(B · L² · (D + Dv))``; a block with a support above :data:`SPARSE_MAX_SUPPORT` recomputes its
     scores instead. The forward output equals the dense ``soft_threshold(q kᵀ) v`` (bit for bit when one
-    block holds every query, which :func:`auto_block_size` chooses whenever ``B·L² ≤ 2²²``); gradients
+    block holds every query, which :func:`auto_block_size` chooses whenever the ``B·L²`` scores fit the block
+    budget: ``2²²`` float32 on the CPU by default); gradients
     equal the dense path's up to summation order. The backward is not itself differentiable (no double
     backward; use ``block_size=None`` for that).
 
     Args:
         q: ``(B, L, D)`` queries; k: ``(B, L, D)`` keys; v: ``(B, L, Dv)`` values (same floating dtype).
         topk, mode: of the ST operation (see :func:`~srlib.attention.softthreshold.soft_threshold`).
-        block_size: queries per block: ``"auto"`` (:func:`auto_block_size`), a positive integer, or ``None``
+        block_size: queries per block: ``"auto"`` (:func:`auto_block_size` with the block budget of the
+            device, :mod:`srlib.attention.blocking`: 16 MiB of scores on the CPU, 1 GiB on CUDA, settable), a
+            positive integer, or ``None``
             for the dense path (the official code's: full ``(B, L, L)`` scores).
 
     Returns:
@@ -244,7 +248,10 @@ def hspa_attention(
     if block_size is None:  # dense, as the official code
         return torch.bmm(soft_threshold(torch.bmm(q, k.transpose(1, 2)), dim=-1, topk=topk, mode=mode), v)
     B, L, _ = q.shape
-    block = auto_block_size(max(L, k.shape[1]), B) if block_size == "auto" else min(block_size, L)
+    if block_size == "auto":  # the block budget of the device, in score entries (CPU default 16 MiB = 2**22 float32)
+        block = auto_block_size(max(L, k.shape[1]), B, budget=max(1, get_block_budget(q.device) // q.element_size()))
+    else:
+        block = min(block_size, L)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         return _BlockwiseHSPA.apply(q, k, v, topk, mode, block)
     with torch.no_grad():
