@@ -7,11 +7,11 @@ nothing from it.
 ==============================  =============================================================================
 ``srlib.analysis.flops``        analytic FLOP counts of the six mechanisms (NLSN Table 5, ENLCN Table 4)
 ``srlib.analysis.measure``      measured time (``torch.utils.benchmark``) and peak tensor memory against size,
-                                log-log slopes: the one cost-measurement implementation (notebooks 00, 06)
+                                log-log slopes: the one cost-measurement implementation (notebooks 00b, 06)
 ``srlib.analysis.bench``        the benchmark harness library behind ``benchmarks/harness.py`` (cases,
                                 isolated child processes, result tables and CSV)
 ``srlib.analysis.maps``         one query's attention map, non-local mass, feature maps for demonstrations,
-                                softmax flattening (HSPAN Fig. 1; notebook 00)
+                                softmax flattening (HSPAN Fig. 1; notebook 00b)
 ``srlib.analysis.enla``         ENLCN's random-feature estimator: variance, amplification, ENLA vs exact rows (02)
 ``srlib.analysis.buckets``      bucket maps, which keys a query reaches, bucket balance, LSH collisions (01, 03)
 ``srlib.analysis.hashing``      super-bit vs spherical hashing, bucket-neighbour recall, DLSN Fig. 1/4 numbers (03)

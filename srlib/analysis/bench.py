@@ -5,7 +5,7 @@ What is measured, for each *case* (a mechanism with its settings, :func:`bench_c
 
 * **time**: ``warmup`` untimed calls, then about ``repeats`` timed blocks of ``torch.utils.benchmark``'s
   ``Timer.blocked_autorange`` at the process's thread count (:func:`srlib.analysis.measure.time_calls`, also
-  used by notebooks 00 and 05); the median (and the fastest block) per call is reported. On CUDA the clock
+  used by notebooks 00b and 05); the median (and the fastest block) per call is reported. On CUDA the clock
   synchronises the device at every reading. With ``clock="cpu"`` the CPU time of the process is
   timed instead of wall time (robust to other jobs on a shared machine; one thread).
 * **peak memory** of one more call after the timed ones, above the level before it, in one of three ways

@@ -30,10 +30,10 @@ Modules. Pass trained srlib modules (``module=`` / ``layer_modules=``, e.g. from
 on a network), or let :func:`demo_module` build one: a seeded srlib module whose query/key embedding is the
 identity scaled by the temperature, so that the score of two *unit* feature vectors is ``cos / temperature``
 (for ENLA the amplification ``k`` plays that role: ``k cos``). With :func:`~srlib.analysis.maps.patch_descriptors`
-as features this is the non-local-means similarity of notebook ``00``: the maps are meaningful without training.
+as features this is the non-local-means similarity of notebook ``00b``: the maps are meaningful without training.
 
 Images: :class:`AttentionExplorer` takes a tensor, an image file (yours, or a benchmark image), or the name
-of a bundled sample photograph; :func:`demo_scene` is the scene of notebook ``00``.
+of a bundled sample photograph; :func:`demo_scene` is the scene of notebook ``00b``.
 
 Conventions: features ``(1, C, H, W)``; position ``(y, x)`` is index ``p = y * W + x``; maps ``(H, W)``.
 """
@@ -115,7 +115,7 @@ class Knob:
     help: str = ""
 
 
-#: Temperatures the explorer's slider offers for the demo modules (``cos / tau`` scores; 0.05 as notebook 00).
+#: Temperatures the explorer's slider offers for the demo modules (``cos / tau`` scores; 0.05 as notebook 00b).
 TEMPERATURES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 #: The knobs that matter, per mechanism (NLA has none: dense softmax over every position).
@@ -907,7 +907,7 @@ def collect_attention_layers(model: nn.Module, lr: Tensor) -> dict[str, list[tup
 # The widget
 # --------------------------------------------------------------------------------------------------------
 def demo_scene(size: int = 64) -> tuple[Tensor, str]:
-    """The scene of notebook ``00``: repeated structure, flat regions and edges, ``size x size`` RGB in [0, 1].
+    """The scene of notebook ``00b``: repeated structure, flat regions and edges, ``size x size`` RGB in [0, 1].
 
     With the benchmark data present (``srlib.config.data_dir()``): Urban100 ``img_014``, x4 LR, crop
     ``[16:144, 64:192]`` (a facade with rows of windows); otherwise scikit-image's bundled ``brick.png``, crop
@@ -1129,7 +1129,7 @@ class AttentionExplorer:
         mechanisms: which of :data:`MECHANISMS` to offer.
         layer_modules: ``{mechanism: module | [module, ...] | [(module, features), ...]}`` (trained modules,
             e.g. :func:`collect_attention_layers`); mechanisms not in it use :func:`demo_module`.
-        temperature: demo modules' ``cos / temperature`` scores (default 0.05 as notebook 00).
+        temperature: demo modules' ``cos / temperature`` scores (default 0.05 as notebook 00b).
         seed: seed of every random draw.
         query: initial ``(y, x)`` (default: the centre).
         max_positions: cap on ``h * w`` for the default features (128 * 128).
@@ -1216,7 +1216,7 @@ class AttentionExplorer:
                                                 description="mechanism", style=style)
         self.controls["layer"] = W.IntSlider(value=0, min=0, max=0, description="layer", style=style,
                                              continuous_update=False)
-        # the softmax temperature of the demo modules: scores of unit features are cos / tau (notebook 00 Eq. 4)
+        # the softmax temperature of the demo modules: scores of unit features are cos / tau (notebook 00b Eq. 4)
         taus = sorted(set(TEMPERATURES) | {self.temperature})
         self.controls["temperature"] = W.SelectionSlider(
             options=[(f"{t:g}", t) for t in taus], value=self.temperature, description="temperature τ",
