@@ -977,6 +977,9 @@ def paired_runs(setting, metric):
 
 lines = []
 for setting, label in (("data", "with the benchmark data (Urban100 facade)"), ("offline", "offline (brick wall)")):
+    if setting not in spread02:
+        lines.append(f"* {label}: not measured yet (`python benchmarks/tiny_spread.py 02` in that setting).")
+        continue
     top2 = {case: spread02[setting][case]["top2_exact"] for case in ("control", "contrastive")}
     plain, contrastive = paired_runs(setting, "top2_exact")
     ratios = contrastive / plain
@@ -1071,6 +1074,9 @@ print(f"shipped ENLCN: {q_by['ENLCN small, shipped']['gain_db']:+.2f} dB against
 # %%
 lines = []
 for setting, label in (("data", "with the benchmark data (Set5 x2)"), ("offline", "offline (bundled photographs)")):
+    if setting not in spread02:
+        lines.append(f"* {label}: not measured yet (`python benchmarks/tiny_spread.py 02` in that setting).")
+        continue
     plain, contrastive = paired_runs(setting, "psnr")
     diffs = contrastive - plain
     gains = spread02[setting]["control"]["gain_db"]["values"] + spread02[setting]["contrastive"]["gain_db"]["values"]
