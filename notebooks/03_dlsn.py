@@ -49,7 +49,10 @@
 # evaluate a tiny DLSN (and vary the hash rounds, Table 2); part 6: paper vs code; part 7: exercises.
 #
 # **Data.** Stored outputs: benchmark data present (`SRLIB_DATA`). Without it the data cells use scikit-image
-# photographs and their numbers change (the conclusions are formatted from them, so they follow).
+# photographs and their numbers change (the conclusions are formatted from them, so they follow). Those
+# cells, and the cells that show the tiny training run (whose numbers also change with the seed, the thread
+# count and the CPU), are not compared as text by `pytest --nbval`: they assert what they must show, the
+# tiny run within the spread measured over seeds and thread counts (`srlib/spread/03.json`).
 
 # %%
 import inspect
@@ -71,7 +74,9 @@ from srlib import data as sdata
 from srlib.attention.buckets import BucketLayout, bucketed_attention, look_around, n_hash_buckets
 from srlib.attention.gla import (GlobalLearnableAttention, orthonormal_directions, paper_round_weights, superbit_lsh,
                                  superbit_projections)
-from srlib.course import TINY_RECIPE, format_quality_table, quality_table, shipped, tiny_train
+from srlib.course import (
+    TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread, quality_table, shipped, tiny_train,
+)
 from srlib.course_dlsn import (bucket_summary, centre_crop, chunk_scores, crops_psnr, detail_fit_summary,
                                format_bucket_summary, lss_change, lss_dependence, query_maps, seed_hashing,
                                top_attended_stats, variance_table)
@@ -85,9 +90,11 @@ from srlib.reference import load_case, reference_dir, run_case
 from srlib.train import paper_command
 from srlib.analysis.maps import features_for_attention
 from srlib.viz import plot_attention_maps
-from srlib.viz.buckets import plot_bucket_maps, plot_bucket_sizes
+from srlib.viz.buckets import plot_bucket_sizes
 from srlib.viz.compare import plot_sr_crops
-from srlib.viz.dlsn_figures import plot_chunk_scores, plot_degradations, plot_detail_fit, plot_hashing_comparison
+from srlib.viz.dlsn_figures import (
+    plot_chunk_scores, plot_degradations, plot_detail_fit, plot_hashing_comparison, plot_largest_buckets,
+)
 from srlib.viz.explorer import collect_attention_layers, prepare_attention
 from srlib.analysis.hashing import (
     HASH_METHODS, attention_on_positions, bucket_sizes, collision_probability, hash_codes, learnable_score_disabled,
@@ -374,9 +381,12 @@ assert abs(st["map_sum"] - 1) < 1e-4
 explorer
 
 # %% [markdown]
-# ### 2.4 Degradations: bicubic, blur, noise (Eq. 1-2)
+# ### 2.4 Degradations: bicubic, blur, noise (Eq. 1-2) *(deep dive)*
 #
-# DLSN is evaluated on three degradations `I = D(k * H) + n` (Eq. 2): **bicubic** downscaling (BI, Table 3),
+# Where this matters: the paper's Tables 4 and 5 (blur and noise). Everything else in this notebook (the
+# Fig. 1 measurement of part 3, the tiny and shipped networks, all PSNR tables) uses the bicubic degradation
+# only, so a course can skip this section. DLSN is evaluated on three degradations `I = D(k * H) + n`
+# (Eq. 2): **bicubic** downscaling (BI, Table 3),
 # **blur-downscale** (BD, Table 4: Gaussian blur with standard deviation 1.6, x3, "as discussed in SRMDNF and <!-- quoted -->
 # RCAN", two earlier SR networks; we use a 7x7 kernel and MATLAB bicubic downscaling, the paper does not spell the kernel size or the
 # downscaler out) and **noisy-downscale** (DN, Table 5: bicubic x3 plus white Gaussian noise of level 10 to
@@ -399,8 +409,10 @@ fig = plot_degradations(hr3, lrs_d, up_psnr)  # HR crop [60:156], LR crops [20:5
 plt.show()
 
 # %% [markdown]
-# The blur removes what bicubic downscaling keeps; the noise adds what a network must not copy. The
-# Gaussian kernel itself (`srlib.data.GaussianBlur(1.6, 7).kernel`, MATLAB `fspecial('gaussian', 7, 1.6)`):
+# The blur removes what bicubic downscaling keeps; the noise adds what a network must not copy: a network
+# trained on bicubic LR images (like every network here) meets neither, which is why the paper trains a
+# separate model per degradation. The Gaussian kernel itself (`srlib.data.GaussianBlur(1.6, 7).kernel`,
+# MATLAB `fspecial('gaussian', 7, 1.6)`):
 
 # %%
 kern = sdata.GaussianBlur(1.6, 7).kernel
@@ -519,12 +531,13 @@ assert gla_layers["trained"][1][0] is dlsn_trained.body[1].body[4]
 
 # %% [markdown]
 # **Bucket maps of the last GLA** (`body.1.body.4`, the layer of the paper's Fig. 4), first hash round, the
-# same projections for both networks (seed 0). Colours only say which positions share a bucket within a
-# panel.
+# same projections for both networks (seed 0). With up to 128 buckets, one colour per bucket is unreadable;
+# the 8 largest buckets of each panel get a strong colour (by size: blue is the largest), all the others are
+# left grey (`srlib.viz.dlsn_figures.plot_largest_buckets`).
 
 # %%
-fig = plot_bucket_maps(lr_t, {f"{net_name}, round 0": gla_states[net_name, 1, 0].details["codes"][0, 0]
-                              for net_name in gla_layers}, (Ht, Wt), n_buckets=n_b, alpha=0.85)
+fig = plot_largest_buckets(lr_t, {f"{net_name}, round 0": gla_states[net_name, 1, 0].details["codes"][0, 0]
+                                  for net_name in gla_layers}, (Ht, Wt), n_show=8)
 plt.show()
 
 # %% [markdown]
@@ -741,7 +754,7 @@ _ = plot_loss_history(result["history"], "tiny DLSN, CPU")
 plt.show()
 
 # %% [markdown]
-# ### 4.1 The real thing (GPU)
+# ### 4.1 The real thing (GPU) *(deep dive)*
 #
 # The paper's configuration: `DLSNConfig()` (about 70 M parameters at x2, counted in part 6), DIV2K
 # (`python -m srlib.data.download div2k --root data`), batch 16 of 48x48 LR patches, L1 loss, Adam
@@ -769,7 +782,9 @@ if RUN_FULL:
 # which the table seeds before each network, so the table is the same on every run. The paper's DLSN
 # reaches 38.43 dB / 0.9622 (Table 3). <!-- quoted -->
 
-# %%
+# %% tags=["nbval-ignore-output"]
+# not compared by nbval: the tiny row depends on the seed, the thread count and the CPU, and every row on
+# whether the benchmark data is present; the cell asserts what it must show instead
 eval_set, eval_name = sdata.default_eval_set(2, "Set5")  # or three bundled photographs offline
 for _, m in model.attention_modules():
     m.generator = None  # projections from the global generator, seeded by quality_table
@@ -778,25 +793,46 @@ rows_q = quality_table({"tiny DLSN (part 4)": model, "DLSN small, shipped": ship
                         "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}, eval_set, 2)
 print(format_quality_table(rows_q, eval_name))
 q_by = {r["name"]: r for r in rows_q}
-assert q_by["DLSN small, shipped"]["gain_db"] > 0  # the shipped network beats bicubic
-if eval_name == "Set5 x2":
-    assert abs(rows_q[0]["psnr"] - 33.68) < 0.05  # the well-known bicubic Set5 x2 PSNR
+for name in ("DLSN small, shipped", "EDSR small, shipped (same budget)"):
+    assert q_by[name]["gain_db"] > 0  # a trained network beats bicubic, with or without the data
+if data_setting() == "data":  # Set5 x2: the README's results table, to 0.01 dB
+    assert eval_name == "Set5 x2" and abs(rows_q[0]["psnr"] - 33.68) < 0.05  # the well-known bicubic PSNR
+    for name, stored in (("DLSN small, shipped", 34.495), ("EDSR small, shipped (same budget)", 34.749)):
+        assert abs(q_by[name]["psnr"] - stored) < 0.01
+lo, hi = assert_in_spread("03", "tiny DLSN", "psnr", q_by["tiny DLSN (part 4)"]["psnr"], floor=0.05)
+print(f"tiny DLSN: {q_by['tiny DLSN (part 4)']['psnr']:.2f} dB, inside the measured band [{lo:.2f}, {hi:.2f}] dB")
+d_edsr = q_by["DLSN small, shipped"]["psnr"] - q_by["EDSR small, shipped (same budget)"]["psnr"]
+assert d_edsr < 0  # at this budget the attention does not pay for itself (both settings)
+display(Markdown(
+    f"The shipped DLSN (650 iterations, 8 residual blocks) is {q_by['DLSN small, shipped']['gain_db']:.2f} dB above "
+    f"bicubic and {abs(d_edsr):.2f} dB below the same-budget EDSR without attention: at this scale the attention "
+    "does not pay for itself."))
+
+# %% [markdown]
+# **The tiny run, over seeds.** One tiny run's PSNR changes from one machine (or seed, or thread count) to
+# the next, so the table above is not the place to read it. Measured for seeds 0, 1, 2 at
+# 1 and 2 threads (`srlib/spread/03.json`, written by `python benchmarks/tiny_spread.py 03`):
 
 # %%
-d_edsr = q_by["DLSN small, shipped"]["psnr"] - q_by["EDSR small, shipped (same budget)"]["psnr"]
-display(Markdown(
-    f"After {TINY_RECIPE['iterations']} CPU iterations the tiny DLSN is {abs(q_by['tiny DLSN (part 4)']['gain_db']):.2f} dB "
-    f"{'below' if q_by['tiny DLSN (part 4)']['gain_db'] < 0 else 'above'} bicubic. The shipped DLSN (650 iterations, "
-    f"8 residual blocks) is {q_by['DLSN small, shipped']['gain_db']:.2f} dB above bicubic and {abs(d_edsr):.2f} dB "
-    f"{'below' if d_edsr < 0 else 'above'} the same-budget EDSR without attention: at this scale the attention "
-    "does not pay for itself."))
+spread03 = load_spread("03")
+lines = []
+for setting, label in (("data", "with the benchmark data (Set5 x2)"), ("offline", "offline (bundled photographs)")):
+    if setting not in spread03:
+        lines.append(f"* {label}: not measured yet (`python benchmarks/tiny_spread.py 03` in that setting).")
+        continue
+    gain = spread03[setting]["tiny DLSN"]["gain_db"]
+    lines.append(f"* {label}: {gain['mean']:+.2f} ± {gain['std']:.2f} dB against bicubic (mean ± standard deviation "
+                 f"over {gain['n']} runs, from {gain['min']:+.2f} to {gain['max']:+.2f} dB).")
+    assert gain["n"] == 6 and gain["max"] < 0  # after 200 CPU iterations the tiny DLSN is still below bicubic
+display(Markdown("\n".join(lines) + f"\n\nAfter {TINY_RECIPE['iterations']} CPU iterations the tiny DLSN is "
+                 "below bicubic in every measured run: it shows that the pipeline trains, not what GLA is worth."))
 
 # %% [markdown]
 # One region side by side (the third evaluation image, a 96x96 HR crop from its centre; hashing seeded), with
 # each network's PSNR on the whole image:
 
-# %%
-item = eval_set[2]
+# %% tags=["nbval-ignore-output"]
+item = eval_set[2]  # the image and the tiny run's PSNR depend on the data and the machine: asserted, not compared
 lr_img, hr_img = item["lr"], item["hr"]
 seed_hashing(model)
 seed_hashing(dlsn_trained)
@@ -816,7 +852,8 @@ assert crop_psnr["DLSN small, shipped"] > crop_psnr["bicubic"]
 # evaluation images. Also: the same network with the learnable score switched off in every GLA (the Table 1
 # idea, without retraining), and with every GLA removed (`res_scale = 0` makes the block the identity).
 
-# %%
+# %% tags=["nbval-ignore-output"]
+# the crops come from the evaluation set, which depends on the data: asserted, not compared
 crops = [centre_crop(eval_set[i], 64, 2) for i in range(len(eval_set))]  # 64x64 LR centre crops + HR
 glas = [m for _, m in dlsn_trained.attention_modules()]
 rounds_psnr = {r_: crops_psnr(dlsn_trained, crops, 2, n_hashes=r_) for r_ in (1, 2, 3, 4)}
@@ -827,8 +864,9 @@ print("test-time hash rounds (trained with 3):", {r_: round(p_, 3) for r_, p_ in
 print(f"3 rounds, learnable score switched off: {no_lss:.3f} dB | every GLA replaced by the identity: {no_gla:.3f} dB")
 assert all(20 < p_ < 45 for p_ in rounds_psnr.values()) and all(m.lss_variant == "official" for m in glas)
 
-# %%
+# %% tags=["nbval-ignore-output"]
 spread_r = max(rounds_psnr.values()) - min(rounds_psnr.values())
+assert spread_r < 0.1  # the test-time rounds hardly matter for this network
 display(Markdown(
     f"On the shipped network the number of test-time rounds moves the crop PSNR by {spread_r:.3f} dB at most, "
     f"switching the learnable score off by {no_lss - rounds_psnr[3]:+.3f} dB, and removing every GLA altogether by "
@@ -955,10 +993,11 @@ for ex in list_exercises("03"):
 
 # %% [markdown]
 # **03.1** ★ warm-up — **How many buckets?** GLA uses `b = min(L//c + (L//c) % 2, 128)` buckets per round.
-# With chunks of `c = 48`, how many for a 24x24 LR training patch, and how many for the 64x96 crop of part 3?
+# How many for a 40x40 LR patch with chunks of `c = 48`, and how many for a 100x100 LR image with the paper's
+# chunks of `c = 128`?
 
 # %%
-answer_03_1 = None  # your answer: (b for 24x24, b for 64x96)
+answer_03_1 = None  # your answer: (b for 40x40 with c = 48, b for 100x100 with c = 128)
 check("03.1", answer_03_1)
 
 # %% [markdown]
@@ -984,11 +1023,12 @@ check("03.3", answer_03_3)
 # al.'s claim that the gain is largest at 90°.
 #
 # **03.5** ★★ practice — **A learnable score that never sees the query.** In the official GLA,
-# `s_l(i, j) = MLP(f_j)[i]`. If the LSS features `f` of one position change, how many of the 48 rows (query
-# slots) of its chunk's `(48, 144)` score matrix `s_l` change? (Part 6, item 1, measures it.)
+# `s_l(i, j) = MLP(f_j)[i]`, one `(48, 144)` matrix per chunk (48 query slots, 144 keys). Part 6, item 1,
+# changed the LSS features `f` of one position and looked at its own chunk. Over *all* chunks of one hash
+# round (chunks of 48, no padding, more than three chunks), how many entries of `s_l` change?
 
 # %%
-answer_03_5 = None  # your answer: an integer
+answer_03_5 = None  # your answer: an integer (entries of s_l over all chunks of one round)
 check("03.5", answer_03_5)
 
 # %% [markdown]
@@ -1001,3 +1041,31 @@ check("03.5", answer_03_5)
 # how many of the 128 buckets are empty, how large is the largest one? Then train a tiny network with
 # `reduction=1` (`C' = 32`): does the bucket collapse go away? Why does a ReLU'd (non-negative) embedding
 # matter for the `[xR, -xR]` hash?
+
+# %% [markdown]
+# ### Summary: what GLA does
+#
+# **The mechanism.** Global Learnable Attention is NLSN's bucketed attention with a different hash and an
+# extra score. It embeds every position (`phi_q = ReLU(conv3x3)`), hashes the embedding with super-bit LSH
+# (project on random orthonormal directions, take the argmax, Eq. 12-13), sorts the positions by bucket and
+# cuts them into chunks of `c`; each query attends to its chunk and the two next to it with the score
+# `s_f + s_l`, the dot product with the normalised key plus a learnable score (in the official code an MLP
+# of the *key's* features read at the query's slot, Eq. 9-11); several hash rounds are combined by the
+# softmax of their bucket scores (Eq. 17). The cost stays linear in the number of positions, and the
+# learnable score is the paper's answer to Fig. 1: the keys that help a damaged query most need not be the
+# most similar ones. What this notebook measured, at its small scale (formatted from the outputs above):
+
+# %% tags=["nbval-ignore-output"]
+eff_last = summary["trained", 1]["effective"]
+display(Markdown(f"""
+* **The idea of Fig. 1 shows in a measurement:** only {fit1['overlap']:.0%} of the keys whose true detail fits a damaged query
+  best are among its most similar-looking keys (mean fit {fit1['fit_of_best']:.2f} against {fit1['fit_of_similar']:.2f}).
+* **The hashing collapses in the small trained network:** the last GLA has {eff_last:.1f} effective buckets of
+  {n_b}, and inside a chunk the weights stay close to uniform; its sparsity comes from hashing and chunking.
+* **Much of the learnable score acts between hash rounds** ({row_share:.0%} of its variance is constant along rows,
+  which cancels inside a round's softmax).
+* **At this budget attention does not pay:** the shipped DLSN is {q_by['DLSN small, shipped']['gain_db']:.2f} dB above
+  bicubic but {abs(d_edsr):.2f} dB below the same-budget EDSR, and removing every GLA moves its crop PSNR by
+  {no_gla - rounds_psnr[3]:+.3f} dB. The paper's gains (Tables 1-3) need the full network and schedule.
+"""))
+assert 0 <= fit1["overlap"] < 0.9 and 1 <= eff_last <= n_b and d_edsr < 0

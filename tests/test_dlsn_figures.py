@@ -71,3 +71,30 @@ def test_plot_degradations_one_panel_per_lr_and_titles():
         plot_degradations(hr, lrs, {"BI": 1.0})
     with pytest.raises(ValueError, match="outside BI"):
         plot_degradations(hr, lrs, {"BI": 1.0, "BD": 1.0}, hr_box=(0, 0, 40), lr_box=(10, 10, 12))
+
+
+def test_largest_buckets_grid_ranks_by_size():
+    from srlib.viz.dlsn_figures import largest_buckets_grid
+
+    codes = torch.tensor([5, 5, 5, 2, 2, 9, 7, 7, 7, 7, 1, 3])  # sizes: 7 -> 4, 5 -> 3, 2 -> 2, then 1s
+    grid, sizes = largest_buckets_grid(codes, (3, 4), n_show=3)
+    assert sizes == [4, 3, 2]
+    assert grid.flatten().tolist() == [1, 1, 1, 2, 2, -1, 0, 0, 0, 0, -1, -1]
+    with pytest.raises(ValueError, match="H \\* W"):
+        largest_buckets_grid(codes, (4, 4))
+    with pytest.raises(ValueError, match="n_show"):
+        largest_buckets_grid(codes, (3, 4), n_show=0)
+
+
+def test_plot_largest_buckets_titles_give_occupancy():
+    import matplotlib.pyplot as plt
+
+    from srlib.viz.dlsn_figures import plot_largest_buckets
+
+    codes = torch.tensor([0] * 9 + [1, 2, 3])
+    fig = plot_largest_buckets(torch.rand(3, 3, 4), {"a": codes, "b": torch.arange(12)}, (3, 4), n_show=2)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[1] == "a: 4 buckets,\nlargest 75% of the positions" and titles[2].startswith("b: 12 buckets")
+    plt.close(fig)
+    with pytest.raises(ValueError, match="n_show"):
+        plot_largest_buckets(torch.rand(3, 3, 4), {"a": codes}, (3, 4), n_show=11)

@@ -32,13 +32,18 @@ def test_notebook_02_checks():
 
 
 def test_notebook_03_checks():
-    assert check("03.1", (12, 128), quiet=True) and not check("03.1", (12, 12), quiet=True)
+    assert check("03.1", (34, 78), quiet=True)
+    assert not check("03.1", (33, 78), quiet=True)  # 40x40 / 48 = 33 is odd: rounded up to 34
+    assert not check("03.1", (12, 128), quiet=True)  # the numbers of the notebook's own patch and crop
+    assert not check("03.1", "34", quiet=True) and not check("03.1", None, quiet=True)
     assert check("03.2", lambda x, m: torch.einsum("blc,crm->brlm", x, m).argmax(-1), quiet=True)
     assert not check("03.2", lambda x, m: torch.einsum("blc,crm->brlm", x, m).argmin(-1), quiet=True)
     first = next(n for n in range(128, 20000) if n_hash_buckets(n, 128) > 64)
     assert first == 65 * 128
     assert check("03.3", first, quiet=True) and not check("03.3", first + 128, quiet=True)
-    assert check("03.5", 48, quiet=True) and not check("03.5", 1, quiet=True)
+    assert check("03.5", 144, quiet=True)
+    assert not check("03.5", 48, quiet=True)  # one chunk only: the position is also a key of its two neighbours
+    assert not check("03.5", 1, quiet=True) and not check("03.5", None, quiet=True)
 
 
 def test_every_exercise_has_a_label_and_open_questions_have_no_check():
@@ -46,3 +51,5 @@ def test_every_exercise_has_a_label_and_open_questions_have_no_check():
     assert sorted(keys) == [f"02.{i}" for i in range(1, 7)] + [f"03.{i}" for i in range(1, 8)]
     assert {k for k, ex in keys.items() if ex.checker is None} == {"02.4", "02.6", "03.4", "03.6", "03.7"}
     assert get("03.7").difficulty == "★★★ challenge"
+    for ex in keys.values():  # graded: points by difficulty, and a worked answer in words
+        assert 1 <= ex.points <= 3 and len(ex.solution) > 40, ex.key

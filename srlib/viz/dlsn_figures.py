@@ -12,7 +12,8 @@ from typing import Any, Mapping
 
 import torch
 
-__all__ = ["plot_detail_fit", "plot_hashing_comparison", "plot_chunk_scores", "plot_degradations"]
+__all__ = ["plot_detail_fit", "plot_hashing_comparison", "plot_chunk_scores", "plot_degradations", "largest_buckets_grid",
+           "plot_largest_buckets"]
 
 _HASH_LABELS = {"superbit": "super-bit argmax (GLA)", "spherical": "[xR, -xR] argmax (NLSA code)",
                 "spherical_paper": "Gaussian argmax (NLSN Eq. 7)"}
@@ -187,4 +188,82 @@ def plot_degradations(hr: torch.Tensor, lrs: Mapping[str, torch.Tensor], psnrs: 
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
+    return fig
+
+
+def largest_buckets_grid(codes: torch.Tensor, hw: tuple[int, int], n_show: int = 8) -> tuple[torch.Tensor, list[int]]:
+    """Rank the buckets of one hash round by size: ``grid[y, x]`` is the size rank (0 = largest) of the bucket of
+    position ``(y, x)`` when that bucket is among the ``n_show`` largest, else ``-1``.
+
+    Args:
+        codes: ``(L,)`` integer bucket codes of one round, ``L = H * W`` positions in raster order.
+        hw: the feature-map size ``(H, W)``; n_show: how many buckets keep their own colour (>= 1).
+
+    Returns:
+        ``(grid (H, W) int64, sizes)``: ``sizes`` the sizes of the ranked buckets, largest first (ties: lower
+        code first).
+
+    Raises:
+        ValueError: codes that are not 1-D, ``H * W != L``, or ``n_show < 1``.
+    """
+    codes = torch.as_tensor(codes)
+    h, w = (int(v) for v in hw)
+    if codes.dim() != 1 or codes.numel() != h * w:
+        raise ValueError(f"codes must be (L,) with L = H * W = {h * w}, got shape {tuple(codes.shape)}")
+    if n_show < 1:
+        raise ValueError(f"n_show must be >= 1, got {n_show}")
+    ids, counts = torch.unique(codes.long(), return_counts=True)
+    order = sorted(range(len(ids)), key=lambda i: (-int(counts[i]), int(ids[i])))[:n_show]
+    grid = torch.full((h * w,), -1, dtype=torch.long)
+    for rank, i in enumerate(order):
+        grid[codes.long() == ids[i]] = rank
+    return grid.reshape(h, w), [int(counts[i]) for i in order]
+
+
+def plot_largest_buckets(image: torch.Tensor, maps: Mapping[str, torch.Tensor], hw: tuple[int, int],
+                         n_show: int = 8):
+    """Bucket maps that stay readable when a few buckets hold most of the image: the ``n_show`` largest buckets of
+    each panel in saturated colours (by size rank, the same colour for the same rank in every panel), every
+    other bucket left grey, over the image in grey levels.
+
+    Args:
+        image: ``(3, H_img, W_img)`` RGB in ``[0, 1]`` (resampled to the map size for display).
+        maps: title -> ``(L,)`` codes of one hash round, ``L = H * W``; hw: ``(H, W)``.
+        n_show: coloured buckets per panel (at most 10: the colours of ``tab10``).
+
+    Returns:
+        The ``Figure`` (nothing is shown); each title gives the occupied buckets and the largest one's share.
+
+    Raises:
+        ValueError: no maps, ``n_show`` outside ``[1, 10]``, or codes that do not match ``hw``.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    if not maps:
+        raise ValueError("need at least one bucket map")
+    if not 1 <= n_show <= 10:
+        raise ValueError(f"n_show must be in [1, 10], got {n_show}")
+    gray = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).detach().cpu().numpy()
+    h, w = hw
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+    cmap = ListedColormap([plt.get_cmap("tab10")(i) for i in range(n_show)])
+    fig, axes = plt.subplots(1, 1 + len(maps), figsize=(3.4 * (1 + len(maps)), 3.4 * h / w + 0.6), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy(), extent=extent)
+    axes[0].set_title("image")
+    for ax, (title, codes) in zip(axes[1:], maps.items()):
+        grid, sizes = largest_buckets_grid(codes, hw, n_show)
+        n_occupied = len(torch.unique(torch.as_tensor(codes)))
+        ax.imshow(gray, cmap="gray", vmin=0, vmax=1, extent=extent)
+        shown = np.ma.masked_less(grid.numpy(), 0)
+        ax.imshow(shown, cmap=cmap, vmin=-0.5, vmax=n_show - 0.5, interpolation="nearest", extent=extent)
+        ax.set_title(f"{title}: {n_occupied} buckets,\nlargest {sizes[0] / (h * w):.0%} of the positions", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.text(0.5, 0.01, f"colours: the {n_show} largest buckets of each panel, largest = blue; grey: all other "
+             "buckets", ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
