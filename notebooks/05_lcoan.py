@@ -764,15 +764,15 @@ lowers = min(drop_) > 0  # decided by the measured runs, not by this one
 display(Markdown(
     f"Reading the numbers. In this small network every unit's input `X_m` is mostly the head's features, because "
     f"each unit adds its branch scaled by 0.1 and the LCoA inside scales by 0.1 again. The untrained maps therefore "
-    f"agree strongly across depth: unit {N_UNITS} overlaps `A_1` by {un_s['mean']:.2f} ± {un_s['std']:.2f} (mean ± "
+    f"agree strongly across depth: unit {N_UNITS} overlaps `A_1` by {un_s['mean']:.3f} ± {un_s['std']:.3f} (mean ± "
     f"standard deviation over {un_s['n']} runs: seeds × CPU thread counts, `srlib/spread/05.json`). After the "
-    f"tiny training it overlaps by {tr_s['mean']:.2f} ± {tr_s['std']:.2f} ({tr_s['min']:.2f} to {tr_s['max']:.2f}; "
-    f"this run: {float(per_layer[TRAINED]['overlap'][-1]):.2f}), "
-    + (f"lower than untrained in every run, by {drop_mean:.2f} ± {drop_std:.2f}: even {STEPS} steps start to make the "
+    f"tiny training it overlaps by {tr_s['mean']:.3f} ± {tr_s['std']:.3f} ({tr_s['min']:.3f} to {tr_s['max']:.3f}; "
+    f"this run: {float(per_layer[TRAINED]['overlap'][-1]):.3f}), "
+    + (f"lower than untrained in every run, by {drop_mean:.3f} ± {drop_std:.3f}: even {STEPS} steps start to make the "
        f"deep features drift from the shallow ones, the direction of the paper's remark that deep maps get \"more "
        f"randomly distributed\". The overlap stays high, so sharing `A_1` is still a fair approximation here. "
        if lowers else
-       f"and the change from untrained ({drop_mean:+.2f} ± {drop_std:.2f}) is not larger than its spread: these "
+       f"and the change from untrained ({drop_mean:+.3f} ± {drop_std:.3f}) is not larger than its spread: these "
        f"runs cannot say whether {STEPS} steps move the deep features. ")
     + "The paper's observation is about a *trained* full-size network, whose units have learned to change the "
       "features; section 3.3 showed what the shipped trained network does."))
