@@ -9,6 +9,16 @@ from srlib import course
 from srlib import exercises as ex
 
 
+@pytest.fixture(autouse=True)
+def _restore_exercise_registry():
+    """Toy exercises (keys 99.N) registered by these tests must not leak into other tests (the site lists all)."""
+    ex._load()
+    saved = dict(ex._REGISTRY)
+    yield
+    ex._REGISTRY.clear()
+    ex._REGISTRY.update(saved)
+
+
 def test_tiny_config_is_the_recipe_and_rejects_unknown_fields():
     cfg = course.tiny_config()
     for k, v in course.TINY_RECIPE.items():
