@@ -17,11 +17,11 @@ from srlib.attention.nla import NonLocalAttention
 from srlib.attention.softthreshold import soft_threshold
 from srlib.pretrained import build_small, pretrained
 from srlib.viz.explorer import collect_attention_layers
+from srlib.analysis.capture import module_inputs
 from srlib.analysis.overlap import (
     depth_overlap_curve,
     feature_attention_map,
     layer_overlaps,
-    module_inputs,
     pattern_agreement,
 )
 from srlib.analysis.sparsity import attention_rows, nla_twin, same_scores_statistics, support_statistics
