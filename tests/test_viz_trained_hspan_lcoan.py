@@ -154,7 +154,7 @@ def test_depth_overlap_curve_matches_layer_overlaps_on_lcoan():
         depth_overlap_curve(net, inputs, names, reference=3)
     with pytest.raises(ValueError, match="at least one"):
         depth_overlap_curve(net, [], names)
-    with pytest.raises(ValueError, match="no submodule"):
+    with pytest.raises(ValueError, match="not submodules of LCoAN"):
         depth_overlap_curve(net, inputs, ["body.9"])
 
 
