@@ -11,13 +11,13 @@ What it runs, in order (each part is timed and its outcome recorded, a failing p
    ``L``; its own files ``<machine>.{csv,md,png}``, e.g. ``cuda-nvidia-h100-...``) and
    ``benchmarks/hspa_memory.py --device cuda`` (dense against blockwise HSPA; ``hspa_memory-cuda.{json,md}``).
 2. **train**: every network of :data:`srlib.train.PAPER_SCHEDULES` at its paper preset, 200 iterations in
-   float32 and 200 with ``--amp bf16`` (the step ``srlib.train`` takes: :func:`srlib.train._build_run` and
-   :func:`srlib.train._optimisation_step`, with ENLCN's contrastive term), batch 16 of 96 x 96 HR patches (48 x 48
+   float32 and 200 with ``--amp bf16`` (the step ``srlib.train`` takes: :func:`srlib.train.loop._build_run` and
+   :func:`srlib.train.loop._optimisation_step`, with ENLCN's contrastive term), batch 16 of 96 x 96 HR patches (48 x 48
    LR at x2, the papers' setting) cut from the bundled sample photographs: iterations/s after 5 warm-up steps,
    peak CUDA memory, and whether every loss was finite. ``--max-seconds`` caps each run (the iterations done are
    recorded), so the whole check stays under 8 minutes.
 3. **ddp**: the DistributedDataParallel path with one process: ``torch.distributed`` initialised with NCCL
-   (Gloo on CPU) and world size 1, the network wrapped as :func:`srlib.train._build_run` wraps it under
+   (Gloo on CPU) and world size 1, the network wrapped as :func:`srlib.train.loop._build_run` wraps it under
    ``torchrun`` (``find_unused_parameters=True``), a few steps with gradients all-reduced through the backend,
    the loss all-reduced, a barrier, and the group destroyed. (``srlib.train`` itself only wraps when
    ``WORLD_SIZE > 1``; with one GPU this is the closest honest check of that path.)
@@ -118,12 +118,12 @@ def _make_run(model, cfg, device, *, cpu_bf16: bool, ddp: bool = False):
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="amp=.*needs CUDA")
-        run = T._build_run(model, cfg, Path(tempfile.gettempdir()), device, T._Dist())
+        run = T.loop._build_run(model, cfg, Path(tempfile.gettempdir()), device, T.distributed._DistContext())
     if cpu_bf16 and device.type == "cpu" and cfg.amp == "bf16":
         run.use_amp, run.amp_dtype = True, torch.bfloat16  # CPU autocast, so that --quick runs the AMP branch
     if ddp:
-        run.net = nn.parallel.DistributedDataParallel(
-            run.raw, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+        run.step_module = nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     return run
 
 
@@ -147,17 +147,17 @@ def train_steps(name: str, precision: str, args: argparse.Namespace, pool, *, dd
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     losses: list[torch.Tensor] = []
-    run.net.train()
+    run.step_module.train()
     t0 = time.perf_counter()
     timed_from, done = None, 0
     for it in range(args.iterations):
         idx = torch.randint(0, lr_pool.shape[0], (args.batch_size,), generator=g)
         batch = {"lr": lr_pool[idx.to(lr_pool.device)], "hr": hr_pool[idx.to(hr_pool.device)]}
-        loss = T._optimisation_step(run, batch, it, extra)
+        loss = T.loop._optimisation_step(run, batch, it, extra)
         if ddp:
             import torch.distributed as dist
 
-            dist.all_reduce(loss)  # what srlib.train._log does with the running loss under DDP
+            dist.all_reduce(loss)  # what srlib.train.loop._log does with the running loss under DDP
         losses.append(loss)
         done = it + 1
         if done == args.warmup:
@@ -172,7 +172,7 @@ def train_steps(name: str, precision: str, args: argparse.Namespace, pool, *, dd
         its = (done - timed_from[1]) / (t1 - timed_from[0])
     else:
         its = done / (t1 - t0)
-    weights_finite = all(bool(torch.isfinite(p).all()) for p in run.raw.parameters())
+    weights_finite = all(bool(torch.isfinite(p).all()) for p in run.model.parameters())
     row = {"network": name, "preset": args.preset, "precision": precision, "ddp": ddp, "parameters": n_params,
            "batch": args.batch_size, "hr_patch": args.patch_size, "iterations": done,
            "iterations_per_s": round(its, 3), "seconds": round(t1 - t0, 1),

@@ -369,8 +369,9 @@ def analyse(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     from srlib.attention.softthreshold import soft_threshold
     from srlib.pretrained import build_small, pretrained
-    from srlib.analysis.overlap import feature_attention_map, layer_overlaps, module_inputs
-    from srlib.analysis.sparsity import capture_inputs, mass_coverage, support_sizes
+    from srlib.analysis.capture import module_inputs
+    from srlib.analysis.overlap import feature_attention_map, layer_overlaps
+    from srlib.analysis.sparsity import mass_coverage, support_sizes
 
     crops = _probe_crops()
     report: dict = {"probe": {"crops": list(crops), "lr_size": 48}}
@@ -380,7 +381,7 @@ def analyse(args: argparse.Namespace) -> int:
         names = [n for n, m in net.named_modules() if type(m).__name__ == "HSPA"]
         rows = {n: {"st_support": [], "st_cov90": [], "softmax_cov90": []} for n in names}
         for lr in crops.values():
-            inputs = capture_inputs(net, lr, names)
+            inputs = module_inputs(net, lr, names, which="last")
             mods = dict(net.named_modules())
             for n in names:
                 with torch.no_grad():
@@ -405,7 +406,7 @@ def analyse(args: argparse.Namespace) -> int:
         ovl, top, pair, pair_top = [], [], [], []
         for lr in crops.values():
             torch.manual_seed(0)
-            inputs = module_inputs(net, lr, names)
+            inputs = module_inputs(net, lr, names, which="first")
             maps = {n: feature_attention_map(t, temperature=0.1) for n, t in inputs.items()}
             r = layer_overlaps(maps, reference=0, top_k=16)
             ovl.append(r["overlap"])
@@ -426,7 +427,7 @@ def analyse(args: argparse.Namespace) -> int:
     names = [f"body.{i}" for i in range(8)]
     ovl = []
     for lr in crops.values():
-        inputs = module_inputs(edsr, lr, names)
+        inputs = module_inputs(edsr, lr, names, which="first")
         ovl.append(layer_overlaps({n: feature_attention_map(t, 0.1) for n, t in inputs.items()})["overlap"])
     report["edsr_blocks_overlap"] = {"names": names, "overlap": torch.stack(ovl).mean(0).tolist()}
 

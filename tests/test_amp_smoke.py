@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import srlib.train as train_mod
+import srlib.train.loop as train_loop
 from srlib.data import HRFolderDataset, load_sample, save_image
 from srlib.models import build_model, list_models
 from srlib.train import TrainConfig, train
@@ -62,15 +62,15 @@ def cpu_bf16_amp(monkeypatch):
     """Make ``train`` take its autocast path on CPU with bfloat16 (on CUDA ``_build_run`` does this for
     ``amp="bf16"``); records the dtype the network's tail saw at each step."""
     seen: list[torch.dtype] = []
-    original = train_mod._build_run
+    original = train_loop._build_run
 
     def build_run(*args, **kwargs):
         run = original(*args, **kwargs)
         run.use_amp, run.amp_dtype = True, torch.bfloat16
-        run.raw.tail.register_forward_hook(lambda m, i, o: seen.append(o.dtype) if m.training else None)
+        run.model.tail.register_forward_hook(lambda m, i, o: seen.append(o.dtype) if m.training else None)
         return run
 
-    monkeypatch.setattr(train_mod, "_build_run", build_run)
+    monkeypatch.setattr(train_loop, "_build_run", build_run)
     return seen
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn as nn
 
 from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds
 from srlib.attention.lcoa import LearnableCollaborativeAttention
@@ -17,7 +16,6 @@ from srlib.analysis.overlap import (
     dense_attention_map,
     feature_attention_map,
     layer_overlaps,
-    module_inputs,
     overlap_rate,
     pattern_overlap,
     topk_overlap,
@@ -207,20 +205,6 @@ def test_one_window_recalls_everything_and_same_bucket_bounds_window():
 
 
 # ---------------------------------------------------------------------------------------------- hooks
-def test_module_inputs_returns_what_each_module_received():
-    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-    x = torch.randn(5, 3)
-    got = module_inputs(net, x, ["2", "0"])
-    assert list(got) == ["2", "0"]
-    torch.testing.assert_close(got["0"], x)
-    torch.testing.assert_close(got["2"], torch.relu(net[0](x)))
-    assert not net[0]._forward_pre_hooks  # hooks removed
-    with pytest.raises(ValueError, match="no submodule named 'nope'"):
-        module_inputs(net, x, ["nope"])
-    with pytest.raises(ValueError, match="was not called"):
-        module_inputs(net, x, ["2"], forward=lambda m, inp: m[0](inp))
-
-
 def test_bucket_share_exact_values():
     codes = torch.tensor([[[0, 0, 0, 1, 1]]])  # sizes 3 and 2
     torch.testing.assert_close(bucket_share(codes), torch.tensor([[0.5, 0.5, 0.5, 0.25, 0.25]]))

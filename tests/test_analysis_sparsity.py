@@ -19,7 +19,6 @@ from srlib.analysis.sparsity import (
     support_vs_length,
     truncation_error,
     attention_rows,
-    capture_inputs,
     chunked_support_statistics,
     topk_sweep,
 )
@@ -149,27 +148,6 @@ def test_plot_weight_rows():
         plot_weight_rows(rows, ["a"])
     with pytest.raises(ValueError, match="every row"):
         plot_weight_rows([[torch.rand(3)], []], ["a", "b"])
-
-
-def test_capture_inputs_recovers_attention_scores():
-    from srlib.models import build_model
-
-    torch.manual_seed(0)
-    net = build_model("hspan", scale=2, preset="small").eval()
-    x = torch.rand(1, 3, 10, 9)
-    names = [n for n, _ in net.attention_modules()]
-    feats = capture_inputs(net, x, names)
-    assert list(feats) == names and feats[names[0]].shape == (1, 32, 10, 9)
-    # the captured input reproduces the map the module kept
-    attn = dict(net.attention_modules())[names[1]]
-    attn.keep_map = True
-    with torch.no_grad():
-        net(x)
-    torch.testing.assert_close(soft_threshold(attn.similarity(feats[names[1]]), topk=attn.topk), attn.last_map)
-    # hooks are removed
-    assert all(not m._forward_pre_hooks for _, m in net.named_modules())
-    with pytest.raises(ValueError, match="not sub-modules"):
-        capture_inputs(net, x, ["nope"])
 
 
 def test_topk_sweep_exact_flat_truncated_not():

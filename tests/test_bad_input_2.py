@@ -134,7 +134,7 @@ def test_run_lock_refuses_a_second_live_writer_and_takes_over_a_dead_ones(tmp_pa
 def test_run_lock_in_the_api_names_the_holder_and_is_released_after_a_failure(tmp_path):
     out = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from srlib.train import _RunLock; "
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from srlib.train.runlock import _RunLock; "
          "_RunLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(600)", str(out)],
         env=_env(), stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:

@@ -242,7 +242,7 @@ def test_self_ensemble_option(photos, tmp_path, capsys):
 
 def _parsers():
     from srlib import evaluate
-    from srlib.train import _parser as train_parser
+    from srlib.train.cli import _parser as train_parser
 
     return [cli.build_parser(), evaluate.build_parser(), train_parser()]
 

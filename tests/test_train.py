@@ -318,10 +318,11 @@ def test_amp_on_cpu_warns_and_trains_in_float32(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ the pieces
 def _run(tmp_path, model=None, **cfg_kw):
-    from srlib.train import _build_run, _Dist
+    from srlib.train.distributed import _DistContext
+    from srlib.train.loop import _build_run
 
     return _build_run(model if model is not None else _net(noise=0.0), _cfg(**cfg_kw), tmp_path,
-                      torch.device("cpu"), _Dist())
+                      torch.device("cpu"), _DistContext())
 
 
 def _batch(seed=0, n=2):
@@ -333,20 +334,20 @@ def _batch(seed=0, n=2):
 def test_build_run_sets_up_adam_step_decay_and_the_loss(tmp_path):
     run = _run(tmp_path, lr=3e-4, betas=(0.8, 0.9), eps=1e-6, milestones=(2, 5), gamma=0.1, loss="mse")
     group = run.optimizer.param_groups[0]
-    assert isinstance(run.optimizer, torch.optim.Adam) and run.net is run.raw
+    assert isinstance(run.optimizer, torch.optim.Adam) and run.step_module is run.model
     assert (group["lr"], group["betas"], group["eps"]) == (3e-4, (0.8, 0.9), 1e-6)
     assert run.scheduler.milestones == {2: 1, 5: 1} and run.scheduler.gamma == 0.1
     assert isinstance(run.loss_fn, nn.MSELoss) and not run.use_amp and not run.scaler.is_enabled()
-    assert run.params == list(run.raw.parameters()) and run.history == {"train": [], "val": []}
+    assert run.params == list(run.model.parameters()) and run.history == {"train": [], "val": []}
     assert (run.start, run.resumed_from, run.best_iter, run.best_psnr) == (0, None, None, -float("inf"))
 
 
 def test_optimisation_step_is_one_adam_step_on_the_l1_loss(tmp_path):
-    from srlib.train import _optimisation_step
+    from srlib.train.loop import _optimisation_step
 
     run = _run(tmp_path, milestones=(1,))
     twin = _net(noise=0.0)
-    twin.load_state_dict(run.raw.state_dict())
+    twin.load_state_dict(run.model.state_dict())
     opt = torch.optim.Adam(twin.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
     batch = _batch()
     loss = _optimisation_step(run, batch, 0, None)
@@ -355,7 +356,7 @@ def test_optimisation_step_is_one_adam_step_on_the_l1_loss(tmp_path):
     opt.step()
     assert loss.dtype == torch.float32 and loss.dim() == 0 and not loss.requires_grad
     assert torch.equal(loss, ref.detach())
-    _assert_same_weights(run.raw, twin)
+    _assert_same_weights(run.model, twin)
     assert run.lr == pytest.approx(0.5e-4)  # the scheduler stepped past the milestone at 1
     seen = []
     _optimisation_step(run, batch, 7, lambda out, b: seen.append(b["iteration"]) or 0.0)
@@ -365,7 +366,7 @@ def test_optimisation_step_is_one_adam_step_on_the_l1_loss(tmp_path):
 
 
 def test_optimisation_step_clips_the_gradient(tmp_path):
-    from srlib.train import _optimisation_step
+    from srlib.train.loop import _optimisation_step
 
     clipped, free = _run(tmp_path, grad_clip=1e-6), _run(tmp_path)
     _optimisation_step(clipped, _batch(), 0, None)
@@ -375,7 +376,7 @@ def test_optimisation_step_clips_the_gradient(tmp_path):
 
 
 def test_log_records_the_mean_loss_and_the_learning_rate(tmp_path):
-    from srlib.train import _log
+    from srlib.train.loop import _log
 
     class Bar:
         def set_postfix(self, **kw):
@@ -390,20 +391,20 @@ def test_log_records_the_mean_loss_and_the_learning_rate(tmp_path):
 
 
 def test_validation_records_psnr_and_the_best(tmp_path):
-    from srlib.train import _validate, _validation
+    from srlib.train.loop import _validate, _validation
 
     run = _run(tmp_path)
-    run.raw.eval()
+    run.model.eval()
     val = FullImages()
-    psnr = _validate(run.raw, val, 2, run.cfg, run.device)
-    assert _validation(run, val, 2, 3) is True and run.raw.training
+    psnr = _validate(run.model, val, 2, run.cfg, run.device)
+    assert _validation(run, val, 2, 3) is True and run.model.training
     assert run.history["val"] == [{"iteration": 3, "psnr": psnr}] and (run.best_psnr, run.best_iter) == (psnr, 3)
     assert _validation(run, val, 2, 6) is False  # same weights, same PSNR: not a new best
     assert run.best_iter == 3 and [v["iteration"] for v in run.history["val"]] == [3, 6]
 
 
 def test_save_checkpoint_then_resume_restores_the_run(tmp_path):
-    from srlib.train import _batches, _optimisation_step, _resume, _save_checkpoint
+    from srlib.train.loop import _batches, _optimisation_step, _resume, _save_checkpoint
 
     run = _run(tmp_path, milestones=(1,))
     _batches(run, RandomPatches())
@@ -419,14 +420,14 @@ def test_save_checkpoint_then_resume_restores_the_run(tmp_path):
     torch.manual_seed(0)
     _resume(other)
     assert torch.equal(torch.rand(3), expected_draw)  # the RNG state continues where the checkpoint was taken
-    _assert_same_weights(other.raw, run.raw)
+    _assert_same_weights(other.model, run.model)
     assert other.optimizer.state_dict()["state"][0]["step"] == 1 and other.lr == run.lr
     assert (other.start, other.resumed_from, other.best_psnr, other.best_iter) == (1, 1, 20.0, 1)
     assert other.history == run.history
 
 
 def test_due_marks_periods_and_the_last_iteration():
-    from srlib.train import _due
+    from srlib.train.loop import _due
 
     assert [n for n in range(1, 11) if _due(3, n, 10)] == [3, 6, 9, 10]
     assert [n for n in range(1, 11) if _due(0, n, 10)] == [10]
@@ -604,7 +605,8 @@ def test_cli_falls_back_to_sample_images_without_data(tmp_path, monkeypatch, cap
 def test_paper_command_is_a_valid_cli_line_with_the_papers_schedule():
     import shlex
 
-    from srlib.train import PAPER_SCHEDULES, _parser, paper_command
+    from srlib.train import PAPER_SCHEDULES, paper_command
+    from srlib.train.cli import _parser
 
     assert paper_command("nlsn") == (
         "python -m srlib.train --model nlsn --scale 2 --preset paper --train-dir data/DIV2K/DIV2K_train_HR"

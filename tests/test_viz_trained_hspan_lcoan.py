@@ -17,11 +17,11 @@ from srlib.attention.nla import NonLocalAttention
 from srlib.attention.softthreshold import soft_threshold
 from srlib.pretrained import build_small, pretrained
 from srlib.viz.explorer import collect_attention_layers
+from srlib.analysis.capture import module_inputs
 from srlib.analysis.overlap import (
     depth_overlap_curve,
     feature_attention_map,
     layer_overlaps,
-    module_inputs,
     pattern_agreement,
 )
 from srlib.analysis.sparsity import attention_rows, nla_twin, same_scores_statistics, support_statistics
@@ -154,7 +154,7 @@ def test_depth_overlap_curve_matches_layer_overlaps_on_lcoan():
         depth_overlap_curve(net, inputs, names, reference=3)
     with pytest.raises(ValueError, match="at least one"):
         depth_overlap_curve(net, [], names)
-    with pytest.raises(ValueError, match="no submodule"):
+    with pytest.raises(ValueError, match="not submodules of LCoAN"):
         depth_overlap_curve(net, inputs, ["body.9"])
 
 

@@ -33,7 +33,7 @@ deterministic (no sampling), except where ties make ``topk`` choose (documented 
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from srlib.attention.buckets import BucketLayout
+
+from .capture import module_inputs  # noqa: F401  (also imported from here by the course helpers)
 
 __all__ = [
     "bucket_recall",
@@ -50,7 +52,6 @@ __all__ = [
     "depth_overlap_curve",
     "feature_attention_map",
     "layer_overlaps",
-    "module_inputs",
     "overlap_rate",
     "pattern_agreement",
     "pattern_overlap",
@@ -434,52 +435,6 @@ def window_recall(neighbours: Tensor, layout: BucketLayout) -> Tensor:
 # ----------------------------------------------------------------------------------------------------------
 # Grabbing the features that enter each attention module
 # ----------------------------------------------------------------------------------------------------------
-def module_inputs(
-    model: nn.Module,
-    inputs: Tensor,
-    names: Sequence[str],
-    *,
-    forward: Callable[[nn.Module, Tensor], object] | None = None,
-) -> dict[str, Tensor]:
-    """Run ``model`` once and return the first positional input each named submodule received.
-
-    Used to get the features ``X_m`` that reach each attention module of a network (e.g. the names of
-    ``LCoAN.attention_modules()``), to compare their attention maps layer by layer. Runs under
-    ``torch.no_grad()``; hooks are removed afterwards, even on error. Mode (train/eval) is left as it is.
-
-    Args:
-        model: the network.
-        inputs: what ``model`` is called with (or what ``forward`` receives).
-        names: submodule names as in ``model.named_modules()``.
-        forward: optional ``forward(model, inputs)``; default ``model(inputs)``.
-    Returns:
-        ``{name: tensor}`` (detached), in the order of ``names``.
-    Raises:
-        ValueError: an unknown name, or a named module that was not called.
-    """
-    modules = dict(model.named_modules())
-    missing = [n for n in names if n not in modules]
-    if missing:
-        raise ValueError(f"module_inputs: no submodule named {missing[0]!r} in {type(model).__name__}")
-    captured: dict[str, Tensor] = {}
-    handles = []
-    for name in names:
-        def hook(_mod, args, _name=name):
-            if _name not in captured and args:
-                captured[_name] = args[0].detach()
-        handles.append(modules[name].register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            (forward or (lambda m, x: m(x)))(model, inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    not_called = [n for n in names if n not in captured]
-    if not_called:
-        raise ValueError(f"module_inputs: submodule {not_called[0]!r} was not called during the forward pass")
-    return {n: captured[n] for n in names}
-
-
 def depth_overlap_curve(
     model: nn.Module,
     inputs: Tensor | Sequence[Tensor],
@@ -491,7 +446,7 @@ def depth_overlap_curve(
 ) -> dict:
     """Overlap of the features at every depth with those at a reference depth, averaged over inputs (Fig. 5).
 
-    For each input, the features ``X_m`` entering the named submodules (:func:`module_inputs`) are turned into
+    For each input, the features ``X_m`` entering the named submodules (:func:`srlib.analysis.capture.module_inputs`) are turned into
     the parameter-free map ``A_m = softmax_j(cos(x_i, x_j) / temperature)`` (:func:`feature_attention_map`),
     and each ``A_m`` is compared with the reference map ``A_ref`` by :func:`overlap_rate` (and
     :func:`topk_overlap` with ``top_k``), averaged over the queries. The maps are built one at a time next to the
@@ -515,7 +470,7 @@ def depth_overlap_curve(
 
     Raises:
         ValueError: no inputs or names, ``reference`` out of range, an unknown or uncalled name (from
-            :func:`module_inputs`), a bad temperature or ``top_k``.
+            :func:`srlib.analysis.capture.module_inputs`), a bad temperature or ``top_k``.
     """
     batch = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     names = list(names)
@@ -572,7 +527,7 @@ def pattern_agreement(
         module: an srlib bucketed attention (LCoA, NLSA, GLA) with ``keep_details`` / ``details`` holding
             ``codes (B, R, L)`` and ``layout``.
         features: ``M`` feature maps ``(B, C, H, W)`` of one shape (a list, or ``{name: tensor}`` e.g. from
-            :func:`module_inputs`).
+            :func:`srlib.analysis.capture.module_inputs`).
         reference: index or name of the reference feature map.
 
     Returns:

@@ -16,7 +16,6 @@ for Single Image Super-Resolution"), :mod:`srlib.attention.softthreshold`:
 * :func:`support_vs_length` -- measured support size of ST versus sequence length ``N`` (Sec. III-C);
 * :func:`eq14_probabilities` -- the two sides of the bound of Eq. (14), estimated by sampling;
 * :func:`truncation_error` -- exact ST (official top-k with fallback) versus truly truncated top-k, per ``k``;
-* :func:`capture_inputs` -- the feature maps entering chosen sub-modules (to recompute their scores);
 * :func:`topk_sweep` -- a whole network's output as the test-time top-k varies (the idea of Fig. 6).
 
 The pictures (weight vectors side by side, maps of several normalisers) are drawn by :mod:`srlib.viz.maps`.
@@ -47,7 +46,6 @@ __all__ = [
     "support_vs_length",
     "eq14_probabilities",
     "truncation_error",
-    "capture_inputs",
     "topk_sweep",
 ]
 
@@ -512,46 +510,6 @@ def truncation_error(scores: Tensor, ks: Sequence[int]) -> dict:
             out["rows_changed"].append(int((diff.amax(-1) > 0).sum()))
             out["rows_support_gt_k"].append(int((t > k).sum()))
     return out
-
-
-def capture_inputs(model: torch.nn.Module, x: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
-    """Run ``model(x)`` without gradients and return the (first) input tensor of each named sub-module.
-
-    Used to recompute an attention's raw scores from exactly the features it saw, e.g. to apply softmax and ST
-    to the *same* learned scores (``hspa.similarity(inputs[name])``). Hooks are removed afterwards, also on error.
-
-    Args:
-        model: any ``nn.Module``; x: its input; names: sub-module names as in ``model.named_modules()``
-            (e.g. ``[n for n, _ in hspan.attention_modules()]``).
-
-    Returns:
-        ``{name: detached input tensor}`` (the last call's input if a module runs several times).
-
-    Raises:
-        ValueError: a name that is not a sub-module of ``model`` (lists the unknown names).
-    """
-    modules = dict(model.named_modules())
-    unknown = [n for n in names if n not in modules]
-    if unknown:
-        raise ValueError(f"not sub-modules of the model: {unknown}")
-    captured: dict[str, Tensor] = {}
-    hooks = []
-
-    def make_hook(name: str):
-        def hook(_module, args):
-            captured[name] = args[0].detach()
-
-        return hook
-
-    try:
-        for n in names:
-            hooks.append(modules[n].register_forward_pre_hook(make_hook(n)))
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return captured
 
 
 def topk_sweep(

@@ -11,7 +11,7 @@ Images are ``(B, 3, H, W)`` RGB in ``[0, rgb_range]``; feature maps are ``(B, F,
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -181,3 +181,26 @@ class SRNetwork(nn.Module):
         """``x: (B, n_colors, h, w)`` in ``[0, rgb_range]`` -> ``(B, n_colors, s*h, s*w)`` (not clamped)."""
         check_image_tensor(x, type(self).__name__, channels=self.cfg.n_colors, rgb_range=self.cfg.rgb_range)
         return self.add_mean(self.tail(self.trunk(self.head(self.sub_mean(x)))))
+
+
+def config_from_official_args(config_cls: type, args: Mapping[str, Any], names: Sequence[str],
+                              renames: Mapping[str, tuple[str, Any]] | None = None) -> Any:
+    """A network config from the official code's ``args`` (the ``config`` dict of a reference case).
+
+    Args:
+        config_cls: the srlib config dataclass (e.g. :class:`srlib.models.dlsn.DLSNConfig`).
+        args: the official ``args`` as a dict; ``scale`` may be a list (the official ``--scale 2+3``) or absent (2).
+        names: config fields copied as they are from ``args`` (same name in both).
+        renames: ``{field: (official name, default)}`` for fields the official code names differently.
+    Returns:
+        ``config_cls(scale=..., **fields)``.
+    Raises:
+        KeyError: ``args`` lacks one of ``names``.
+    """
+    scale = args.get("scale", 2)
+    scale = scale[0] if isinstance(scale, (list, tuple)) else scale
+    values = {name: args[name] for name in names}
+    for field, (official, default) in (renames or {}).items():
+        values[field] = args.get(official, default)
+    return config_cls(scale=int(scale), **values)
+

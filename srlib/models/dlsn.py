@@ -34,7 +34,8 @@ import torch.nn as nn
 
 from srlib._checks import check_choice, check_sr_config
 from srlib.attention.gla import LSS_VARIANTS, ROUND_WEIGHTS, GlobalLearnableAttention
-from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, default_conv
+from srlib.models.common import (DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, config_from_official_args,
+                                 default_conv)
 from srlib.models.registry import register_model
 
 __all__ = ["DLSN", "DLSNConfig", "GLAFFM", "LFFB", "config_from_official"]
@@ -209,10 +210,7 @@ def build_dlsn(cfg: DLSNConfig) -> DLSN:
 
 def config_from_official(cfg: dict) -> DLSNConfig:
     """:class:`DLSNConfig` from the ``config`` dict of a reference case / state-dict listing (official ``args``)."""
-    scale = cfg.get("scale", 2)
-    scale = scale[0] if isinstance(scale, (list, tuple)) else scale
-    return DLSNConfig(
-        scale=int(scale), n_resgroups=cfg["n_resgroups"], n_resblocks=cfg["n_resblocks"], n_feats=cfg["n_feats"],
-        reduction=cfg["reduction"], chunk_size=cfg["chunk_size"], n_hashes=cfg["n_hashes"],
-        res_scale=cfg["res_scale"], rgb_range=cfg["rgb_range"], n_colors=cfg["n_colors"],
-    )
+    return config_from_official_args(
+        DLSNConfig, cfg,
+        ("n_resgroups", "n_resblocks", "n_feats", "reduction", "chunk_size",
+         "n_hashes", "res_scale", "rgb_range", "n_colors"))

@@ -36,7 +36,8 @@ import torch.nn as nn
 from srlib._checks import check_choice, check_sr_config
 from srlib.attention.hspa import HSPA
 from srlib.attention.softthreshold import MODES, _check_topk
-from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, default_conv
+from srlib.models.common import (DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, config_from_official_args,
+                                 default_conv)
 from srlib.models.registry import register_model
 
 __all__ = ["HSPAM", "HSPAN", "HSPANConfig", "HSPANSConfig", "LEB", "attention_indices"]
@@ -249,10 +250,7 @@ def build_hspan_s(cfg: HSPANSConfig) -> HSPAN:
 
 def config_from_official(cfg: dict) -> HSPANConfig:
     """:class:`HSPANConfig` from the ``config`` dict of a reference case / state-dict listing (official ``args``)."""
-    scale = cfg.get("scale", 2)
-    scale = scale[0] if isinstance(scale, (list, tuple)) else scale
-    return HSPANConfig(
-        scale=int(scale), n_resgroups=cfg["n_resgroups"], n_resblocks=cfg["n_resblocks"], n_feats=cfg["n_feats"],
-        reduction=cfg["reduction"], topk=cfg["topk"], res_scale=cfg["res_scale"], rgb_range=cfg["rgb_range"],
-        n_colors=cfg["n_colors"],
-    )
+    return config_from_official_args(
+        HSPANConfig, cfg,
+        ("n_resgroups", "n_resblocks", "n_feats", "reduction", "topk",
+         "res_scale", "rgb_range", "n_colors"))

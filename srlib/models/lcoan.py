@@ -34,7 +34,8 @@ import torch.nn as nn
 
 from srlib._checks import check_choice, check_number, check_sr_config
 from srlib.attention.lcoa import EMA_TARGETS, LearnableCollaborativeAttention, SharedAttention
-from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, default_conv
+from srlib.models.common import (DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, config_from_official_args,
+                                 default_conv)
 from srlib.models.registry import register_model
 
 __all__ = ["FAU", "LCoAN", "LCoANConfig", "RCABNoCA", "config_from_official"]
@@ -188,10 +189,7 @@ def build_lcoan(cfg: LCoANConfig) -> LCoAN:
 
 def config_from_official(cfg: dict) -> LCoANConfig:
     """:class:`LCoANConfig` from the official ``args`` attributes (a reference case's ``config``)."""
-    scale = cfg["scale"][0] if isinstance(cfg["scale"], (list, tuple)) else cfg["scale"]
-    return LCoANConfig(
-        scale=scale, n_resgroups=cfg["n_resgroups"], n_resblocks=cfg["n_resblocks"], n_feats=cfg["n_feats"],
-        reduction=cfg["reduction"], n_clusters=cfg["n_clusters"], window_size=cfg["window_size"],
-        n_rounds=cfg.get("n_hashes", 1), ema_decay=cfg["ema_decay"], res_scale=cfg["res_scale"],
-        rgb_range=cfg["rgb_range"], n_colors=cfg["n_colors"],
-    )
+    return config_from_official_args(
+        LCoANConfig, cfg,
+        ("n_resgroups", "n_resblocks", "n_feats", "reduction", "n_clusters", "window_size",
+         "ema_decay", "res_scale", "rgb_range", "n_colors"), renames={"n_rounds": ("n_hashes", 1)})
