@@ -48,7 +48,8 @@ from __future__ import annotations
 
 from srlib.data.scenes import demo_scene
 
-from .state import (
+from .state import __all__ as _STATE_NAMES
+from .state import (  # noqa: F401 (re-exported, listed in _STATE_NAMES)
     KNOBS,
     MECHANISMS,
     TEMPERATURES,
@@ -67,22 +68,4 @@ from .state import (
 )
 from .widget import AttentionExplorer
 
-__all__ = [
-    "MECHANISMS",
-    "KNOBS",
-    "TEMPERATURES",
-    "Knob",
-    "AttentionState",
-    "AttentionCache",
-    "AttentionExplorer",
-    "collect_attention_layers",
-    "default_knobs",
-    "demo_module",
-    "demo_scene",
-    "keys_carrying",
-    "mechanisms",
-    "module_knobs",
-    "prepare_attention",
-    "query_attention",
-    "settable_knobs",
-]
+__all__ = [*_STATE_NAMES, "AttentionExplorer", "demo_scene"]
