@@ -577,7 +577,8 @@ def attention_flops_table(
     settings = dict(reduction=reduction, nlsa_rounds=nlsa_rounds, enla_features=enla_features, chunk=chunk,
                     gla_chunk=gla_chunk, gla_rounds=gla_rounds, hspa_topk=hspa_topk, lcoa_clusters=lcoa_clusters,
                     coa_layers=coa_layers, include_embeddings=include_embeddings)
-    rows: dict[str, FlopCount] = {"Conv 3x3": FlopCount({"conv": conv_flops(h, w, c, c, 3)}, "one 3x3 convolution c -> c")}
+    conv = FlopCount({"conv": conv_flops(h, w, c, c, 3)}, "one 3x3 convolution c -> c")
+    rows: dict[str, FlopCount] = {"Conv 3x3": conv}
     for name in registry.mechanisms():  # every registered mechanism, in registration order
         flop_rows = registry.resolve(registry.get(name).flop_rows)
         if flop_rows is not None:

@@ -117,6 +117,14 @@ class Mechanism:
         forward_details: bucketed kind: ``details`` entries that need the module's whole forward pass.
         scoring: bucketed kind: ``(module, features) -> (extra, replay_attrs)``: extra query inputs and the
             attributes the replayed forward pass runs with (GLA's learned score), or ``None``.
+        view_knob: a boolean knob that only chooses which row is shown, not what is computed (ENLA's
+            ``exact``: the exact softmax instead of the approximation); states are shared across its values.
+        demo_state_knobs: knobs that fix the data-dependent state of a demo module (LCoA's number of
+            clusters: k-means centroids initialised from the features); a cached demo module is reused when
+            only the other knobs change. ``None``: never reused.
+        group: what a bucketed mechanism calls the positions sharing a code (``"bucket"``, LCoA ``"cluster"``).
+        shared_call: a call with a second argument reuses another module's attention and has no map of its
+            own (LCoA's collaborative modules, LCoAN Eq. 12).
         flops: FLOP function of one module (``srlib.analysis.flops`` convention), a :data:`Ref`.
         flop_rows: ``(h, w, c, settings) -> {row name: FlopCount}``: its rows of
             ``srlib.analysis.flops.attention_flops_table`` (``settings``: that function's keyword arguments).
@@ -136,6 +144,10 @@ class Mechanism:
     draws: str | None = None
     forward_details: tuple[str, ...] = ()
     scoring: Callable[[nn.Module, torch.Tensor], tuple[dict, dict]] | None = field(default=None, repr=False)
+    view_knob: str | None = None
+    demo_state_knobs: tuple[str, ...] | None = None
+    group: str = "bucket"
+    shared_call: bool = False
     flops: Ref = field(default=None, repr=False)
     flop_rows: Ref = field(default=None, repr=False)
     bench_cases: Ref = field(default=None, repr=False)
@@ -415,7 +427,7 @@ register(Mechanism(
         Knob("n_features", "random features m", 128, options=(4, 8, 16, 32, 64, 128, 256, 512, 1024),
              help="ENLCN Eq. 4: more features, closer to the exact softmax"),
         Knob("exact", "exact softmax", False, options=(False, True), help="show softmax(q k^T) instead"),
-    ), build_demo=_demo_enla, module_knobs=_enla_knobs,
+    ), build_demo=_demo_enla, module_knobs=_enla_knobs, view_knob="exact",
     flops=f"{_FLOPS}:enla_flops", flop_rows=f"{_FLOPS}:_enla_rows", bench_cases=f"{_BENCH}:_enla_cases",
     paper="ENLCN Eqs. 3-6 (positive random features)",
 ))
@@ -448,6 +460,7 @@ register(Mechanism(
     module_knobs=lambda m: {"n_clusters": m.n_clusters, "window_size": m.window_size},
     settable=lambda m: ("window_size",),  # the centroids fix the number of clusters
     layout=_kmeans_layout, forward_details=("score", "bucket_score", "collaborative"),
+    demo_state_knobs=("n_clusters",), group="cluster", shared_call=True,
     flops=f"{_FLOPS}:lcoa_flops", flop_rows=f"{_FLOPS}:_lcoa_rows", bench_cases=f"{_BENCH}:_lcoa_cases",
     paper="LCoAN Eqs. 6-12 (k-means pattern; CoA modules share it: rows LCoA-CoA, LCoA-4xCoA)",
 ))

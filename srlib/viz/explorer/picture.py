@@ -15,6 +15,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from srlib.attention import registry
+
 __all__: list[str] = []
 
 
@@ -167,7 +169,7 @@ class _Picture:
         img = Image.fromarray(canvas)  # a copy: titles and crosses never reach the canvas
         draw = ImageDraw.Draw(img)
         if r["bucket"] is not None:
-            what = "cluster" if r["mechanism"] == "LCoA" else "bucket"
+            what = registry.get(r["mechanism"]).group
             title0 = f"query and its {what} ({r['bucket_size']} px)"
         else:
             title0 = "query"

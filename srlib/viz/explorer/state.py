@@ -369,7 +369,7 @@ class AttentionState:
             exact = softmax_rows(self.q, self.k, torch.tensor([p], device=self.q.device)).view(-1)  # Eq. 1
             out["exact_map"] = exact.view(H, W).cpu()
             out["tv_to_exact"] = 0.5 * float((approx.double() - exact.double()).abs().sum())
-            row = exact if self.knobs.get("exact") else approx
+            row = exact if self.knobs.get(registry.get(self.mechanism).view_knob) else approx
         else:  # bucketed: NLSA, GLA, LCoA
             row, keys, w = self._bucketed_row(p)
             codes = self.details["codes"][0]  # (R, L)
@@ -530,7 +530,7 @@ def prepare_attention(
                     f"{mechanism}: knob {name!r} is fixed by this module's weights ({current.get(name)!r}); "
                     f"cannot use {value!r}"
                 )
-        overrides = {n: v for n, v in knobs.items() if n in settable and n != "exact"}
+        overrides = {n: v for n, v in knobs.items() if n in settable and n != entry.view_knob}
         full = {**current, **knobs}
     state = AttentionState(mechanism, (H, W), full, module, features)
     if entry.kind == "dense":
@@ -604,7 +604,8 @@ class AttentionCache:
         self.maxsize = maxsize
         self.max_bytes = max_bytes
         self._store: OrderedDict = OrderedDict()
-        self._demo_lcoa: OrderedDict = OrderedDict()  # (features id, temperature, seed, K) -> (features, module)
+        # (mechanism, features id, temperature, seed, knob values) -> (features, demo module)
+        self._demo_modules: OrderedDict = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -620,10 +621,12 @@ class AttentionCache:
         **knobs: Any,
     ) -> AttentionState:
         """The state for these arguments (computed by :func:`prepare_attention` on a miss)."""
-        if mechanism == "ENLA" and "exact" in knobs:  # one state for both: it only picks the row shown
+        entry = registry.get(mechanism)
+        view = entry.view_knob
+        if view is not None and view in knobs:  # one state for both values: it only picks the row shown
             base = self.get(mechanism, features, module, layer=layer, temperature=temperature, seed=seed,
-                            **{k: v for k, v in knobs.items() if k != "exact"})
-            return replace(base, knobs={**base.knobs, "exact": True}) if knobs["exact"] else base
+                            **{k: v for k, v in knobs.items() if k != view})
+            return replace(base, knobs={**base.knobs, view: knobs[view]}) if knobs[view] else base
         key = (mechanism, layer, id(features), id(module), float(temperature), int(seed),
                tuple(sorted(knobs.items(), key=lambda kv: kv[0])))
         if key in self._store:
@@ -636,18 +639,19 @@ class AttentionCache:
                 self.max_bytes is not None and self.nbytes() > self.max_bytes)):
             self._store.popitem(last=False)
         given, full = module, knobs
-        lcoa_key = None
-        if mechanism == "LCoA" and module is None:  # its k-means centroids depend on the features only
+        demo_key = None
+        if entry.demo_state_knobs is not None and module is None:  # e.g. LCoA's centroids: from the features
             full = _check_knobs(mechanism, knobs)
-            lcoa_key = (id(features), float(temperature), int(seed), full["n_clusters"])
-            if lcoa_key in self._demo_lcoa:
-                given = self._demo_lcoa[lcoa_key][1]  # same construction and centroids as a fresh demo module
+            demo_key = (mechanism, id(features), float(temperature), int(seed),
+                        tuple(full[k] for k in entry.demo_state_knobs))
+            if demo_key in self._demo_modules:
+                given = self._demo_modules[demo_key][1]  # same construction and centroids as a fresh demo module
         state = prepare_attention(mechanism, features, given, temperature=temperature, seed=seed, **full)
-        if lcoa_key is not None:
-            self._demo_lcoa[lcoa_key] = (features, state.module)
-            self._demo_lcoa.move_to_end(lcoa_key)
-            while len(self._demo_lcoa) > self.maxsize:
-                self._demo_lcoa.popitem(last=False)
+        if demo_key is not None:
+            self._demo_modules[demo_key] = (features, state.module)
+            self._demo_modules.move_to_end(demo_key)
+            while len(self._demo_modules) > self.maxsize:
+                self._demo_modules.popitem(last=False)
         self._store[key] = state  # the state holds features and module, so their ids stay unique
         while len(self._store) > self.maxsize:
             self._store.popitem(last=False)
@@ -668,7 +672,7 @@ class AttentionCache:
 
     def clear(self) -> None:
         self._store.clear()
-        self._demo_lcoa.clear()
+        self._demo_modules.clear()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -698,7 +702,7 @@ def collect_attention_layers(model: nn.Module, lr: Tensor) -> dict[str, list[tup
     def hook(mod, args, kwargs):
         mech = registry.mechanism_of(mod)
         shared = (args[1] if len(args) > 1 else None) or kwargs.get("shared")
-        if mech == "LCoA" and shared is not None:
+        if registry.get(mech).shared_call and shared is not None:
             return
         found.setdefault(mech, []).append((mod, args[0].detach()))
 

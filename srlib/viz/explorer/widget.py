@@ -12,6 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from srlib.attention import registry
+
 from srlib.analysis.maps import patch_descriptors
 from .picture import _load_image, _Picture
 from .state import (
@@ -388,7 +390,7 @@ class AttentionExplorer:
             f"support (weight &gt; 0): {r['support']}",
         ]
         if r["bucket_size"] is not None:
-            what = "cluster" if r["mechanism"] == "LCoA" else "bucket"
+            what = registry.get(r["mechanism"]).group
             per = ", ".join(str(s) for s in r["bucket_sizes"])
             parts.append(f"{what} size: {r['bucket_size']} (per round: {per})")
             parts.append(f"reachable keys: {r['n_candidates']}")
