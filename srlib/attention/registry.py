@@ -27,8 +27,9 @@ Adding a mechanism: build a :class:`Mechanism` and pass it to :func:`register` (
 :func:`mechanisms` lists every registered name in registration order (the six built-ins first, in the
 papers' order).
 
-Sources: NLSN (Mei et al., CVPR 2021), ENLCN (Xia et al., AAAI 2022), DLSN (Xia et al., 2022), HSPAN (Su et
-al., 2023), LCoAN (Xia et al., 2024); knob defaults from the papers / official code as cited per knob.
+Sources: NLSN (Mei et al., CVPR 2021), ENLCN (Xia et al., AAAI 2022), DLSN (Su et al., TPAMI 2023), HSPAN
+(Su et al.), LCoAN (Zhao et al.), as cited in each mechanism's module; knob defaults from the papers /
+official code as cited per knob.
 """
 
 from __future__ import annotations
