@@ -18,7 +18,8 @@ Attention (DLSN Eq. 14, 17 and Fig. 4):
 
 * :func:`attention_on_positions` collects the weights one query gives to every position, summed over the
   ``3c`` keys of each hash round and weighted by the round weights: one row of the (sparse) attention
-  matrix that GLA/NLSA apply;
+  matrix that GLA/NLSA apply (it lives in :mod:`srlib.analysis.rows`, the one home of attention rows, and is
+  re-exported here);
 * :func:`topk_attended_locations` finds the positions of the paper's Fig. 4 (the top-128 attended positions
   of a query; :func:`srlib.viz.maps.plot_attended_locations` draws them);
 * :func:`learnable_score_disabled` switches the learnable similarity score off inside a trained network.
