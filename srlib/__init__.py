@@ -2,7 +2,8 @@
 
 Reproduces five papers (NLSN, ENLCN, DLSN, HSPAN, LCoAN). Subpackages:
 
-* :mod:`srlib.attention` -- the attention mechanisms and the shared bucket machinery
+* :mod:`srlib.attention` -- the attention mechanisms, the shared bucket machinery and ``registry`` (one list of
+  mechanisms: class, knobs, demo module, FLOP and benchmark references)
 * :mod:`srlib.models`    -- EDSR-style blocks and the networks, ``build_model`` registry
 * :mod:`srlib.data`      -- image I/O, MATLAB-compatible bicubic, degradations, datasets
 * :mod:`srlib.metrics`   -- PSNR / SSIM under the standard SR protocol
@@ -10,7 +11,8 @@ Reproduces five papers (NLSN, ENLCN, DLSN, HSPAN, LCoAN). Subpackages:
 * :mod:`srlib.inference` -- tiled inference and x8 self-ensemble
 * :mod:`srlib.reference` -- runner for the official-code reference cases
 * :mod:`srlib.analysis`  -- numbers about attention: FLOPs, measured time / memory, sparsity, overlap, hashing
-* :mod:`srlib.viz`       -- pictures of those numbers and the interactive attention explorer (only it draws)
+* :mod:`srlib.viz`       -- pictures of those numbers and the interactive attention explorer (only it draws;
+  ``srlib.viz.explorer`` is a package: state, picture, widget)
 """
 
 __version__ = "0.1.0"

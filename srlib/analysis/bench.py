@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 
+from srlib.attention import registry
 from srlib.analysis.flops import FlopCount, enla_flops, gla_flops, hspa_flops, lcoa_flops, nla_flops, nlsa_flops
 from srlib.analysis.measure import cuda_peak_bytes, loglog_slope, peak_tensor_bytes, return_freed_memory, time_calls
 
@@ -134,7 +135,7 @@ class BenchCase:
 
     Attributes:
         name: short unique name, e.g. ``"NLSA-r4"``.
-        mechanism: one of ``NLA, NLSA, ENLA, GLA, HSPA, LCoA``.
+        mechanism: a registered mechanism (:mod:`srlib.attention.registry`), e.g. ``"NLSA"``.
         description: the settings, in words.
         builder: ``(channels, generator) -> nn.Module`` mapping ``(B, C, H, W)`` to ``(B, C, H, W)``.
         counter: ``(h, w, channels, include_embeddings) -> FlopCount``.
@@ -224,36 +225,64 @@ def _lcoa_count(n_layers: int):
     return count
 
 
-def bench_cases() -> dict[str, BenchCase]:
-    """The benchmarked cases, in table order: dense NLA (explicit map and srlib's SDPA path), NLSA with
-    ``r = 1, 2, 4, 8`` rounds, ENLA with ``m = 16 ... 256`` random features, GLA (3 rounds, buckets of 128,
-    official learned score), HSPA (top-k 128, official exact mode), LCoA alone (LSP) and four LCoA layers
-    sharing one pattern (1 LSP + 3 CoA). All with ``d = C // 4`` (module docstring)."""
+# The cases of each mechanism (named by its entry in srlib.attention.registry), in table order.
+def _nla_cases() -> list[BenchCase]:
     r = REDUCTION
-    cases = [
+    return [
         BenchCase("NLA-map", "NLA", "dense softmax, explicit L x L scores and weights (Eq. 4 written out)",
                   _nla(True), lambda h, w, c, e: nla_flops(h, w, c, reduction=r, include_embeddings=e), True),
         BenchCase("NLA-sdpa", "NLA", "dense softmax through srlib's default path (scaled_dot_product_attention)",
                   _nla(False), lambda h, w, c, e: nla_flops(h, w, c, reduction=r, include_embeddings=e), True),
     ]
-    for n in (1, 2, 4, 8):
-        cases.append(BenchCase(
-            f"NLSA-r{n}", "NLSA", f"spherical LSH, {n} round(s), chunks of 144, 3 chunks attended", _nlsa(n),
-            lambda h, w, c, e, n=n: nlsa_flops(h, w, c, 144, n, reduction=r, include_embeddings=e)))
-    for m in (16, 32, 64, 128, 256):
-        cases.append(BenchCase(
-            f"ENLA-m{m}", "ENLA", f"positive random features, m = {m}, amplification 6", _enla(m),
-            lambda h, w, c, e, m=m: enla_flops(h, w, c, m, reduction=r, include_embeddings=e)))
-    cases += [
-        BenchCase("GLA-r3", "GLA", "super-bit LSH, 3 rounds, buckets of 128, official learned score", _gla,
-                  lambda h, w, c, e: gla_flops(h, w, c, 128, 3, reduction=r, include_embeddings=e)),
-        BenchCase("HSPA-k128", "HSPA", "dense scores, soft thresholding with top-k 128 (exact mode)", _hspa,
-                  lambda h, w, c, e: hspa_flops(h, w, c, 128, reduction=r, include_embeddings=e), True),
+
+
+def _nlsa_cases() -> list[BenchCase]:
+    r = REDUCTION
+    return [BenchCase(
+        f"NLSA-r{n}", "NLSA", f"spherical LSH, {n} round(s), chunks of 144, 3 chunks attended", _nlsa(n),
+        lambda h, w, c, e, n=n: nlsa_flops(h, w, c, 144, n, reduction=r, include_embeddings=e))
+        for n in (1, 2, 4, 8)]
+
+
+def _enla_cases() -> list[BenchCase]:
+    r = REDUCTION
+    return [BenchCase(
+        f"ENLA-m{m}", "ENLA", f"positive random features, m = {m}, amplification 6", _enla(m),
+        lambda h, w, c, e, m=m: enla_flops(h, w, c, m, reduction=r, include_embeddings=e))
+        for m in (16, 32, 64, 128, 256)]
+
+
+def _gla_cases() -> list[BenchCase]:
+    return [BenchCase("GLA-r3", "GLA", "super-bit LSH, 3 rounds, buckets of 128, official learned score", _gla,
+                      lambda h, w, c, e: gla_flops(h, w, c, 128, 3, reduction=REDUCTION, include_embeddings=e))]
+
+
+def _hspa_cases() -> list[BenchCase]:
+    return [BenchCase("HSPA-k128", "HSPA", "dense scores, soft thresholding with top-k 128 (exact mode)", _hspa,
+                      lambda h, w, c, e: hspa_flops(h, w, c, 128, reduction=REDUCTION, include_embeddings=e), True)]
+
+
+def _lcoa_cases() -> list[BenchCase]:
+    return [
         BenchCase("LCoA-LSP", "LCoA", "k-means pattern (128 clusters), windows of 144, one module", _lcoa(1),
                   _lcoa_count(1)),
         BenchCase("LCoA-4xCoA", "LCoA", "4 layers: 1 LSP + 3 CoA modules sharing its weights (total)",
                   _lcoa(4), _lcoa_count(4)),
     ]
+
+
+def bench_cases() -> dict[str, BenchCase]:
+    """The benchmarked cases of every registered mechanism (:mod:`srlib.attention.registry`, each entry's
+    ``bench_cases``), in table order: dense NLA (explicit map and srlib's SDPA path), NLSA with
+    ``r = 1, 2, 4, 8`` rounds, ENLA with ``m = 16 ... 256`` random features, GLA (3 rounds, buckets of 128,
+    official learned score), HSPA (top-k 128, official exact mode), LCoA alone (LSP) and four LCoA layers
+    sharing one pattern (1 LSP + 3 CoA), then the cases of any mechanism registered later. All with
+    ``d = C // 4`` (module docstring)."""
+    cases: list[BenchCase] = []
+    for name in registry.mechanisms():
+        make = registry.resolve(registry.get(name).bench_cases)
+        if make is not None:
+            cases += make()
     return {c.name: c for c in cases}
 
 

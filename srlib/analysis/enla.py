@@ -53,6 +53,7 @@ from srlib.attention.enla import (
     linear_attention,
     positive_random_features,
 )
+from srlib.analysis.rows import feature_rows, softmax_rows
 
 __all__ = [
     "FEATURE_KINDS",
@@ -549,13 +550,11 @@ def attention_rows(
     if q.dim() < 2 or k.dim() < 2 or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q and k must be (..., L, d) and (..., S, d), got {tuple(q.shape)} and {tuple(k.shape)}")
     idx = _query_index(queries, q.shape[-2], q.device)
-    qs = q.index_select(-2, idx)
     if projection is None:
-        return torch.softmax(qs @ k.transpose(-1, -2), dim=-1)
-    phi_q = positive_random_features(qs, projection, eps)  # (..., n, m)
+        return softmax_rows(q, k, idx)
+    phi_q = positive_random_features(q.index_select(-2, idx), projection, eps)  # (..., n, m)
     phi_k = positive_random_features(k, projection, eps)  # (..., S, m)
-    scores = phi_q @ phi_k.transpose(-1, -2)
-    return scores / scores.sum(dim=-1, keepdim=True)
+    return feature_rows(phi_q, phi_k)
 
 
 @dataclass(frozen=True)

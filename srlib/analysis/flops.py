@@ -32,14 +32,17 @@ Source: NLSN paper (Mei et al., CVPR 2021) Sec. 3.3 "Computational complexity" (
 r n m)``) and Table 5; ENLCN paper (Xia et al., AAAI 2022) Table 4; official NLSA
 ``HarukiYqM/Non-Local-Sparse-Attention`` ``src/model/attention.py`` for what is actually computed.
 
-Results are :class:`FlopCount` objects (named terms), so that other mechanisms (ENLA, GLA, HSPA, LCoA) add
-functions returning the same type and notebooks print one table for all of them.
+Results are :class:`FlopCount` objects (named terms), one function per mechanism (:func:`nla_flops`,
+:func:`nlsa_flops`, :func:`enla_flops`, :func:`gla_flops`, :func:`hspa_flops`, :func:`lcoa_flops`), so that
+:func:`attention_flops_table` prints one table for all of them; which rows it has comes from
+:mod:`srlib.attention.registry` (each entry names its row function here).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from srlib.attention import registry
 from srlib.attention.buckets import n_hash_buckets
 
 __all__ = [
@@ -111,6 +114,25 @@ def _channels(c: int, reduction: int, embed_channels: int | None, value_channels
     return embed_channels, value_channels
 
 
+def _qkv_embeddings(h: int, w: int, c: int, d: int, dv: int) -> dict[str, int]:
+    """The three 1x1 embedding convolutions of the dense mechanisms and ENLA: ``c -> d`` (queries, keys) and
+    ``c -> dv`` (values)."""
+    return {"embed_q": conv_flops(h, w, c, d, 1), "embed_k": conv_flops(h, w, c, d, 1),
+            "embed_v": conv_flops(h, w, c, dv, 1)}
+
+
+def _chunked_length(L: int, chunk: int, padded: bool) -> int:
+    """Positions the chunked attention runs over: ``L`` padded to a multiple of ``chunk`` (official), or ``L``."""
+    return -(-L // chunk) * chunk if padded else L
+
+
+def _hash_buckets(L: int, chunk: int, max_buckets: int, n_buckets: int | None) -> int:
+    """Buckets of an LSH: ``n_buckets``, or the official ``n_hash_buckets(L, chunk, max_buckets)``."""
+    m = n_hash_buckets(L, chunk, max_buckets) if n_buckets is None else n_buckets
+    _positive(n_buckets=m)
+    return m
+
+
 def conv_flops(h: int, w: int, c_in: int, c_out: int, kernel_size: int = 3, *, bias: bool = False) -> int:
     """FLOPs of a stride-1, 'same'-padded ``kernel_size x kernel_size`` convolution on an ``h x w`` map.
 
@@ -160,9 +182,7 @@ def nla_flops(
     L = h * w
     terms = {"scores": FLOPS_PER_MAC * L * L * d, "aggregate": FLOPS_PER_MAC * L * L * dv}
     if include_embeddings:
-        terms["embed_q"] = conv_flops(h, w, c, d, 1)
-        terms["embed_k"] = conv_flops(h, w, c, d, 1)
-        terms["embed_v"] = conv_flops(h, w, c, dv, 1)
+        terms.update(_qkv_embeddings(h, w, c, d, dv))
     notes = "dense attention: L^2 pairs; softmax not counted"
     return FlopCount(terms, notes)
 
@@ -220,12 +240,11 @@ def nlsa_flops(
     if hash_variant not in ("official", "paper"):
         raise ValueError(f"hash_variant must be 'official' or 'paper', got {hash_variant!r}")
     L = h * w
-    m = n_hash_buckets(L, chunk, max_buckets) if n_buckets is None else n_buckets
-    _positive(n_buckets=m)
+    m = _hash_buckets(L, chunk, max_buckets, n_buckets)
     if hash_variant == "official" and m % 2:
         raise ValueError(f"the official hash needs an even number of buckets, got n_buckets = {m}")
     n_dir = m // 2 if hash_variant == "official" else m
-    length = -(-L // chunk) * chunk if padded else L
+    length = _chunked_length(L, chunk, padded)
     keys = chunks_attended * chunk
     R = n_hashes
     terms = {
@@ -305,15 +324,13 @@ def enla_flops(
         "normaliser": FLOPS_PER_MAC * L * m,
     }
     if include_embeddings:
-        terms["embed_q"] = conv_flops(h, w, c, d, 1)
-        terms["embed_k"] = conv_flops(h, w, c, d, 1)
-        terms["embed_v"] = conv_flops(h, w, c, dv, 1)
+        terms.update(_qkv_embeddings(h, w, c, d, dv))
     notes = f"{m} random features: linear in L = {L}; exp and normalisation of Q, K not counted"
     return FlopCount(terms, notes)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# GLA, HSPA, LCoA, and one table for all six mechanisms (appended for notebook 06 / benchmarks/harness.py)
+# GLA, HSPA, LCoA, and one table for all mechanisms
 # ----------------------------------------------------------------------------------------------------------
 #: GLA learnable-score variants understood by :func:`gla_flops` (as :data:`srlib.attention.gla.LSS_VARIANTS`).
 _GLA_LSS = ("official", "paper", "none")
@@ -375,9 +392,8 @@ def gla_flops(
     if lss_variant not in _GLA_LSS:
         raise ValueError(f"lss_variant must be one of {_GLA_LSS}, got {lss_variant!r}")
     L = h * w
-    b = n_hash_buckets(L, chunk, max_buckets) if n_buckets is None else n_buckets
-    _positive(n_buckets=b)
-    length = -(-L // chunk) * chunk if padded else L
+    b = _hash_buckets(L, chunk, max_buckets, n_buckets)
+    length = _chunked_length(L, chunk, padded)
     R, keys = n_hashes, 3 * chunk
     terms = {
         "hash": R * FLOPS_PER_MAC * L * d * b,
@@ -446,9 +462,7 @@ def hspa_flops(
     keys = L if (topk is None or not sparse_aggregate) else min(topk, L)
     terms = {"scores": FLOPS_PER_MAC * L * L * d, "aggregate": FLOPS_PER_MAC * L * keys * dv}
     if include_embeddings:
-        terms["embed_q"] = conv_flops(h, w, c, d, 1)
-        terms["embed_k"] = conv_flops(h, w, c, d, 1)
-        terms["embed_v"] = conv_flops(h, w, c, dv, 1)
+        terms.update(_qkv_embeddings(h, w, c, d, dv))
     how = f"sparse aggregation over {keys} keys" if sparse_aggregate else "dense aggregation (official)"
     notes = f"dense scores (L^2 pairs), {how}; top-k selection and thresholding not counted"
     return FlopCount(terms, notes)
@@ -506,7 +520,7 @@ def lcoa_flops(
     L = h * w
     if L < window:
         raise ValueError(f"input too small: H*W = {L} positions < window = {window}")
-    length = -(-L // window) * window if padded else L
+    length = _chunked_length(L, window, padded)
     R, keys = n_rounds, 3 * window
     terms: dict[str, int] = {}
     if not shared:
@@ -538,7 +552,8 @@ def attention_flops_table(
     coa_layers: int = 4,
     include_embeddings: bool = False,
 ) -> dict[str, FlopCount]:
-    """FLOPs of all six mechanisms on one ``h x w x c`` feature map, in one accounting (module docstring).
+    """FLOPs of every registered mechanism (:mod:`srlib.attention.registry`: the six, then any added) on one
+    ``h x w x c`` feature map, in one accounting (module docstring).
 
     Every query/key embedding has ``d = c // reduction`` channels and the values ``c`` (default ``d = 16``
     at ``c = 64``: NLSN Table 5's setting and the official reduction of NLSA, GLA, LCoA and ENLCA; the
@@ -550,7 +565,7 @@ def attention_flops_table(
     learned score), ``"HSPA-k{topk}"`` (official dense aggregation), ``"LCoA-LSP"`` (computing module,
     ``lcoa_clusters`` clusters, window ``chunk``), ``"LCoA-CoA"`` (one sharing module) and
     ``"LCoA-{coa_layers} layers"`` (one LSP plus ``coa_layers - 1`` CoA modules, per layer: total divided
-    by ``coa_layers``, rounded down).
+    by ``coa_layers``, rounded down). A registered mechanism adds the rows of its entry's ``flop_rows``.
 
     Returns:
         ``{row name: FlopCount}``. The paper tables use other widths; see the tests for
@@ -559,27 +574,53 @@ def attention_flops_table(
         ValueError: from the individual functions (e.g. a map smaller than one chunk), or ``coa_layers < 1``.
     """
     _positive(coa_layers=coa_layers)
-    emb = include_embeddings
-    rows: dict[str, FlopCount] = {
-        "Conv 3x3": FlopCount({"conv": conv_flops(h, w, c, c, 3)}, "one 3x3 convolution c -> c"),
-        "NLA": nla_flops(h, w, c, reduction=reduction, include_embeddings=emb),
-    }
-    for r in nlsa_rounds:
-        rows[f"NLSA-r{r}"] = nlsa_flops(h, w, c, chunk, r, reduction=reduction, include_embeddings=emb)
-    for m in enla_features:
-        rows[f"ENLA-m{m}"] = enla_flops(h, w, c, m, reduction=reduction, include_embeddings=emb)
-    rows[f"GLA-r{gla_rounds}"] = gla_flops(h, w, c, gla_chunk, gla_rounds, reduction=reduction,
-                                           include_embeddings=emb)
-    rows[f"HSPA-k{hspa_topk}"] = hspa_flops(h, w, c, hspa_topk, reduction=reduction, include_embeddings=emb)
-    lsp = lcoa_flops(h, w, c, lcoa_clusters, chunk, reduction=reduction, include_embeddings=emb)
-    coa = lcoa_flops(h, w, c, lcoa_clusters, chunk, shared=True, reduction=reduction, include_embeddings=emb)
-    rows["LCoA-LSP"] = lsp
-    rows["LCoA-CoA"] = coa
-    total = lsp.total + (coa_layers - 1) * coa.total
-    rows[f"LCoA-{coa_layers} layers"] = FlopCount(
-        {"per_layer": total // coa_layers}, f"(1 LSP + {coa_layers - 1} CoA) / {coa_layers}"
-    )
+    settings = dict(reduction=reduction, nlsa_rounds=nlsa_rounds, enla_features=enla_features, chunk=chunk,
+                    gla_chunk=gla_chunk, gla_rounds=gla_rounds, hspa_topk=hspa_topk, lcoa_clusters=lcoa_clusters,
+                    coa_layers=coa_layers, include_embeddings=include_embeddings)
+    conv = FlopCount({"conv": conv_flops(h, w, c, c, 3)}, "one 3x3 convolution c -> c")
+    rows: dict[str, FlopCount] = {"Conv 3x3": conv}
+    for name in registry.mechanisms():  # every registered mechanism, in registration order
+        flop_rows = registry.resolve(registry.get(name).flop_rows)
+        if flop_rows is not None:
+            rows.update(flop_rows(h, w, c, settings))
     return rows
+
+
+# The rows of each mechanism in :func:`attention_flops_table` (named by its entry in srlib.attention.registry):
+# ``(h, w, c, settings) -> {row name: FlopCount}``, ``settings`` the table's keyword arguments.
+def _nla_rows(h: int, w: int, c: int, s: dict) -> dict[str, FlopCount]:
+    return {"NLA": nla_flops(h, w, c, reduction=s["reduction"], include_embeddings=s["include_embeddings"])}
+
+
+def _nlsa_rows(h: int, w: int, c: int, s: dict) -> dict[str, FlopCount]:
+    return {f"NLSA-r{r}": nlsa_flops(h, w, c, s["chunk"], r, reduction=s["reduction"],
+                                     include_embeddings=s["include_embeddings"]) for r in s["nlsa_rounds"]}
+
+
+def _enla_rows(h: int, w: int, c: int, s: dict) -> dict[str, FlopCount]:
+    return {f"ENLA-m{m}": enla_flops(h, w, c, m, reduction=s["reduction"], include_embeddings=s["include_embeddings"])
+            for m in s["enla_features"]}
+
+
+def _gla_rows(h: int, w: int, c: int, s: dict) -> dict[str, FlopCount]:
+    return {f"GLA-r{s['gla_rounds']}": gla_flops(h, w, c, s["gla_chunk"], s["gla_rounds"], reduction=s["reduction"],
+                                                 include_embeddings=s["include_embeddings"])}
+
+
+def _hspa_rows(h: int, w: int, c: int, s: dict) -> dict[str, FlopCount]:
+    return {f"HSPA-k{s['hspa_topk']}": hspa_flops(h, w, c, s["hspa_topk"], reduction=s["reduction"],
+                                                  include_embeddings=s["include_embeddings"])}
+
+
+def _lcoa_rows(h: int, w: int, c: int, s: dict) -> dict[str, FlopCount]:
+    """The computing module (LSP), one sharing module (CoA) and the per-layer cost of a stack."""
+    kw = dict(reduction=s["reduction"], include_embeddings=s["include_embeddings"])
+    lsp = lcoa_flops(h, w, c, s["lcoa_clusters"], s["chunk"], **kw)
+    coa = lcoa_flops(h, w, c, s["lcoa_clusters"], s["chunk"], shared=True, **kw)
+    n = s["coa_layers"]
+    total = lsp.total + (n - 1) * coa.total
+    return {"LCoA-LSP": lsp, "LCoA-CoA": coa,
+            f"LCoA-{n} layers": FlopCount({"per_layer": total // n}, f"(1 LSP + {n - 1} CoA) / {n}")}
 
 
 def format_flops_table(rows: dict[str, FlopCount], paper: dict[str, float] | None = None, digits: int = 3) -> str:

@@ -18,7 +18,8 @@ Attention (DLSN Eq. 14, 17 and Fig. 4):
 
 * :func:`attention_on_positions` collects the weights one query gives to every position, summed over the
   ``3c`` keys of each hash round and weighted by the round weights: one row of the (sparse) attention
-  matrix that GLA/NLSA apply;
+  matrix that GLA/NLSA apply (it lives in :mod:`srlib.analysis.rows`, the one home of attention rows, and is
+  re-exported here);
 * :func:`topk_attended_locations` finds the positions of the paper's Fig. 4 (the top-128 attended positions
   of a query; :func:`srlib.viz.maps.plot_attended_locations` draws them);
 * :func:`learnable_score_disabled` switches the learnable similarity score off inside a trained network.
@@ -44,10 +45,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from srlib.attention.buckets import BucketLayout
 from srlib.attention.gla import GlobalLearnableAttention, superbit_lsh, superbit_projections
 from srlib.attention.hashing import spherical_lsh
 from srlib.analysis.buckets import attended_keys
+from srlib.analysis.rows import attention_on_positions  # one home for attention rows (re-exported here)
 
 __all__ = [
     "HASH_METHODS",
@@ -317,47 +318,6 @@ def bucket_neighbour_recall(
 
 
 # ----------------------------------------------------------------------------------------------- attention
-
-
-def attention_on_positions(details: Mapping, position: int, *, batch: int = 0) -> Tensor:
-    """The weight that query ``position`` gives to every position, all hash rounds combined.
-
-    GLA (and NLSA) compute, in round ``r``, softmax weights over the ``3c`` keys of the query's chunk and its
-    two neighbours (DLSN Eq. 14), then mix the rounds with weights ``w_r(p)`` (Eq. 17). The effective
-    weight on position ``j`` is therefore ``A_pj = sum_r w_r(p) * sum_{key slots holding j} score_r(p, slot)``
-    (a padded duplicate adds to the position it copies). The block output is ``y_p = sum_j A_pj v_j``.
-
-    Args:
-        details: ``module.details`` of a :class:`~srlib.attention.gla.GlobalLearnableAttention` or
-            :class:`~srlib.attention.nlsa.NonLocalSparseAttention` run with ``keep_details = True``
-            (needs ``"layout"``, ``"score"``, and ``"round_weights"`` or ``"bucket_score"``).
-        position: flattened query position ``0 <= p < L``.
-        batch: which image of the batch.
-    Returns:
-        ``(L,)`` non-negative weights (sum 1 with the official round weights).
-    Raises:
-        ValueError: missing details (``keep_details`` was off) or ``position`` / ``batch`` out of range.
-    """
-    layout: BucketLayout | None = details.get("layout")
-    score: Tensor | None = details.get("score")
-    if layout is None or score is None:
-        raise ValueError("details lack 'layout' / 'score': set module.keep_details = True before the forward call")
-    B, R, L = layout.sort_idx.shape
-    if not 0 <= position < L:
-        raise ValueError(f"position must be in [0, {L}), got {position}")
-    if not 0 <= batch < B:
-        raise ValueError(f"batch must be in [0, {B}), got {batch}")
-    c = layout.chunk_size
-    slot = layout.undo_idx[batch, :, position]  # (R,) sorted slot of the query in each round
-    chunk, row = slot // c, slot % c
-    weights = score[batch, torch.arange(R, device=score.device), chunk, row]  # (R, 3c), keys [own, prev, next]
-    key_pos = attended_keys(layout, [position])[batch, :, 0]  # (R, 3c) positions, same order
-    rw = details.get("round_weights")
-    if rw is None:  # NLSA details: the official weights softmax_r(bucket_score), NLSN Eq. 11
-        rw = torch.softmax(details["bucket_score"], dim=1)
-    w_r = rw[batch, :, position]  # (R,)
-    out = torch.zeros(L, dtype=weights.dtype, device=weights.device)
-    return out.index_add_(0, key_pos.reshape(-1), (weights * w_r.unsqueeze(-1)).reshape(-1))
 
 
 def topk_attended_locations(weights: Tensor, hw: tuple[int, int], k: int = 128) -> tuple[Tensor, Tensor]:

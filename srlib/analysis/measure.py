@@ -118,11 +118,6 @@ def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sxx
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _clock(device: torch.device, clock: str) -> Callable[[], float]:
     """The timer handed to ``benchmark.Timer``: ``perf_counter`` (after a CUDA synchronisation on CUDA, so that
     queued kernels are inside the interval) or ``process_time`` (CPU devices only)."""

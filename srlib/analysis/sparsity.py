@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from srlib.attention.softthreshold import soft_threshold, threshold_and_support
+from srlib.analysis.rows import dense_rows
 
 __all__ = [
     "support_sizes",
@@ -254,9 +255,8 @@ def attention_rows(attn: torch.nn.Module, x: Tensor, rows: slice | Sequence[int]
         idx = torch.as_tensor(rows, dtype=torch.int64).reshape(-1)
     if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= n:
         raise ValueError(f"rows must select at least one index in [0, {n}), got {rows!r}")
-    normalizer = getattr(attn, "normalizer", None) or (lambda s: torch.softmax(s, dim=-1))
-    with torch.no_grad():
-        return normalizer(torch.bmm(q[:, idx.to(q.device)], k.transpose(1, 2)))
+    with torch.no_grad():  # the one dense-row computation of srlib (also the explorer's)
+        return dense_rows(q, k, idx, getattr(attn, "normalizer", None))
 
 
 def nla_twin(attn: torch.nn.Module) -> torch.nn.Module:

@@ -54,6 +54,7 @@ from .samples import (
     default_train_set,
     load_sample,
 )
+from .scenes import demo_scene
 
 __all__ = [
     # io
@@ -69,4 +70,6 @@ __all__ = [
     "default_eval_set", "FALLBACK_EVAL_NAMES", "BENCHMARK_NAMES",
     "list_images", "dihedral", "seed_worker",
     "load_sample", "SAMPLE_IMAGES", "DEFAULT_SAMPLE_NAMES",
+    # demo scenes
+    "demo_scene",
 ]
