@@ -56,7 +56,7 @@ from srlib import data as sdata
 from srlib import metrics, pretrained
 from srlib.course import (TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread,
                           quality_table, shipped, tiny_train)
-from srlib.exercises import check
+from srlib.course.exercises import check
 from srlib.inference import super_resolve
 from srlib.models import build_model
 from srlib.models.common import DIV2K_MEAN, ResBlock, default_conv

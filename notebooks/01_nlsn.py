@@ -71,7 +71,7 @@ from srlib.attention.nla import non_local_attention
 from srlib.attention.nlsa import NonLocalSparseAttention
 from srlib.course import (TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread,
                           quality_table, shipped, tiny_train)
-from srlib.exercises import check
+from srlib.course.exercises import check
 from srlib.inference import super_resolve
 from srlib.models import build_model
 from srlib.models.nlsn import NLSN, NLSNConfig

@@ -97,7 +97,7 @@ from srlib.analysis.enla import (
 from srlib.course import (
     TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread, quality_table, shipped, tiny_train,
 )
-from srlib.exercises import check, list_exercises
+from srlib.course.exercises import check, list_exercises
 from srlib.inference import super_resolve
 from srlib.metrics import psnr
 from srlib.models import build_model
@@ -1191,7 +1191,7 @@ assert n_full == 41_223_043 and isinstance(full.body[0], ENLCA)
 #
 # Labels: ★ warm-up, ★★ practice, ★★★ challenge. Exercises with a numeric or code answer have a check: put
 # your answer in place of `None` and run the cell (`check` prints whether it is right, with a hint if not).
-# Worked solutions are in `solutions/02_enlcn_solutions.ipynb`. The list, from `srlib.exercises`:
+# Worked solutions are in `solutions/02_enlcn_solutions.ipynb`. The list, from `srlib.course.exercises`:
 
 # %%
 for ex in list_exercises("02"):

@@ -77,10 +77,11 @@ from srlib.attention.gla import (GlobalLearnableAttention, orthonormal_direction
 from srlib.course import (
     TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread, quality_table, shipped, tiny_train,
 )
-from srlib.course_dlsn import (bucket_summary, centre_crop, chunk_scores, crops_psnr, detail_fit_summary,
-                               format_bucket_summary, lss_change, lss_dependence, query_maps, seed_hashing,
-                               top_attended_stats, variance_table)
-from srlib.exercises import check, list_exercises
+from srlib.course.dlsn.study import (
+    bucket_summary, centre_crop, chunk_scores, crops_psnr, detail_fit_summary, format_bucket_summary, lss_change,
+    lss_dependence, query_maps, seed_hashing, top_attended_stats, variance_table,
+)
+from srlib.course.exercises import check, list_exercises
 from srlib.inference import super_resolve
 from srlib.metrics import psnr
 from srlib.models import build_model
@@ -92,7 +93,7 @@ from srlib.analysis.maps import features_for_attention
 from srlib.viz import plot_attention_maps
 from srlib.viz.buckets import plot_bucket_sizes
 from srlib.viz.compare import plot_sr_crops
-from srlib.viz.dlsn_figures import (
+from srlib.course.dlsn.figures import (
     plot_chunk_scores, plot_degradations, plot_detail_fit, plot_hashing_comparison, plot_largest_buckets,
 )
 from srlib.viz.explorer import collect_attention_layers, prepare_attention
@@ -437,7 +438,7 @@ assert abs(float(kern.sum()) - 1) < 1e-12
 #
 # We take the 64 most damaged queries (largest missing detail), ignore keys that overlap the query, and ask:
 # are the 16 keys with the best-fitting detail among the 16 most similar-looking ones
-# (`srlib.course_dlsn.detail_fit_summary`)?
+# (`srlib.course.dlsn.study.detail_fit_summary`)?
 
 # %% tags=["nbval-ignore-output"]
 demo_lr4 = sdata.quantize(sdata.BicubicDownsample(4)(demo_hr))  # (3, 64, 64)
@@ -533,7 +534,7 @@ assert gla_layers["trained"][1][0] is dlsn_trained.body[1].body[4]
 # **Bucket maps of the last GLA** (`body.1.body.4`, the layer of the paper's Fig. 4), first hash round, the
 # same projections for both networks (seed 0). With up to 128 buckets, one colour per bucket is unreadable;
 # the 8 largest buckets of each panel get a strong colour (by size: blue is the largest), all the others are
-# left grey (`srlib.viz.dlsn_figures.plot_largest_buckets`).
+# left grey (`srlib.course.dlsn.figures.plot_largest_buckets`).
 
 # %%
 fig = plot_largest_buckets(lr_t, {f"{net_name}, round 0": gla_states[net_name, 1, 0].details["codes"][0, 0]
@@ -597,7 +598,7 @@ for (qy_, qx_), what, panels in zip(queries_t, names_t, panels_t):
     plt.show()
 
 # %% [markdown]
-# **The two scores of one chunk** (`srlib.course_dlsn.chunk_scores`, round 0, the chunk holding the first
+# **The two scores of one chunk** (`srlib.course.dlsn.study.chunk_scores`, round 0, the chunk holding the first
 # query): the dot-product score `s_f` (rebuilt from the kept embedding exactly as in step 4 of §2.3), the
 # learned term `s_l`, the part of `s_l` that differs between the keys of a row (`s_l` minus its row mean),
 # and the softmax weights (rows: the 48 queries of the chunk; columns: the 144 keys `[own, previous, next]`).
@@ -639,7 +640,7 @@ for qyx in queries_t[:2]:
 # %% [markdown]
 # The paper's reading of Fig. 4: without LSS the top weights sit on keys similar to the query; with LSS they
 # move to "more informative but low-similarity" regions. Measured over 300 queries of this crop
-# (`srlib.course_dlsn.top_attended_stats`): the mean dot-product score `s_f` and the mean distance (in LR
+# (`srlib.course.dlsn.study.top_attended_stats`): the mean dot-product score `s_f` and the mean distance (in LR
 # pixels) of the 128 most attended keys, how many of them the two settings share, and the weight the query
 # keeps within its own 5x5 neighbourhood; then where `s_l` acts: on the weights inside a round, or on the
 # round weights.
@@ -985,7 +986,7 @@ assert sum(p.numel() for p in net.parameters() if p.requires_grad) == 69_842_564
 #
 # Labels: ★ warm-up, ★★ practice, ★★★ challenge. Exercises with a numeric or code answer have a check: put
 # your answer in place of `None` and run the cell (`check` prints whether it is right, with a hint if not).
-# Worked solutions are in `solutions/03_dlsn_solutions.ipynb`. The list, from `srlib.exercises`:
+# Worked solutions are in `solutions/03_dlsn_solutions.ipynb`. The list, from `srlib.course.exercises`:
 
 # %%
 for ex in list_exercises("03"):

@@ -101,7 +101,7 @@ from srlib.course import (
     shipped,
     tiny_train,
 )
-from srlib.exercises import check
+from srlib.course.exercises import check
 from srlib.inference import forward_chop
 from srlib.models import build_model
 from srlib.models.hspan import HSPAN, HSPANConfig

@@ -80,10 +80,11 @@ from srlib import metrics
 from srlib.attention.lcoa import LCoA, assign_clusters, cluster_sizes, ema_centroids, init_centroids, kmeans_step
 from srlib.course import (TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread, quality_table,
                           shipped, tiny_train)
-from srlib.exercises import check
-from srlib.lcoan_study import (centre_crops, centroid_log, compare_bucketings, depth_study, ema_run, first_pattern,
-                               format_bucketings, format_cost_table, format_depth_table, format_kmeans_trace,
-                               kmeans_trace, layer_study, table1_stacks)
+from srlib.course.exercises import check
+from srlib.course.lcoan.study import (
+    centre_crops, centroid_log, compare_bucketings, depth_study, ema_run, first_pattern, format_bucketings,
+    format_cost_table, format_depth_table, format_kmeans_trace, kmeans_trace, layer_study, table1_stacks,
+)
 from srlib.models import build_model
 from srlib.models.lcoan import LCoAN, LCoANConfig
 from srlib.pretrained import build_small, pretrained
@@ -94,8 +95,10 @@ from srlib.viz.buckets import plot_attended
 from srlib.viz.compare import plot_sr_crops
 from srlib.analysis.measure import measure_attention_cost
 from srlib.viz.explorer import AttentionExplorer
-from srlib.viz.lcoan_figures import (plot_bucket_recall, plot_codes, plot_depth_agreement, plot_ema_runs,
-                                    plot_kmeans_steps, plot_layer_overlaps, plot_training_runs)
+from srlib.course.lcoan.figures import (
+    plot_bucket_recall, plot_codes, plot_depth_agreement, plot_ema_runs, plot_kmeans_steps, plot_layer_overlaps,
+    plot_training_runs,
+)
 from srlib.analysis.overlap import (
     dense_attention_map, overlap_rate, pattern_overlap, topk_overlap, true_neighbours, window_recall,
 )
@@ -179,7 +182,7 @@ print("centroids:", tuple(means.shape), "| hand-built init == srlib.attention.lc
 # centroids moved, and how many clusters are empty.
 
 # %% tags=["nbval-ignore-output"]
-trace = kmeans_trace(x, history)  # srlib.lcoan_study: one row per iteration
+trace = kmeans_trace(x, history)  # srlib.course.lcoan.study: one row per iteration
 step_codes = [r["codes"] for r in trace]  # (L,) codes under the centroids of iteration t
 print(format_kmeans_trace(trace, L))
 objective = [(x[0] @ F.normalize(m[0], dim=-1).T).max(-1).values.mean().item() for m in history]
@@ -267,7 +270,7 @@ assert largest_sum[-1] >= largest_sum[0]
 # %% tags=["nbval-ignore-output"]
 neighbours = true_neighbours(x, 8)  # (B, L, 8)
 WINDOW = 384
-rows = compare_bucketings(x, neighbours, n_buckets=(16, 128), window=WINDOW, seeds=(0, 1))  # srlib.lcoan_study
+rows = compare_bucketings(x, neighbours, n_buckets=(16, 128), window=WINDOW, seeds=(0, 1))  # srlib.course.lcoan.study
 print(format_bucketings(rows, WINDOW, L))  # lift = recall / share
 by = {(r["K"], r["method"]): r for r in rows}
 for n_buckets in (16, 128):
@@ -472,7 +475,7 @@ assert n_total == 15_668_484 and n_dead == 9 * 147_584
 # weights, as the official modules do.
 
 # %%
-stacks = table1_stacks(channels=128, modules=10, seed=0)  # srlib.lcoan_study: {"NLA", "LSP", "CoA", "LCoA"}
+stacks = table1_stacks(channels=128, modules=10, seed=0)  # srlib.course.lcoan.study: {"NLA", "LSP", "CoA", "LCoA"}
 CH = 128
 print({k: f"{sum(p.numel() for p in s.parameters()):,} parameters" for k, s in stacks.items()})
 

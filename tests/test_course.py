@@ -1,4 +1,4 @@
-"""srlib.course (tiny recipe, quality table), srlib.exercises (checks) and srlib.viz.compare."""
+"""srlib.course (tiny recipe, quality table), srlib.course.exercises (checks) and srlib.viz.compare."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from srlib import course
-from srlib import exercises as ex
+from srlib.course import exercises as ex
 
 
 @pytest.fixture(autouse=True)
@@ -109,8 +109,9 @@ def test_spread_band_and_assert(tmp_path, monkeypatch):
     import json
 
     from srlib import course
+    from srlib.course import spread
 
-    monkeypatch.setattr(course, "SPREAD_DIR", tmp_path)
+    monkeypatch.setattr(spread, "SPREAD_DIR", tmp_path)  # the module that reads it (re-exported by srlib.course)
     s = course.summarise([1.0, 2.0, 3.0])
     assert s["mean"] == 2.0 and s["std"] == 1.0 and s["min"] == 1.0 and s["max"] == 3.0 and s["n"] == 3
     (tmp_path / "99.json").write_text(json.dumps({"data": {"run": {"psnr": s}}}))
@@ -138,7 +139,7 @@ def test_data_setting(monkeypatch, tmp_path):
 
 
 def test_check_result_hint_solution_score(capsys):
-    from srlib.exercises import CheckResult, exercise, hint, score, solution
+    from srlib.course.exercises import CheckResult, exercise, hint, score, solution
 
     exercise("99.7", "toy", "★ warm-up", hint="think of 4", solution="2 + 2 = 4", points=3)(lambda a: a == 4)
     try:

@@ -3,7 +3,7 @@
 Each notebook ends with exercises. Those with a numeric or code answer have a check that a student calls from
 the notebook::
 
-    from srlib.exercises import check
+    from srlib.course.exercises import check
     answer = ...                      # your answer
     check("01.3", answer)             # prints whether it is right, with a hint if not
 
@@ -14,7 +14,8 @@ stray ``True``/``False`` under an exercise cell). Two more levels of help, as in
 (``points``) so that a teacher can grade a notebook; :func:`score` adds them up. The worked solutions live in ``notebooks/solutions/`` (a teacher can hand out the
 notebooks without that folder); they call ``assert check(...)``.
 
-The exercises of notebook ``NN`` (or ``00a``) are registered in ``srlib/exercises/nbNN.py`` with :func:`exercise`.
+The exercises of notebook ``NN`` (or ``00a``) are registered in ``srlib/course/exercises/nbNN.py`` with
+:func:`exercise`.
 """
 
 from __future__ import annotations
