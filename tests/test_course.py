@@ -156,3 +156,21 @@ def test_check_result_hint_solution_score(capsys):
             exercise("99.2", "toy", "★ warm-up", points=0)
     finally:
         ex._REGISTRY.pop("99.7", None)
+
+
+def test_exercise_texts_and_checks_are_joined_and_mismatches_refused():
+    from srlib.course.exercises import _texts
+
+    ex._load()
+    # every check is registered with its text; the open questions have a text and no check
+    assert all(_texts._CHECKS[k] is ex.get(k).checker.__defaults__[0] for k in _texts._CHECKS)
+    assert ex.get("01.3").checker is None and ex.get("01.3").solution
+    # a second check for one key, and a check whose notebook TOML has no text for it, are refused
+    with pytest.raises(ValueError, match="two checks"):
+        _texts.checks("01.2")(lambda a: True)
+    _texts._CHECKS["01.99"] = lambda a: True
+    try:
+        with pytest.raises(ValueError, match=r"no text for the checked exercise\(s\) \['01.99'\]"):
+            _texts.notebook_exercises("nb01")
+    finally:
+        del _texts._CHECKS["01.99"]

@@ -6,13 +6,10 @@ import math
 
 import torch
 
-from . import exercise
+from ._texts import checks
 
 
-@exercise("01.1", "Buckets and keys", "★ warm-up", points=1,
-          hint="buckets: srlib.attention.buckets.n_hash_buckets(L, k); keys: own chunk and two neighbours, per round",
-          solution="L // k = 4096 // 144 = 28, already even: 28 buckets; each query sees its own chunk and the two "
-                   "neighbouring ones, 3k = 432 slots per round, 1296 over three rounds.")
+@checks("01.1")
 def _buckets_and_keys(answer):
     from srlib.attention.buckets import n_hash_buckets
 
@@ -33,32 +30,8 @@ def _collision_30deg_4_rounds() -> float:
     return 1 - (1 - p) ** 4
 
 
-@exercise("01.2", "Collision over several rounds", "★★ practice", points=2,
-          hint="measure p with lsh_collision_rate for one angle, then 1 - (1 - p)**4",
-          solution="Rounds draw independent rotations, so a pair misses in all r rounds with probability (1 - p)^r; "
-                   "with p measured at 30 degrees (m = 8, 16-D) about 0.97 over four rounds.")
+@checks("01.2")
 def _collision_rounds(answer):
     expected = _collision_30deg_4_rounds()
     ok = abs(float(answer) - expected) < 0.02
     return ok, f"{expected:.3f}" if ok else f"{float(answer):.3f} is not it"
-
-
-_OPEN = (
-    ("01.3", "Stable vs unstable", "★★ practice", 2,
-     "Both sorts put the same buckets in the same slots and differ only in the order inside a bucket, which "
-     "changes the output only where a chunk boundary cuts a bucket."),
-    ("01.4", "Paper hash vs official hash", "★★ practice", 2,
-     "The official argmax over [xR, -xR] pairs its buckets antipodally, so features in a narrow cone cannot "
-     "reach about half of them; the paper's independent directions have no such pairing."),
-    ("01.5", "How much of dense attention survives?", "★★ practice", 2,
-     "With small chunks more rounds lower the error to dense attention; with two chunks the error comes from "
-     "keys counted twice and rounds do not remove it; with chunk = L NLSA is dense attention."),
-    ("01.6", "Reproduce Table 5 your way", "★★★ challenge", 3,
-     "Count the embedding convolutions, the hash and, per round, scores and sum over 3k keys; no such rule "
-     "gives the paper's four rows, the closest is a fixed part plus 2k keys per round."),
-    ("01.7", "Where do the trained NLSA blocks look?", "★★ practice", 2,
-     "Count occupied buckets and the largest bucket of the shipped block against the untrained one of the same "
-     "shape: the trained hash spreads positions over more, smaller buckets."),
-)
-for _key, _title, _level, _points, _solution in _OPEN:
-    exercise(_key, _title, _level, points=_points, solution=_solution)(None)  # worked answers: solutions notebook
