@@ -50,9 +50,6 @@
 
 # %%
 import math
-import os
-import shlex
-import subprocess
 
 import matplotlib.pyplot as plt
 import torch
@@ -63,23 +60,20 @@ from torch.utils.flop_counter import FlopCounterMode
 from IPython.display import Markdown, display
 
 from srlib import data as sdata
-from srlib import metrics
 from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds, look_around, n_hash_buckets
 from srlib.analysis.flops import ENLCN_TABLE4_GFLOPS, NLSN_TABLE5_GFLOPS, conv_flops, nla_flops, nlsa_flops
 from srlib.attention.hashing import spherical_lsh
 from srlib.attention.nla import non_local_attention
 from srlib.attention.nlsa import NonLocalSparseAttention
 from srlib.course import (TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread,
-                          quality_table, shipped, tiny_train)
+                          paper_training, quality_table, shipped, sr_crops, tiny_train)
 from srlib.course.exercises import check
-from srlib.inference import super_resolve
 from srlib.models import build_model
 from srlib.models.nlsn import NLSN, NLSNConfig
-from srlib.train import TrainConfig, paper_command
+from srlib.train import TrainConfig
 from srlib.analysis.maps import features_for_attention, patch_descriptors
 from srlib.analysis.buckets import lsh_collision_rate
 from srlib.viz.buckets import attended_mask, plot_attended, plot_bucket_map, plot_chunks, plot_hash_sectors
-from srlib.viz.compare import plot_sr_crops
 from srlib.viz.plots import plot_loss_history
 
 torch.set_num_threads(2)
@@ -645,11 +639,7 @@ plt.show()
 # GPUs (`--batch-size` is per GPU).
 
 # %%
-RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
-FULL_CMD = paper_command("nlsn", scale=2)  # the paper's schedule: srlib.train.PAPER_SCHEDULES
-print(FULL_CMD)
-if RUN_FULL:
-    subprocess.run(shlex.split(FULL_CMD), check=True)
+FULL_CMD = paper_training("nlsn", scale=2)  # prints the command; runs it with SRLIB_RUN_FULL=1 on CUDA
 
 # %% [markdown]
 # ## 5. Evaluation
@@ -702,17 +692,8 @@ display(Markdown(
 # %%
 item = eval_set[2]
 lr_img, hr_img = item["lr"], item["hr"]
-nlsn_shipped = shipped("nlsn-small-x2")
-with torch.no_grad():
-    _ = torch.manual_seed(0)
-    sr_tiny = super_resolve(model, lr_img).clamp(0, 1)
-    _ = torch.manual_seed(0)
-    sr_shipped = super_resolve(nlsn_shipped, lr_img).clamp(0, 1)
-crops = {"bicubic": sdata.imresize(lr_img, 2).clamp(0, 1), "tiny NLSN": sr_tiny, "shipped NLSN": sr_shipped,
-         "HR": hr_img}
-cy, cx = hr_img.shape[1] // 2 - 48, hr_img.shape[2] // 2 - 48
-fig = plot_sr_crops(crops, top=cy, left=cx, size=96,
-                    psnr={k: metrics.psnr(v, hr_img, 2) for k, v in crops.items() if k != "HR"})
+fig, _ = sr_crops(lr_img, hr_img, {"tiny NLSN": model, "shipped NLSN": shipped("nlsn-small-x2")},
+                  quantise=False, seed=0)  # NLSA draws its rotations: seeded before each network
 plt.show()
 
 # %% [markdown]

@@ -61,9 +61,6 @@
 
 # %%
 import math
-import os
-import shlex
-import subprocess
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -95,18 +92,15 @@ from srlib.analysis.enla import (
     enla_weight_error, enlca_unit_embeddings, exact_attention_row, kernel_estimate_variance,
 )
 from srlib.course import (
-    TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread, quality_table, shipped, tiny_train,
+    TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread, paper_training, quality_table,
+    shipped, sr_crops, tiny_train,
 )
 from srlib.course.exercises import check, list_exercises
-from srlib.inference import super_resolve
-from srlib.metrics import psnr
 from srlib.models import build_model
 from srlib.models.enlcn import ENLCN, ENLCNConfig
 from srlib.pretrained import build_small, pretrained, training_info
-from srlib.train import paper_command
 from srlib.analysis.maps import patch_descriptors
 from srlib.viz import plot_attention_maps
-from srlib.viz.compare import plot_sr_crops
 from srlib.viz.explorer import collect_attention_layers
 from srlib.viz.plots import plot_loss_history
 
@@ -1023,11 +1017,7 @@ for qi in range(2):
 # The contrastive loss stores `16 x 2304²` scores per ENLCA: about 340 MB each in float32, plus the sort.
 
 # %%
-RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
-FULL_CMD = paper_command("enlcn", scale=2)  # the paper's schedule: srlib.train.PAPER_SCHEDULES
-print(FULL_CMD)
-if RUN_FULL:
-    subprocess.run(shlex.split(FULL_CMD), check=True)
+FULL_CMD = paper_training("enlcn", scale=2)  # prints the command; runs it with SRLIB_RUN_FULL=1 on CUDA
 
 # %% [markdown]
 # ## 5. Evaluation: tiny, shipped and bicubic on the default evaluation set
@@ -1105,13 +1095,9 @@ display(Markdown("\n".join(lines)))
 # %% tags=["nbval-ignore-output"]
 item = eval_set[2]  # the image and the tiny run's PSNR depend on the data and the machine: asserted, not compared
 lr_img, hr_img = item["lr"], item["hr"]
-sr_imgs = {"bicubic": sdata.imresize(lr_img, 2).clamp(0, 1),
-           "tiny ENLCN + contrastive": super_resolve(models["contrastive"], lr_img),
-           "ENLCN small, shipped": super_resolve(pretrained("enlcn-small-x2"), lr_img)}
-crop_psnr = {title: float(psnr(im, hr_img, 2)) for title, im in sr_imgs.items()}
+fig, crop_psnr = sr_crops(lr_img, hr_img, {"tiny ENLCN + contrastive": models["contrastive"],
+                                           "ENLCN small, shipped": pretrained("enlcn-small-x2")}, quantise=False)
 print(item["name"], {title: round(v, 2) for title, v in crop_psnr.items()})
-top, left = hr_img.shape[1] // 2 - 48, hr_img.shape[2] // 2 - 48
-fig = plot_sr_crops({**sr_imgs, "HR": hr_img}, top=top, left=left, size=96, psnr=crop_psnr)
 plt.show()
 assert crop_psnr["ENLCN small, shipped"] > crop_psnr["bicubic"]
 

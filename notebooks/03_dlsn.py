@@ -57,9 +57,6 @@
 # %%
 import inspect
 import math
-import os
-import shlex
-import subprocess
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -75,24 +72,22 @@ from srlib.attention.buckets import BucketLayout, bucketed_attention, look_aroun
 from srlib.attention.gla import (GlobalLearnableAttention, orthonormal_directions, paper_round_weights, superbit_lsh,
                                  superbit_projections)
 from srlib.course import (
-    TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread, quality_table, shipped, tiny_train,
+    TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread, paper_training, quality_table,
+    shipped, sr_crops, tiny_train,
 )
 from srlib.course.dlsn.study import (
     bucket_summary, centre_crop, chunk_scores, crops_psnr, detail_fit_summary, format_bucket_summary, lss_change,
     lss_dependence, query_maps, seed_hashing, top_attended_stats, variance_table,
 )
 from srlib.course.exercises import check, list_exercises
-from srlib.inference import super_resolve
 from srlib.metrics import psnr
 from srlib.models import build_model
 from srlib.models.dlsn import DLSN, DLSNConfig
 from srlib.pretrained import build_small, pretrained, training_info
 from srlib.reference import load_case, reference_dir, run_case
-from srlib.train import paper_command
 from srlib.analysis.maps import features_for_attention
 from srlib.viz import plot_attention_maps
 from srlib.viz.buckets import plot_bucket_sizes
-from srlib.viz.compare import plot_sr_crops
 from srlib.course.dlsn.figures import (
     plot_chunk_scores, plot_degradations, plot_detail_fit, plot_hashing_comparison, plot_largest_buckets,
 )
@@ -766,11 +761,7 @@ plt.show()
 # `torchrun --nproc_per_node N -m srlib.train ...` spreads it over several GPUs (`--batch-size` per GPU).
 
 # %%
-RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
-FULL_CMD = paper_command("dlsn", scale=2)  # the paper's schedule: srlib.train.PAPER_SCHEDULES
-print(FULL_CMD)
-if RUN_FULL:
-    subprocess.run(shlex.split(FULL_CMD), check=True)
+FULL_CMD = paper_training("dlsn", scale=2)  # prints the command; runs it with SRLIB_RUN_FULL=1 on CUDA
 
 # %% [markdown]
 # ## 5. Evaluation: tiny, shipped and bicubic; hash rounds at test time (Table 2)
@@ -837,12 +828,8 @@ item = eval_set[2]  # the image and the tiny run's PSNR depend on the data and t
 lr_img, hr_img = item["lr"], item["hr"]
 seed_hashing(model)
 seed_hashing(dlsn_trained)
-sr_imgs = {"bicubic": sdata.imresize(lr_img, 2).clamp(0, 1), "tiny DLSN": super_resolve(model, lr_img),
-           "DLSN small, shipped": super_resolve(dlsn_trained, lr_img)}
-crop_psnr = {title: float(psnr(im, hr_img, 2)) for title, im in sr_imgs.items()}
+fig, crop_psnr = sr_crops(lr_img, hr_img, {"tiny DLSN": model, "DLSN small, shipped": dlsn_trained}, quantise=False)
 print(item["name"], {title: round(v, 2) for title, v in crop_psnr.items()})
-top, left = hr_img.shape[1] // 2 - 48, hr_img.shape[2] // 2 - 48
-fig = plot_sr_crops({**sr_imgs, "HR": hr_img}, top=top, left=left, size=96, psnr=crop_psnr)
 plt.show()
 assert crop_psnr["DLSN small, shipped"] > crop_psnr["bicubic"]
 

@@ -71,9 +71,6 @@
 
 # %%
 import math
-import os
-import shlex
-import subprocess
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -86,7 +83,6 @@ from torch.testing import assert_close
 from IPython.display import Markdown, display
 
 from srlib import data as sdata
-from srlib import metrics
 from srlib.attention.hspa import HSPA
 from srlib.analysis.measure import loglog_slope, peak_tensor_bytes
 from srlib.attention.softthreshold import soft_threshold, threshold_and_support
@@ -97,8 +93,10 @@ from srlib.course import (
     data_setting,
     format_quality_table,
     load_spread,
+    paper_training,
     quality_table,
     shipped,
+    sr_crops,
     tiny_train,
 )
 from srlib.course.exercises import check
@@ -107,9 +105,7 @@ from srlib.models import build_model
 from srlib.models.hspan import HSPAN, HSPANConfig
 from srlib.pretrained import build_small, pretrained
 from srlib.reference import expected_outputs, load_case, reference_dir, run_case
-from srlib.train import paper_command
 from srlib.analysis.maps import HSPAN_FIG1_NS, patch_descriptors, softmax_flattening
-from srlib.viz.compare import plot_sr_crops
 from srlib.viz.explorer import AttentionExplorer, collect_attention_layers
 from srlib.viz.plots import plot_loss_history
 from srlib.analysis.sparsity import (
@@ -890,11 +886,7 @@ plt.show()
 # Set `SRLIB_RUN_FULL=1` on a CUDA machine to run it from here; otherwise the command is printed.
 
 # %%
-RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
-FULL_CMD = paper_command("hspan", scale=2)  # the paper's schedule: srlib.train.PAPER_SCHEDULES
-print(FULL_CMD)
-if RUN_FULL:
-    subprocess.run(shlex.split(FULL_CMD), check=True)
+FULL_CMD = paper_training("hspan", scale=2)  # prints the command; runs it with SRLIB_RUN_FULL=1 on CUDA
 
 # %% [markdown]
 # ## 5. Evaluation
@@ -965,17 +957,10 @@ display(Markdown(
 
 # %% tags=["nbval-ignore-output"]
 crop_item = eval_set[2 if eval_name == "Set5 x2" else 0]  # Set5: the butterfly
-lr_full = crop_item["lr"][None]
-with torch.no_grad():
-    srs = {"bicubic": sdata.imresize(crop_item["lr"], 2),
-           "tiny HSPAN": entries["tiny HSPAN (this notebook)"](lr_full)[0],
-           "HSPAN shipped": shipped_hspan(lr_full)[0]}
-srs = {k_: (v_.clamp(0, 1) * 255).round() / 255 for k_, v_ in srs.items()}  # 8-bit, as evaluated
-psnr_crop = {k_: metrics.psnr(v_, crop_item["hr"], 2) for k_, v_ in srs.items()}
+fig, psnr_crop = sr_crops(crop_item["lr"], crop_item["hr"], {  # 8-bit results, as evaluated
+    "tiny HSPAN": entries["tiny HSPAN (this notebook)"], "HSPAN shipped": shipped_hspan})
 print(crop_item["name"], {k_: round(float(v_), 2) for k_, v_ in psnr_crop.items()})
 assert psnr_crop["HSPAN shipped"] > psnr_crop["bicubic"]  # the trained network beats bicubic on this image too
-top_, left_ = crop_item["hr"].shape[1] // 2 - 48, crop_item["hr"].shape[2] // 2 - 48
-fig = plot_sr_crops({**srs, "HR": crop_item["hr"]}, top=top_, left=left_, size=96, psnr=psnr_crop)
 plt.show()
 
 # %% [markdown]

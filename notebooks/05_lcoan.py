@@ -63,9 +63,6 @@
 # `assert`s are the same for both.
 
 # %%
-import os
-import shlex
-import subprocess
 
 import matplotlib.pyplot as plt
 import torch
@@ -76,10 +73,9 @@ import srlib.attention.gla as gla_module
 import srlib.attention.lcoa as lcoa_module
 import srlib.attention.nlsa as nlsa_module
 from srlib import data as sdata
-from srlib import metrics
 from srlib.attention.lcoa import LCoA, assign_clusters, cluster_sizes, ema_centroids, init_centroids, kmeans_step
-from srlib.course import (TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread, quality_table,
-                          shipped, tiny_train)
+from srlib.course import (TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread,
+                          paper_training, quality_table, shipped, sr_crops, tiny_train)
 from srlib.course.exercises import check
 from srlib.course.lcoan.study import (
     centre_crops, centroid_log, compare_bucketings, depth_study, ema_run, first_pattern, format_bucketings,
@@ -92,7 +88,6 @@ from srlib.train import paper_command
 from srlib.analysis.maps import features_for_attention, patch_descriptors
 from srlib.viz.maps import plot_attention_maps
 from srlib.viz.buckets import plot_attended
-from srlib.viz.compare import plot_sr_crops
 from srlib.analysis.measure import measure_attention_cost
 from srlib.viz.explorer import AttentionExplorer
 from srlib.course.lcoan.figures import (
@@ -792,13 +787,8 @@ display(Markdown(
 # the paper's EMA variant.
 
 # %%
-RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
-FULL_CMD = paper_command("lcoan", scale=2)  # the paper's schedule: srlib.train.PAPER_SCHEDULES
 EMA_CMD = paper_command("lcoan", scale=2, out="runs/lcoan_x2_ema") + " --model-arg ema_update=True"
-print(FULL_CMD)
-print(EMA_CMD)
-if RUN_FULL:
-    subprocess.run(shlex.split(FULL_CMD), check=True)
+FULL_CMD = paper_training("lcoan", scale=2, also_print=[EMA_CMD])  # runs FULL_CMD with SRLIB_RUN_FULL=1 on CUDA
 
 # %% [markdown]
 # ## 5. Evaluation
@@ -857,15 +847,10 @@ display(Markdown(
 
 # %% tags=["nbval-ignore-output"]
 crop_item = eval_set[2 if eval_name == "Set5 x2" else 0]  # Set5: the butterfly
-with torch.no_grad():
-    srs = {"bicubic": sdata.imresize(crop_item["lr"], 2), "tiny LCoAN": frozen_net(crop_item["lr"][None])[0],
-           "LCoAN shipped": shipped_lcoan(crop_item["lr"][None])[0]}
-srs = {k: (v.clamp(0, 1) * 255).round() / 255 for k, v in srs.items()}  # 8-bit, as evaluated
-psnr_crop = {k: metrics.psnr(v, crop_item["hr"], 2) for k, v in srs.items()}
+fig, psnr_crop = sr_crops(crop_item["lr"], crop_item["hr"], {  # 8-bit results, as evaluated
+    "tiny LCoAN": frozen_net, "LCoAN shipped": shipped_lcoan})
 print(crop_item["name"], {k: round(float(v), 2) for k, v in psnr_crop.items()})
 assert psnr_crop["LCoAN shipped"] > psnr_crop["bicubic"]  # the trained network beats bicubic on this image too
-top_, left_ = crop_item["hr"].shape[1] // 2 - 48, crop_item["hr"].shape[2] // 2 - 48
-fig = plot_sr_crops({**srs, "HR": crop_item["hr"]}, top=top_, left=left_, size=96, psnr=psnr_crop)
 plt.show()
 
 # %% [markdown]

@@ -174,3 +174,55 @@ def test_exercise_texts_and_checks_are_joined_and_mismatches_refused():
             _texts.notebook_exercises("nb01")
     finally:
         del _texts._CHECKS["01.99"]
+
+
+def test_sr_crops_scores_what_the_notebook_cells_computed_by_hand():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torch import nn
+
+    from srlib import data as sdata
+    from srlib import metrics
+    from srlib.course import sr_crops
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(3, 40, 48, generator=g)
+    lr = sdata.imresize(hr, 0.5).clamp(0, 1)
+    net = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.PixelShuffle(2), nn.Sigmoid()).eval()
+    noisy = lambda x: (sdata.imresize(x, 2) + 0.05 * torch.rand(x.shape[:-2] + (40, 48))).clamp(0, 1)  # noqa: E731
+    fig, got = sr_crops(lr, hr, {"net": net, "noisy": noisy}, size=16, seed=3)
+    assert list(got) == ["bicubic", "net", "noisy"] and len(fig.axes) == 4
+    q = lambda x: (x.clamp(0, 1) * 255).round() / 255  # noqa: E731  (8 bits, as notebooks 04 and 05 did by hand)
+    with torch.no_grad():
+        want_net = metrics.psnr(q(net(lr[None])[0]), hr, 2)
+        torch.manual_seed(3)
+        want_noisy = metrics.psnr(q(noisy(lr[None])[0]), hr, 2)
+    assert got["bicubic"] == metrics.psnr(q(sdata.imresize(lr, 2)), hr, 2)
+    assert got["net"] == want_net and got["noisy"] == want_noisy
+    # as notebooks 00a to 03 did: the crops drawn unrounded, the PSNR the same (srlib.metrics.psnr rounds to 8 bits)
+    _, raw = sr_crops(lr, hr, {"net": net}, size=16, quantise=False)
+    assert raw["net"] == metrics.psnr(net(lr[None])[0].clamp(0, 1).detach(), hr, 2) == got["net"]
+    with pytest.raises(ValueError, match="crop"):
+        sr_crops(lr, hr, {}, size=16, top=30)
+    plt.close("all")
+
+
+def test_paper_training_prints_and_runs_only_when_asked(monkeypatch, capsys):
+    from srlib.course import cells
+    from srlib.train import paper_command
+
+    ran = []
+    monkeypatch.setattr(cells.subprocess, "run", lambda args, check: ran.append(args))
+    monkeypatch.delenv("SRLIB_RUN_FULL", raising=False)
+    cmd = cells.paper_training("nlsn", 2, also_print=["echo variant"])
+    assert cmd == paper_command("nlsn", scale=2) and capsys.readouterr().out == cmd + "\necho variant\n"
+    assert ran == []
+    monkeypatch.setenv("SRLIB_RUN_FULL", "1")
+    monkeypatch.setattr(cells.torch.cuda, "is_available", lambda: False)
+    cells.paper_training("nlsn", 2)
+    assert ran == []  # no GPU: printed only
+    monkeypatch.setattr(cells.torch.cuda, "is_available", lambda: True)
+    cells.paper_training("nlsn", 2)
+    assert ran == [cmd.split()]
