@@ -92,8 +92,7 @@ from srlib.analysis.enla import (
     enla_weight_error, enlca_unit_embeddings, exact_attention_row, kernel_estimate_variance,
 )
 from srlib.course import (
-    TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread, paper_training, quality_table,
-    shipped, sr_crops, tiny_train,
+    TINY_RECIPE, assert_in_spread, evaluation_table, load_spread, paper_training, shipped, sr_crops, tiny_train,
 )
 from srlib.course.exercises import check, list_exercises
 from srlib.models import build_model
@@ -1033,21 +1032,13 @@ FULL_CMD = paper_training("enlcn", scale=2)  # prints the command; runs it with 
 # not compared by nbval: the tiny rows depend on the seed, the thread count and the CPU, and every row on
 # whether the benchmark data is present; the cell asserts what it must show instead
 eval_set, eval_name = sdata.default_eval_set(2, "Set5")  # or three bundled photographs offline
-rows_q = quality_table({"tiny ENLCN, L1 only (part 4)": models["control"],
-                        "tiny ENLCN + contrastive (part 4)": models["contrastive"],
-                        "ENLCN small, shipped": shipped("enlcn-small-x2"),
-                        "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}, eval_set, 2)
-print(format_quality_table(rows_q, eval_name))
-q_by = {r["name"]: r for r in rows_q}
-for name in ("ENLCN small, shipped", "EDSR small, shipped (same budget)"):
-    assert q_by[name]["gain_db"] > 0  # a trained network beats bicubic, with or without the data
-if data_setting() == "data":  # Set5 x2: the README's results table, to 0.01 dB
-    assert eval_name == "Set5 x2" and abs(rows_q[0]["psnr"] - 33.68) < 0.05  # the well-known bicubic PSNR
-    for name, stored in (("ENLCN small, shipped", 34.525), ("EDSR small, shipped (same budget)", 34.749)):
-        assert abs(q_by[name]["psnr"] - stored) < 0.01  # shipped weights: the README's table
-for case, name in (("control", "tiny ENLCN, L1 only (part 4)"), ("contrastive", "tiny ENLCN + contrastive (part 4)")):
-    lo, hi = assert_in_spread("02", case, "psnr", q_by[name]["psnr"], floor=0.05)
-    print(f"{name}: {q_by[name]['psnr']:.2f} dB, inside the measured band [{lo:.2f}, {hi:.2f}] dB")
+q_by = evaluation_table({"tiny ENLCN, L1 only (part 4)": models["control"],
+                         "tiny ENLCN + contrastive (part 4)": models["contrastive"],
+                         "ENLCN small, shipped": shipped("enlcn-small-x2"),
+                         "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}, eval_set, eval_name,
+                        notebook="02", stored={"ENLCN small, shipped": 34.53, "EDSR small, shipped (same budget)": 34.75},
+                        tiny={"tiny ENLCN, L1 only (part 4)": ("control", "psnr"),
+                              "tiny ENLCN + contrastive (part 4)": ("contrastive", "psnr")})
 d_edsr = q_by["ENLCN small, shipped"]["psnr"] - q_by["EDSR small, shipped (same budget)"]["psnr"]
 assert d_edsr < 0  # at this budget the attention does not pay for itself (both settings)
 print(f"shipped ENLCN: {q_by['ENLCN small, shipped']['gain_db']:+.2f} dB against bicubic, "

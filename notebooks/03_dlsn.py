@@ -72,8 +72,7 @@ from srlib.attention.buckets import BucketLayout, bucketed_attention, look_aroun
 from srlib.attention.gla import (GlobalLearnableAttention, orthonormal_directions, paper_round_weights, superbit_lsh,
                                  superbit_projections)
 from srlib.course import (
-    TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread, paper_training, quality_table,
-    shipped, sr_crops, tiny_train,
+    TINY_RECIPE, evaluation_table, load_spread, paper_training, shipped, sr_crops, tiny_train,
 )
 from srlib.course.dlsn.study import (
     bucket_summary, centre_crop, chunk_scores, crops_psnr, detail_fit_summary, format_bucket_summary, lss_change,
@@ -781,18 +780,10 @@ eval_set, eval_name = sdata.default_eval_set(2, "Set5")  # or three bundled phot
 for _, m in model.attention_modules():
     m.generator = None  # projections from the global generator, seeded by quality_table
 model.eval()
-rows_q = quality_table({"tiny DLSN (part 4)": model, "DLSN small, shipped": shipped("dlsn-small-x2"),
-                        "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}, eval_set, 2)
-print(format_quality_table(rows_q, eval_name))
-q_by = {r["name"]: r for r in rows_q}
-for name in ("DLSN small, shipped", "EDSR small, shipped (same budget)"):
-    assert q_by[name]["gain_db"] > 0  # a trained network beats bicubic, with or without the data
-if data_setting() == "data":  # Set5 x2: the README's results table, to 0.01 dB
-    assert eval_name == "Set5 x2" and abs(rows_q[0]["psnr"] - 33.68) < 0.05  # the well-known bicubic PSNR
-    for name, stored in (("DLSN small, shipped", 34.495), ("EDSR small, shipped (same budget)", 34.749)):
-        assert abs(q_by[name]["psnr"] - stored) < 0.01
-lo, hi = assert_in_spread("03", "tiny DLSN", "psnr", q_by["tiny DLSN (part 4)"]["psnr"], floor=0.05)
-print(f"tiny DLSN: {q_by['tiny DLSN (part 4)']['psnr']:.2f} dB, inside the measured band [{lo:.2f}, {hi:.2f}] dB")
+q_by = evaluation_table({"tiny DLSN (part 4)": model, "DLSN small, shipped": shipped("dlsn-small-x2"),
+                         "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}, eval_set, eval_name,
+                        notebook="03", stored={"DLSN small, shipped": 34.50, "EDSR small, shipped (same budget)": 34.75},
+                        tiny={"tiny DLSN (part 4)": ("tiny DLSN", "psnr")})
 d_edsr = q_by["DLSN small, shipped"]["psnr"] - q_by["EDSR small, shipped (same budget)"]["psnr"]
 assert d_edsr < 0  # at this budget the attention does not pay for itself (both settings)
 display(Markdown(

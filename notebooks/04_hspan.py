@@ -91,10 +91,9 @@ from srlib.course import (
     TINY_RECIPE,
     assert_in_spread,
     data_setting,
-    format_quality_table,
+    evaluation_table,
     load_spread,
     paper_training,
-    quality_table,
     shipped,
     sr_crops,
     tiny_train,
@@ -913,18 +912,11 @@ entries = {"tiny HSPAN (this notebook)": tiled(models["HSPAN"].eval()),
            "tiny NLA twin (this notebook)": tiled(models["NLA twin"].eval()),
            "HSPAN small, shipped": shipped_hspan,
            "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}
-rows = quality_table(entries, eval_set, 2)
-print(format_quality_table(rows, f"{eval_name}: PSNR / SSIM on Y, 2-pixel border cropped"))
-q_ = {r_["name"]: r_ for r_ in rows}
-assert q_["HSPAN small, shipped"]["gain_db"] > 0 and q_["EDSR small, shipped (same budget)"]["gain_db"] > 0
-if data_setting() == "data":  # the shipped networks on Set5 x2, as stored (README results table)
-    assert abs(q_["bicubic"]["psnr"] - 33.68) < 0.05  # the well-known bicubic Set5 x2 PSNR
-    for name_, stored_ in (("HSPAN small, shipped", 34.60), ("EDSR small, shipped (same budget)", 34.75)):
-        assert abs(round(q_[name_]["psnr"], 2) - stored_) <= 0.01, (name_, q_[name_]["psnr"])
-band_h = assert_in_spread("04", "tiny pair", "psnr_hspan", q_["tiny HSPAN (this notebook)"]["psnr"], floor=0.05)
-band_n = assert_in_spread("04", "tiny pair", "psnr_nla", q_["tiny NLA twin (this notebook)"]["psnr"], floor=0.05)
-print(f"tiny runs in their measured bands ({data_setting()} setting): HSPAN [{band_h[0]:.2f}, {band_h[1]:.2f}] dB, "
-      f"NLA twin [{band_n[0]:.2f}, {band_n[1]:.2f}] dB")
+q_ = evaluation_table(entries, eval_set, eval_name, notebook="04",
+                      title=f"{eval_name}: PSNR / SSIM on Y, 2-pixel border cropped",
+                      stored={"HSPAN small, shipped": 34.60, "EDSR small, shipped (same budget)": 34.75},
+                      tiny={"tiny HSPAN (this notebook)": ("tiny pair", "psnr_hspan"),
+                            "tiny NLA twin (this notebook)": ("tiny pair", "psnr_nla")})
 
 # %% tags=["nbval-ignore-output"]
 tiny_h, tiny_n = q_["tiny HSPAN (this notebook)"], q_["tiny NLA twin (this notebook)"]

@@ -74,8 +74,8 @@ import srlib.attention.lcoa as lcoa_module
 import srlib.attention.nlsa as nlsa_module
 from srlib import data as sdata
 from srlib.attention.lcoa import LCoA, assign_clusters, cluster_sizes, ema_centroids, init_centroids, kmeans_step
-from srlib.course import (TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread,
-                          paper_training, quality_table, shipped, sr_crops, tiny_train)
+from srlib.course import (TINY_RECIPE, assert_in_spread, data_setting, evaluation_table, load_spread, paper_training,
+                          shipped, sr_crops, tiny_train)
 from srlib.course.exercises import check
 from srlib.course.lcoan.study import (
     centre_crops, centroid_log, compare_bucketings, depth_study, ema_run, first_pattern, format_bucketings,
@@ -803,23 +803,14 @@ FULL_CMD = paper_training("lcoan", scale=2, also_print=[EMA_CMD])  # runs FULL_C
 # %% tags=["nbval-ignore-output"]
 eval_set, eval_name = sdata.default_eval_set(2, "Set5")
 shipped_lcoan = shipped("lcoan-small-x2")
-rows = quality_table({"tiny LCoAN, frozen centroids (this notebook)": frozen_net,
-                      "tiny LCoAN, EMA centroids (this notebook)": ema_net,
-                      "LCoAN small, shipped": shipped_lcoan,
-                      "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}, eval_set, 2)
-print(format_quality_table(rows, f"{eval_name}: PSNR / SSIM on Y, 2-pixel border cropped"))
-q_ = {r["name"]: r for r in rows}
-assert q_["LCoAN small, shipped"]["gain_db"] > 0 and q_["EDSR small, shipped (same budget)"]["gain_db"] > 0
-if data_setting() == "data":  # the shipped networks on Set5 x2, as stored (README results table)
-    assert abs(q_["bicubic"]["psnr"] - 33.68) < 0.05
-    for name_, stored_ in (("LCoAN small, shipped", 34.47), ("EDSR small, shipped (same budget)", 34.75)):
-        assert abs(round(q_[name_]["psnr"], 2) - stored_) <= 0.01, (name_, q_[name_]["psnr"])
-band_f = assert_in_spread("05", "tiny lcoan", "psnr_frozen", q_["tiny LCoAN, frozen centroids (this notebook)"]["psnr"],
-                          floor=0.05)
-band_e = assert_in_spread("05", "tiny lcoan", "psnr_ema", q_["tiny LCoAN, EMA centroids (this notebook)"]["psnr"],
-                          floor=0.05)
-print(f"tiny runs in their measured bands ({data_setting()} setting): frozen [{band_f[0]:.2f}, {band_f[1]:.2f}] dB, "
-      f"EMA [{band_e[0]:.2f}, {band_e[1]:.2f}] dB")
+q_ = evaluation_table({"tiny LCoAN, frozen centroids (this notebook)": frozen_net,
+                       "tiny LCoAN, EMA centroids (this notebook)": ema_net,
+                       "LCoAN small, shipped": shipped_lcoan,
+                       "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}, eval_set, eval_name,
+                      notebook="05", title=f"{eval_name}: PSNR / SSIM on Y, 2-pixel border cropped",
+                      stored={"LCoAN small, shipped": 34.47, "EDSR small, shipped (same budget)": 34.75},
+                      tiny={"tiny LCoAN, frozen centroids (this notebook)": ("tiny lcoan", "psnr_frozen"),
+                            "tiny LCoAN, EMA centroids (this notebook)": ("tiny lcoan", "psnr_ema")})
 
 # %% tags=["nbval-ignore-output"]
 fz_, em_ = q_["tiny LCoAN, frozen centroids (this notebook)"], q_["tiny LCoAN, EMA centroids (this notebook)"]

@@ -226,3 +226,41 @@ def test_paper_training_prints_and_runs_only_when_asked(monkeypatch, capsys):
     monkeypatch.setattr(cells.torch.cuda, "is_available", lambda: True)
     cells.paper_training("nlsn", 2)
     assert ran == [cmd.split()]
+
+
+def test_evaluation_table_prints_and_asserts_what_the_cells_asserted(tmp_path, monkeypatch, capsys):
+    import json
+
+    from srlib import data as sdata
+    from srlib.course import cells, spread
+
+    g = torch.Generator().manual_seed(1)
+    hrs = [torch.rand(3, 32, 32, generator=g) for _ in range(2)]
+    dataset = [{"lr": sdata.imresize(h, 0.5).clamp(0, 1), "hr": h, "name": f"im{i}"} for i, h in enumerate(hrs)]
+
+    def near_hr(lr):  # a "shipped" network far above bicubic: the HR image, slightly off
+        x = lr.reshape(-1, *lr.shape[-3:])
+        hr = torch.stack([next(d["hr"] for d in dataset if torch.equal(d["lr"], xi)) for xi in x])
+        return (hr + 0.01).clamp(0, 1).reshape(*lr.shape[:-2], *hr.shape[-2:])
+
+    def blurred(lr):  # a "tiny" run below bicubic
+        return sdata.imresize(sdata.imresize(sdata.imresize(lr, 2), 0.5), 2).clamp(0, 1)
+
+    monkeypatch.setattr(spread, "SPREAD_DIR", tmp_path)
+    monkeypatch.setattr(spread, "data_setting", lambda: "offline")
+    entries = {"tiny": blurred, "shipped": near_hr}
+    tiny_psnr = course.quality_table({"tiny": blurred}, dataset, 2)[1]["psnr"]
+    ex_row = spread.summarise([tiny_psnr - 0.1, tiny_psnr + 0.1])
+    (tmp_path / "99.json").write_text(json.dumps({"offline": {"run": {"psnr": ex_row}}}))
+    rows = cells.evaluation_table(entries, dataset, "toy", notebook="99", stored={"shipped": 99.0},
+                                  tiny={"tiny": ("run", "psnr")})
+    out = capsys.readouterr().out
+    assert list(rows) == ["bicubic", "tiny", "shipped"] and out.startswith("toy\nnetwork")
+    assert f"tiny: {tiny_psnr:.2f} dB, inside the measured band" in out
+    with pytest.raises(AssertionError, match="does not beat bicubic"):
+        cells.evaluation_table(entries, dataset, "toy", notebook="99", stored={"tiny": 30.0}, tiny={})
+    with pytest.raises(KeyError, match="not among the entries"):
+        cells.evaluation_table(entries, dataset, "toy", notebook="99", stored={"EDSR": 34.75}, tiny={})
+    monkeypatch.setattr(spread, "data_setting", lambda: "data")  # with the data: Set5 x2 and the stored values
+    with pytest.raises(AssertionError, match="the table is on toy"):
+        cells.evaluation_table(entries, dataset, "toy", notebook="99", stored={"shipped": 99.0}, tiny={})

@@ -1,6 +1,9 @@
-"""Cells that every paper notebook repeats, as one call each: the GPU training switch and the SR crop figure.
+"""Cells that every paper notebook repeats, as one call each: the GPU training switch, the evaluation table and
+the SR crop figure.
 
 * :func:`paper_training`: print the paper's training command and run it when ``SRLIB_RUN_FULL=1`` on CUDA;
+* :func:`evaluation_table`: the quality table of the tiny and shipped networks, printed, with what it must
+  show asserted (shipped networks above bicubic and at their stored values, tiny runs inside their spread);
 * :func:`sr_crops`: super-resolve one evaluation image with several networks (bicubic first) and show one
   region of each next to HR, with each method's PSNR on the whole image.
 """
@@ -10,13 +13,16 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from srlib.course.recipe import Entry
 
-__all__ = ["paper_training", "full_run_requested", "sr_crops"]
+__all__ = ["paper_training", "full_run_requested", "evaluation_table", "sr_crops", "SET5_X2_BICUBIC"]
+
+#: Bicubic PSNR (dB, Y) on Set5 x2 under srlib's protocol (the papers print 33.66).
+SET5_X2_BICUBIC = 33.68
 
 
 def full_run_requested() -> bool:
@@ -45,6 +51,54 @@ def paper_training(model: str, scale: int = 2, *, also_print: Sequence[str] = ()
     if full_run_requested():
         subprocess.run(shlex.split(command), check=True)
     return command
+
+
+def evaluation_table(entries: Mapping[str, Entry], eval_set: Any, eval_name: str, *, notebook: str,
+                     stored: Mapping[str, float], tiny: Mapping[str, tuple[str, str]], title: str | None = None,
+                     scale: int = 2) -> dict[str, dict[str, Any]]:
+    """The evaluation cell of a paper notebook: :func:`quality_table` of ``entries`` (bicubic first), printed,
+    and what it must show asserted, so that a notebook cannot print a table that contradicts its text.
+
+    Args:
+        entries: ``{"label": network or callable}`` (what :func:`quality_table` takes).
+        eval_set, eval_name: what :func:`srlib.data.default_eval_set` returns.
+        notebook: the notebook's key in ``srlib/spread/`` (e.g. ``"03"``).
+        stored: ``{"label": PSNR in dB}`` of the shipped networks on Set5 x2 (the README's results table): each
+            must beat bicubic in every data setting; with the benchmark data (:func:`data_setting`) the table
+            must be Set5 x2, bicubic within 0.05 dB of :data:`SET5_X2_BICUBIC` and each shipped network within
+            0.01 dB of its stored value (both rounded to hundredths, as the README prints them).
+        tiny: ``{"label": (case, metric)}``: the tiny runs, each inside its measured spread
+            (:func:`assert_in_spread`, floor 0.05 dB); one printed line each.
+        title: the table's title (default ``eval_name``).
+        scale: SR factor.
+
+    Returns:
+        ``{"label": row}``: the rows of :func:`quality_table` by name, bicubic included.
+
+    Raises:
+        AssertionError: the table does not show what it must (the message names the row).
+        KeyError: a label of ``stored`` or ``tiny`` that is not in ``entries``; what :func:`spread_band` raises.
+    """
+    from srlib.course.spread import assert_in_spread, data_setting
+    from srlib.course.tables import format_quality_table, quality_table
+
+    unknown = sorted(set(stored) - set(entries) | set(tiny) - set(entries))
+    if unknown:
+        raise KeyError(f"evaluation_table: {unknown} not among the entries {list(entries)}")
+    rows = quality_table(entries, eval_set, scale)
+    print(format_quality_table(rows, eval_name if title is None else title))
+    by_name = {r["name"]: r for r in rows}
+    for name in stored:
+        assert by_name[name]["gain_db"] > 0, f"{name} does not beat bicubic: {by_name[name]}"
+    if data_setting() == "data":  # Set5 x2: the README's results table
+        assert eval_name == "Set5 x2", f"the benchmark data is there, but the table is on {eval_name}"
+        assert abs(by_name["bicubic"]["psnr"] - SET5_X2_BICUBIC) < 0.05, by_name["bicubic"]
+        for name, value in stored.items():
+            assert abs(round(by_name[name]["psnr"], 2) - round(value, 2)) <= 0.01 + 1e-9, (name, by_name[name]["psnr"])
+    for name, (case, metric) in tiny.items():
+        lo, hi = assert_in_spread(notebook, case, metric, by_name[name]["psnr"], floor=0.05)
+        print(f"{name}: {by_name[name]['psnr']:.2f} dB, inside the measured band [{lo:.2f}, {hi:.2f}] dB")
+    return by_name
 
 
 def sr_crops(lr: torch.Tensor, hr: torch.Tensor, entries: Mapping[str, Entry], *, scale: int = 2, size: int = 96,
