@@ -63,7 +63,6 @@
 # `assert`s are the same for both.
 
 # %%
-
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
