@@ -55,8 +55,8 @@ from torch.testing import assert_close
 from srlib import data as sdata
 from srlib import metrics, pretrained
 from srlib.course import (TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread,
-                          quality_table, shipped, tiny_train)
-from srlib.exercises import check
+                          quality_table, shipped, sr_crops, tiny_train)
+from srlib.course.exercises import check
 from srlib.inference import super_resolve
 from srlib.models import build_model
 from srlib.models.common import DIV2K_MEAN, ResBlock, default_conv
@@ -420,13 +420,8 @@ display(Markdown(
 # The same crop of the butterfly as in section 2.2, with each method's PSNR on this image:
 
 # %%
-_ = torch.manual_seed(0)
-with torch.no_grad():
-    sr_tiny = super_resolve(tiny, lr).clamp(0, 1)
-    sr_shipped = super_resolve(edsr, lr).clamp(0, 1)
-crops = {"bicubic": bicubic, "tiny EDSR": sr_tiny, "shipped EDSR": sr_shipped, "HR": hr}
-fig = plot_sr_crops(crops, top=top, left=left, size=size,
-                    psnr={k: metrics.psnr(v, hr, 2) for k, v in crops.items() if k != "HR"})
+fig, _ = sr_crops(lr, hr, {"tiny EDSR": tiny, "shipped EDSR": edsr}, top=top, left=left, size=size,
+                  quantise=False, seed=0)
 plt.show()
 
 # %% [markdown]

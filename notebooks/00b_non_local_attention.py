@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from srlib.analysis.flops import conv_flops, nla_flops
 from srlib.attention.nla import NonLocalAttention, non_local_attention, softmax_last
 from srlib.data import BenchmarkDataset, available_benchmarks, imresize, load_image
-from srlib.exercises import check
+from srlib.course.exercises import check
 from srlib.analysis.maps import (
     HSPAN_FIG1_NS, attention_statistics, features_for_attention, nonlocal_mass, patch_descriptors,
     query_attention_map, softmax_flattening,

@@ -61,9 +61,6 @@
 
 # %%
 import math
-import os
-import shlex
-import subprocess
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -95,18 +92,14 @@ from srlib.analysis.enla import (
     enla_weight_error, enlca_unit_embeddings, exact_attention_row, kernel_estimate_variance,
 )
 from srlib.course import (
-    TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread, quality_table, shipped, tiny_train,
+    TINY_RECIPE, assert_in_spread, evaluation_table, load_spread, paper_training, shipped, sr_crops, tiny_train,
 )
-from srlib.exercises import check, list_exercises
-from srlib.inference import super_resolve
-from srlib.metrics import psnr
+from srlib.course.exercises import check, list_exercises
 from srlib.models import build_model
 from srlib.models.enlcn import ENLCN, ENLCNConfig
 from srlib.pretrained import build_small, pretrained, training_info
-from srlib.train import paper_command
 from srlib.analysis.maps import patch_descriptors
 from srlib.viz import plot_attention_maps
-from srlib.viz.compare import plot_sr_crops
 from srlib.viz.explorer import collect_attention_layers
 from srlib.viz.plots import plot_loss_history
 
@@ -1023,11 +1016,7 @@ for qi in range(2):
 # The contrastive loss stores `16 x 2304²` scores per ENLCA: about 340 MB each in float32, plus the sort.
 
 # %%
-RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
-FULL_CMD = paper_command("enlcn", scale=2)  # the paper's schedule: srlib.train.PAPER_SCHEDULES
-print(FULL_CMD)
-if RUN_FULL:
-    subprocess.run(shlex.split(FULL_CMD), check=True)
+FULL_CMD = paper_training("enlcn", scale=2)  # prints the command; runs it with SRLIB_RUN_FULL=1 on CUDA
 
 # %% [markdown]
 # ## 5. Evaluation: tiny, shipped and bicubic on the default evaluation set
@@ -1043,21 +1032,13 @@ if RUN_FULL:
 # not compared by nbval: the tiny rows depend on the seed, the thread count and the CPU, and every row on
 # whether the benchmark data is present; the cell asserts what it must show instead
 eval_set, eval_name = sdata.default_eval_set(2, "Set5")  # or three bundled photographs offline
-rows_q = quality_table({"tiny ENLCN, L1 only (part 4)": models["control"],
-                        "tiny ENLCN + contrastive (part 4)": models["contrastive"],
-                        "ENLCN small, shipped": shipped("enlcn-small-x2"),
-                        "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}, eval_set, 2)
-print(format_quality_table(rows_q, eval_name))
-q_by = {r["name"]: r for r in rows_q}
-for name in ("ENLCN small, shipped", "EDSR small, shipped (same budget)"):
-    assert q_by[name]["gain_db"] > 0  # a trained network beats bicubic, with or without the data
-if data_setting() == "data":  # Set5 x2: the README's results table, to 0.01 dB
-    assert eval_name == "Set5 x2" and abs(rows_q[0]["psnr"] - 33.68) < 0.05  # the well-known bicubic PSNR
-    for name, stored in (("ENLCN small, shipped", 34.525), ("EDSR small, shipped (same budget)", 34.749)):
-        assert abs(q_by[name]["psnr"] - stored) < 0.01  # shipped weights: the README's table
-for case, name in (("control", "tiny ENLCN, L1 only (part 4)"), ("contrastive", "tiny ENLCN + contrastive (part 4)")):
-    lo, hi = assert_in_spread("02", case, "psnr", q_by[name]["psnr"], floor=0.05)
-    print(f"{name}: {q_by[name]['psnr']:.2f} dB, inside the measured band [{lo:.2f}, {hi:.2f}] dB")
+q_by = evaluation_table({"tiny ENLCN, L1 only (part 4)": models["control"],
+                         "tiny ENLCN + contrastive (part 4)": models["contrastive"],
+                         "ENLCN small, shipped": shipped("enlcn-small-x2"),
+                         "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}, eval_set, eval_name,
+                        notebook="02", stored={"ENLCN small, shipped": 34.53, "EDSR small, shipped (same budget)": 34.75},
+                        tiny={"tiny ENLCN, L1 only (part 4)": ("control", "psnr"),
+                              "tiny ENLCN + contrastive (part 4)": ("contrastive", "psnr")})
 d_edsr = q_by["ENLCN small, shipped"]["psnr"] - q_by["EDSR small, shipped (same budget)"]["psnr"]
 assert d_edsr < 0  # at this budget the attention does not pay for itself (both settings)
 print(f"shipped ENLCN: {q_by['ENLCN small, shipped']['gain_db']:+.2f} dB against bicubic, "
@@ -1105,13 +1086,9 @@ display(Markdown("\n".join(lines)))
 # %% tags=["nbval-ignore-output"]
 item = eval_set[2]  # the image and the tiny run's PSNR depend on the data and the machine: asserted, not compared
 lr_img, hr_img = item["lr"], item["hr"]
-sr_imgs = {"bicubic": sdata.imresize(lr_img, 2).clamp(0, 1),
-           "tiny ENLCN + contrastive": super_resolve(models["contrastive"], lr_img),
-           "ENLCN small, shipped": super_resolve(pretrained("enlcn-small-x2"), lr_img)}
-crop_psnr = {title: float(psnr(im, hr_img, 2)) for title, im in sr_imgs.items()}
+fig, crop_psnr = sr_crops(lr_img, hr_img, {"tiny ENLCN + contrastive": models["contrastive"],
+                                           "ENLCN small, shipped": pretrained("enlcn-small-x2")}, quantise=False)
 print(item["name"], {title: round(v, 2) for title, v in crop_psnr.items()})
-top, left = hr_img.shape[1] // 2 - 48, hr_img.shape[2] // 2 - 48
-fig = plot_sr_crops({**sr_imgs, "HR": hr_img}, top=top, left=left, size=96, psnr=crop_psnr)
 plt.show()
 assert crop_psnr["ENLCN small, shipped"] > crop_psnr["bicubic"]
 
@@ -1191,7 +1168,7 @@ assert n_full == 41_223_043 and isinstance(full.body[0], ENLCA)
 #
 # Labels: ★ warm-up, ★★ practice, ★★★ challenge. Exercises with a numeric or code answer have a check: put
 # your answer in place of `None` and run the cell (`check` prints whether it is right, with a hint if not).
-# Worked solutions are in `solutions/02_enlcn_solutions.ipynb`. The list, from `srlib.exercises`:
+# Worked solutions are in `solutions/02_enlcn_solutions.ipynb`. The list, from `srlib.course.exercises`:
 
 # %%
 for ex in list_exercises("02"):

@@ -57,9 +57,6 @@
 # %%
 import inspect
 import math
-import os
-import shlex
-import subprocess
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -75,24 +72,22 @@ from srlib.attention.buckets import BucketLayout, bucketed_attention, look_aroun
 from srlib.attention.gla import (GlobalLearnableAttention, orthonormal_directions, paper_round_weights, superbit_lsh,
                                  superbit_projections)
 from srlib.course import (
-    TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread, quality_table, shipped, tiny_train,
+    TINY_RECIPE, evaluation_table, load_spread, paper_training, shipped, sr_crops, tiny_train,
 )
-from srlib.course_dlsn import (bucket_summary, centre_crop, chunk_scores, crops_psnr, detail_fit_summary,
-                               format_bucket_summary, lss_change, lss_dependence, query_maps, seed_hashing,
-                               top_attended_stats, variance_table)
-from srlib.exercises import check, list_exercises
-from srlib.inference import super_resolve
+from srlib.course.dlsn.study import (
+    bucket_summary, centre_crop, chunk_scores, crops_psnr, detail_fit_summary, format_bucket_summary, lss_change,
+    lss_dependence, query_maps, seed_hashing, top_attended_stats, variance_table,
+)
+from srlib.course.exercises import check, list_exercises
 from srlib.metrics import psnr
 from srlib.models import build_model
 from srlib.models.dlsn import DLSN, DLSNConfig
 from srlib.pretrained import build_small, pretrained, training_info
 from srlib.reference import load_case, reference_dir, run_case
-from srlib.train import paper_command
 from srlib.analysis.maps import features_for_attention
 from srlib.viz import plot_attention_maps
 from srlib.viz.buckets import plot_bucket_sizes
-from srlib.viz.compare import plot_sr_crops
-from srlib.viz.dlsn_figures import (
+from srlib.course.dlsn.figures import (
     plot_chunk_scores, plot_degradations, plot_detail_fit, plot_hashing_comparison, plot_largest_buckets,
 )
 from srlib.viz.explorer import collect_attention_layers, prepare_attention
@@ -437,7 +432,7 @@ assert abs(float(kern.sum()) - 1) < 1e-12
 #
 # We take the 64 most damaged queries (largest missing detail), ignore keys that overlap the query, and ask:
 # are the 16 keys with the best-fitting detail among the 16 most similar-looking ones
-# (`srlib.course_dlsn.detail_fit_summary`)?
+# (`srlib.course.dlsn.study.detail_fit_summary`)?
 
 # %% tags=["nbval-ignore-output"]
 demo_lr4 = sdata.quantize(sdata.BicubicDownsample(4)(demo_hr))  # (3, 64, 64)
@@ -533,7 +528,7 @@ assert gla_layers["trained"][1][0] is dlsn_trained.body[1].body[4]
 # **Bucket maps of the last GLA** (`body.1.body.4`, the layer of the paper's Fig. 4), first hash round, the
 # same projections for both networks (seed 0). With up to 128 buckets, one colour per bucket is unreadable;
 # the 8 largest buckets of each panel get a strong colour (by size: blue is the largest), all the others are
-# left grey (`srlib.viz.dlsn_figures.plot_largest_buckets`).
+# left grey (`srlib.course.dlsn.figures.plot_largest_buckets`).
 
 # %%
 fig = plot_largest_buckets(lr_t, {f"{net_name}, round 0": gla_states[net_name, 1, 0].details["codes"][0, 0]
@@ -597,7 +592,7 @@ for (qy_, qx_), what, panels in zip(queries_t, names_t, panels_t):
     plt.show()
 
 # %% [markdown]
-# **The two scores of one chunk** (`srlib.course_dlsn.chunk_scores`, round 0, the chunk holding the first
+# **The two scores of one chunk** (`srlib.course.dlsn.study.chunk_scores`, round 0, the chunk holding the first
 # query): the dot-product score `s_f` (rebuilt from the kept embedding exactly as in step 4 of §2.3), the
 # learned term `s_l`, the part of `s_l` that differs between the keys of a row (`s_l` minus its row mean),
 # and the softmax weights (rows: the 48 queries of the chunk; columns: the 144 keys `[own, previous, next]`).
@@ -639,7 +634,7 @@ for qyx in queries_t[:2]:
 # %% [markdown]
 # The paper's reading of Fig. 4: without LSS the top weights sit on keys similar to the query; with LSS they
 # move to "more informative but low-similarity" regions. Measured over 300 queries of this crop
-# (`srlib.course_dlsn.top_attended_stats`): the mean dot-product score `s_f` and the mean distance (in LR
+# (`srlib.course.dlsn.study.top_attended_stats`): the mean dot-product score `s_f` and the mean distance (in LR
 # pixels) of the 128 most attended keys, how many of them the two settings share, and the weight the query
 # keeps within its own 5x5 neighbourhood; then where `s_l` acts: on the weights inside a round, or on the
 # round weights.
@@ -765,11 +760,7 @@ plt.show()
 # `torchrun --nproc_per_node N -m srlib.train ...` spreads it over several GPUs (`--batch-size` per GPU).
 
 # %%
-RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
-FULL_CMD = paper_command("dlsn", scale=2)  # the paper's schedule: srlib.train.PAPER_SCHEDULES
-print(FULL_CMD)
-if RUN_FULL:
-    subprocess.run(shlex.split(FULL_CMD), check=True)
+FULL_CMD = paper_training("dlsn", scale=2)  # prints the command; runs it with SRLIB_RUN_FULL=1 on CUDA
 
 # %% [markdown]
 # ## 5. Evaluation: tiny, shipped and bicubic; hash rounds at test time (Table 2)
@@ -789,18 +780,10 @@ eval_set, eval_name = sdata.default_eval_set(2, "Set5")  # or three bundled phot
 for _, m in model.attention_modules():
     m.generator = None  # projections from the global generator, seeded by quality_table
 model.eval()
-rows_q = quality_table({"tiny DLSN (part 4)": model, "DLSN small, shipped": shipped("dlsn-small-x2"),
-                        "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}, eval_set, 2)
-print(format_quality_table(rows_q, eval_name))
-q_by = {r["name"]: r for r in rows_q}
-for name in ("DLSN small, shipped", "EDSR small, shipped (same budget)"):
-    assert q_by[name]["gain_db"] > 0  # a trained network beats bicubic, with or without the data
-if data_setting() == "data":  # Set5 x2: the README's results table, to 0.01 dB
-    assert eval_name == "Set5 x2" and abs(rows_q[0]["psnr"] - 33.68) < 0.05  # the well-known bicubic PSNR
-    for name, stored in (("DLSN small, shipped", 34.495), ("EDSR small, shipped (same budget)", 34.749)):
-        assert abs(q_by[name]["psnr"] - stored) < 0.01
-lo, hi = assert_in_spread("03", "tiny DLSN", "psnr", q_by["tiny DLSN (part 4)"]["psnr"], floor=0.05)
-print(f"tiny DLSN: {q_by['tiny DLSN (part 4)']['psnr']:.2f} dB, inside the measured band [{lo:.2f}, {hi:.2f}] dB")
+q_by = evaluation_table({"tiny DLSN (part 4)": model, "DLSN small, shipped": shipped("dlsn-small-x2"),
+                         "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}, eval_set, eval_name,
+                        notebook="03", stored={"DLSN small, shipped": 34.50, "EDSR small, shipped (same budget)": 34.75},
+                        tiny={"tiny DLSN (part 4)": ("tiny DLSN", "psnr")})
 d_edsr = q_by["DLSN small, shipped"]["psnr"] - q_by["EDSR small, shipped (same budget)"]["psnr"]
 assert d_edsr < 0  # at this budget the attention does not pay for itself (both settings)
 display(Markdown(
@@ -836,12 +819,8 @@ item = eval_set[2]  # the image and the tiny run's PSNR depend on the data and t
 lr_img, hr_img = item["lr"], item["hr"]
 seed_hashing(model)
 seed_hashing(dlsn_trained)
-sr_imgs = {"bicubic": sdata.imresize(lr_img, 2).clamp(0, 1), "tiny DLSN": super_resolve(model, lr_img),
-           "DLSN small, shipped": super_resolve(dlsn_trained, lr_img)}
-crop_psnr = {title: float(psnr(im, hr_img, 2)) for title, im in sr_imgs.items()}
+fig, crop_psnr = sr_crops(lr_img, hr_img, {"tiny DLSN": model, "DLSN small, shipped": dlsn_trained}, quantise=False)
 print(item["name"], {title: round(v, 2) for title, v in crop_psnr.items()})
-top, left = hr_img.shape[1] // 2 - 48, hr_img.shape[2] // 2 - 48
-fig = plot_sr_crops({**sr_imgs, "HR": hr_img}, top=top, left=left, size=96, psnr=crop_psnr)
 plt.show()
 assert crop_psnr["DLSN small, shipped"] > crop_psnr["bicubic"]
 
@@ -985,7 +964,7 @@ assert sum(p.numel() for p in net.parameters() if p.requires_grad) == 69_842_564
 #
 # Labels: ★ warm-up, ★★ practice, ★★★ challenge. Exercises with a numeric or code answer have a check: put
 # your answer in place of `None` and run the cell (`check` prints whether it is right, with a hint if not).
-# Worked solutions are in `solutions/03_dlsn_solutions.ipynb`. The list, from `srlib.exercises`:
+# Worked solutions are in `solutions/03_dlsn_solutions.ipynb`. The list, from `srlib.course.exercises`:
 
 # %%
 for ex in list_exercises("03"):

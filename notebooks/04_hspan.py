@@ -71,9 +71,6 @@
 
 # %%
 import math
-import os
-import shlex
-import subprocess
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -86,7 +83,6 @@ from torch.testing import assert_close
 from IPython.display import Markdown, display
 
 from srlib import data as sdata
-from srlib import metrics
 from srlib.attention.hspa import HSPA
 from srlib.analysis.measure import loglog_slope, peak_tensor_bytes
 from srlib.attention.softthreshold import soft_threshold, threshold_and_support
@@ -95,21 +91,20 @@ from srlib.course import (
     TINY_RECIPE,
     assert_in_spread,
     data_setting,
-    format_quality_table,
+    evaluation_table,
     load_spread,
-    quality_table,
+    paper_training,
     shipped,
+    sr_crops,
     tiny_train,
 )
-from srlib.exercises import check
+from srlib.course.exercises import check
 from srlib.inference import forward_chop
 from srlib.models import build_model
 from srlib.models.hspan import HSPAN, HSPANConfig
 from srlib.pretrained import build_small, pretrained
 from srlib.reference import expected_outputs, load_case, reference_dir, run_case
-from srlib.train import paper_command
 from srlib.analysis.maps import HSPAN_FIG1_NS, patch_descriptors, softmax_flattening
-from srlib.viz.compare import plot_sr_crops
 from srlib.viz.explorer import AttentionExplorer, collect_attention_layers
 from srlib.viz.plots import plot_loss_history
 from srlib.analysis.sparsity import (
@@ -890,11 +885,7 @@ plt.show()
 # Set `SRLIB_RUN_FULL=1` on a CUDA machine to run it from here; otherwise the command is printed.
 
 # %%
-RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
-FULL_CMD = paper_command("hspan", scale=2)  # the paper's schedule: srlib.train.PAPER_SCHEDULES
-print(FULL_CMD)
-if RUN_FULL:
-    subprocess.run(shlex.split(FULL_CMD), check=True)
+FULL_CMD = paper_training("hspan", scale=2)  # prints the command; runs it with SRLIB_RUN_FULL=1 on CUDA
 
 # %% [markdown]
 # ## 5. Evaluation
@@ -921,18 +912,11 @@ entries = {"tiny HSPAN (this notebook)": tiled(models["HSPAN"].eval()),
            "tiny NLA twin (this notebook)": tiled(models["NLA twin"].eval()),
            "HSPAN small, shipped": shipped_hspan,
            "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}
-rows = quality_table(entries, eval_set, 2)
-print(format_quality_table(rows, f"{eval_name}: PSNR / SSIM on Y, 2-pixel border cropped"))
-q_ = {r_["name"]: r_ for r_ in rows}
-assert q_["HSPAN small, shipped"]["gain_db"] > 0 and q_["EDSR small, shipped (same budget)"]["gain_db"] > 0
-if data_setting() == "data":  # the shipped networks on Set5 x2, as stored (README results table)
-    assert abs(q_["bicubic"]["psnr"] - 33.68) < 0.05  # the well-known bicubic Set5 x2 PSNR
-    for name_, stored_ in (("HSPAN small, shipped", 34.60), ("EDSR small, shipped (same budget)", 34.75)):
-        assert abs(round(q_[name_]["psnr"], 2) - stored_) <= 0.01, (name_, q_[name_]["psnr"])
-band_h = assert_in_spread("04", "tiny pair", "psnr_hspan", q_["tiny HSPAN (this notebook)"]["psnr"], floor=0.05)
-band_n = assert_in_spread("04", "tiny pair", "psnr_nla", q_["tiny NLA twin (this notebook)"]["psnr"], floor=0.05)
-print(f"tiny runs in their measured bands ({data_setting()} setting): HSPAN [{band_h[0]:.2f}, {band_h[1]:.2f}] dB, "
-      f"NLA twin [{band_n[0]:.2f}, {band_n[1]:.2f}] dB")
+q_ = evaluation_table(entries, eval_set, eval_name, notebook="04",
+                      title=f"{eval_name}: PSNR / SSIM on Y, 2-pixel border cropped",
+                      stored={"HSPAN small, shipped": 34.60, "EDSR small, shipped (same budget)": 34.75},
+                      tiny={"tiny HSPAN (this notebook)": ("tiny pair", "psnr_hspan"),
+                            "tiny NLA twin (this notebook)": ("tiny pair", "psnr_nla")})
 
 # %% tags=["nbval-ignore-output"]
 tiny_h, tiny_n = q_["tiny HSPAN (this notebook)"], q_["tiny NLA twin (this notebook)"]
@@ -965,17 +949,10 @@ display(Markdown(
 
 # %% tags=["nbval-ignore-output"]
 crop_item = eval_set[2 if eval_name == "Set5 x2" else 0]  # Set5: the butterfly
-lr_full = crop_item["lr"][None]
-with torch.no_grad():
-    srs = {"bicubic": sdata.imresize(crop_item["lr"], 2),
-           "tiny HSPAN": entries["tiny HSPAN (this notebook)"](lr_full)[0],
-           "HSPAN shipped": shipped_hspan(lr_full)[0]}
-srs = {k_: (v_.clamp(0, 1) * 255).round() / 255 for k_, v_ in srs.items()}  # 8-bit, as evaluated
-psnr_crop = {k_: metrics.psnr(v_, crop_item["hr"], 2) for k_, v_ in srs.items()}
+fig, psnr_crop = sr_crops(crop_item["lr"], crop_item["hr"], {  # 8-bit results, as evaluated
+    "tiny HSPAN": entries["tiny HSPAN (this notebook)"], "HSPAN shipped": shipped_hspan})
 print(crop_item["name"], {k_: round(float(v_), 2) for k_, v_ in psnr_crop.items()})
 assert psnr_crop["HSPAN shipped"] > psnr_crop["bicubic"]  # the trained network beats bicubic on this image too
-top_, left_ = crop_item["hr"].shape[1] // 2 - 48, crop_item["hr"].shape[2] // 2 - 48
-fig = plot_sr_crops({**srs, "HR": crop_item["hr"]}, top=top_, left=left_, size=96, psnr=psnr_crop)
 plt.show()
 
 # %% [markdown]

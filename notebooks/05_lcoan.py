@@ -63,10 +63,6 @@
 # `assert`s are the same for both.
 
 # %%
-import os
-import shlex
-import subprocess
-
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
@@ -76,14 +72,14 @@ import srlib.attention.gla as gla_module
 import srlib.attention.lcoa as lcoa_module
 import srlib.attention.nlsa as nlsa_module
 from srlib import data as sdata
-from srlib import metrics
 from srlib.attention.lcoa import LCoA, assign_clusters, cluster_sizes, ema_centroids, init_centroids, kmeans_step
-from srlib.course import (TINY_RECIPE, assert_in_spread, data_setting, format_quality_table, load_spread, quality_table,
-                          shipped, tiny_train)
-from srlib.exercises import check
-from srlib.lcoan_study import (centre_crops, centroid_log, compare_bucketings, depth_study, ema_run, first_pattern,
-                               format_bucketings, format_cost_table, format_depth_table, format_kmeans_trace,
-                               kmeans_trace, layer_study, table1_stacks)
+from srlib.course import (TINY_RECIPE, assert_in_spread, data_setting, evaluation_table, load_spread, paper_training,
+                          shipped, sr_crops, tiny_train)
+from srlib.course.exercises import check
+from srlib.course.lcoan.study import (
+    centre_crops, centroid_log, compare_bucketings, depth_study, ema_run, first_pattern, format_bucketings,
+    format_cost_table, format_depth_table, format_kmeans_trace, kmeans_trace, layer_study, table1_stacks,
+)
 from srlib.models import build_model
 from srlib.models.lcoan import LCoAN, LCoANConfig
 from srlib.pretrained import build_small, pretrained
@@ -91,11 +87,12 @@ from srlib.train import paper_command
 from srlib.analysis.maps import features_for_attention, patch_descriptors
 from srlib.viz.maps import plot_attention_maps
 from srlib.viz.buckets import plot_attended
-from srlib.viz.compare import plot_sr_crops
 from srlib.analysis.measure import measure_attention_cost
 from srlib.viz.explorer import AttentionExplorer
-from srlib.viz.lcoan_figures import (plot_bucket_recall, plot_codes, plot_depth_agreement, plot_ema_runs,
-                                    plot_kmeans_steps, plot_layer_overlaps, plot_training_runs)
+from srlib.course.lcoan.figures import (
+    plot_bucket_recall, plot_codes, plot_depth_agreement, plot_ema_runs, plot_kmeans_steps, plot_layer_overlaps,
+    plot_training_runs,
+)
 from srlib.analysis.overlap import (
     dense_attention_map, overlap_rate, pattern_overlap, topk_overlap, true_neighbours, window_recall,
 )
@@ -179,7 +176,7 @@ print("centroids:", tuple(means.shape), "| hand-built init == srlib.attention.lc
 # centroids moved, and how many clusters are empty.
 
 # %% tags=["nbval-ignore-output"]
-trace = kmeans_trace(x, history)  # srlib.lcoan_study: one row per iteration
+trace = kmeans_trace(x, history)  # srlib.course.lcoan.study: one row per iteration
 step_codes = [r["codes"] for r in trace]  # (L,) codes under the centroids of iteration t
 print(format_kmeans_trace(trace, L))
 objective = [(x[0] @ F.normalize(m[0], dim=-1).T).max(-1).values.mean().item() for m in history]
@@ -267,7 +264,7 @@ assert largest_sum[-1] >= largest_sum[0]
 # %% tags=["nbval-ignore-output"]
 neighbours = true_neighbours(x, 8)  # (B, L, 8)
 WINDOW = 384
-rows = compare_bucketings(x, neighbours, n_buckets=(16, 128), window=WINDOW, seeds=(0, 1))  # srlib.lcoan_study
+rows = compare_bucketings(x, neighbours, n_buckets=(16, 128), window=WINDOW, seeds=(0, 1))  # srlib.course.lcoan.study
 print(format_bucketings(rows, WINDOW, L))  # lift = recall / share
 by = {(r["K"], r["method"]): r for r in rows}
 for n_buckets in (16, 128):
@@ -472,7 +469,7 @@ assert n_total == 15_668_484 and n_dead == 9 * 147_584
 # weights, as the official modules do.
 
 # %%
-stacks = table1_stacks(channels=128, modules=10, seed=0)  # srlib.lcoan_study: {"NLA", "LSP", "CoA", "LCoA"}
+stacks = table1_stacks(channels=128, modules=10, seed=0)  # srlib.course.lcoan.study: {"NLA", "LSP", "CoA", "LCoA"}
 CH = 128
 print({k: f"{sum(p.numel() for p in s.parameters()):,} parameters" for k, s in stacks.items()})
 
@@ -789,13 +786,8 @@ display(Markdown(
 # the paper's EMA variant.
 
 # %%
-RUN_FULL = os.environ.get("SRLIB_RUN_FULL") == "1" and torch.cuda.is_available()
-FULL_CMD = paper_command("lcoan", scale=2)  # the paper's schedule: srlib.train.PAPER_SCHEDULES
 EMA_CMD = paper_command("lcoan", scale=2, out="runs/lcoan_x2_ema") + " --model-arg ema_update=True"
-print(FULL_CMD)
-print(EMA_CMD)
-if RUN_FULL:
-    subprocess.run(shlex.split(FULL_CMD), check=True)
+FULL_CMD = paper_training("lcoan", scale=2, also_print=[EMA_CMD])  # runs FULL_CMD with SRLIB_RUN_FULL=1 on CUDA
 
 # %% [markdown]
 # ## 5. Evaluation
@@ -810,23 +802,14 @@ if RUN_FULL:
 # %% tags=["nbval-ignore-output"]
 eval_set, eval_name = sdata.default_eval_set(2, "Set5")
 shipped_lcoan = shipped("lcoan-small-x2")
-rows = quality_table({"tiny LCoAN, frozen centroids (this notebook)": frozen_net,
-                      "tiny LCoAN, EMA centroids (this notebook)": ema_net,
-                      "LCoAN small, shipped": shipped_lcoan,
-                      "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}, eval_set, 2)
-print(format_quality_table(rows, f"{eval_name}: PSNR / SSIM on Y, 2-pixel border cropped"))
-q_ = {r["name"]: r for r in rows}
-assert q_["LCoAN small, shipped"]["gain_db"] > 0 and q_["EDSR small, shipped (same budget)"]["gain_db"] > 0
-if data_setting() == "data":  # the shipped networks on Set5 x2, as stored (README results table)
-    assert abs(q_["bicubic"]["psnr"] - 33.68) < 0.05
-    for name_, stored_ in (("LCoAN small, shipped", 34.47), ("EDSR small, shipped (same budget)", 34.75)):
-        assert abs(round(q_[name_]["psnr"], 2) - stored_) <= 0.01, (name_, q_[name_]["psnr"])
-band_f = assert_in_spread("05", "tiny lcoan", "psnr_frozen", q_["tiny LCoAN, frozen centroids (this notebook)"]["psnr"],
-                          floor=0.05)
-band_e = assert_in_spread("05", "tiny lcoan", "psnr_ema", q_["tiny LCoAN, EMA centroids (this notebook)"]["psnr"],
-                          floor=0.05)
-print(f"tiny runs in their measured bands ({data_setting()} setting): frozen [{band_f[0]:.2f}, {band_f[1]:.2f}] dB, "
-      f"EMA [{band_e[0]:.2f}, {band_e[1]:.2f}] dB")
+q_ = evaluation_table({"tiny LCoAN, frozen centroids (this notebook)": frozen_net,
+                       "tiny LCoAN, EMA centroids (this notebook)": ema_net,
+                       "LCoAN small, shipped": shipped_lcoan,
+                       "EDSR small, shipped (same budget)": shipped("edsr-small-x2")}, eval_set, eval_name,
+                      notebook="05", title=f"{eval_name}: PSNR / SSIM on Y, 2-pixel border cropped",
+                      stored={"LCoAN small, shipped": 34.47, "EDSR small, shipped (same budget)": 34.75},
+                      tiny={"tiny LCoAN, frozen centroids (this notebook)": ("tiny lcoan", "psnr_frozen"),
+                            "tiny LCoAN, EMA centroids (this notebook)": ("tiny lcoan", "psnr_ema")})
 
 # %% tags=["nbval-ignore-output"]
 fz_, em_ = q_["tiny LCoAN, frozen centroids (this notebook)"], q_["tiny LCoAN, EMA centroids (this notebook)"]
@@ -854,15 +837,10 @@ display(Markdown(
 
 # %% tags=["nbval-ignore-output"]
 crop_item = eval_set[2 if eval_name == "Set5 x2" else 0]  # Set5: the butterfly
-with torch.no_grad():
-    srs = {"bicubic": sdata.imresize(crop_item["lr"], 2), "tiny LCoAN": frozen_net(crop_item["lr"][None])[0],
-           "LCoAN shipped": shipped_lcoan(crop_item["lr"][None])[0]}
-srs = {k: (v.clamp(0, 1) * 255).round() / 255 for k, v in srs.items()}  # 8-bit, as evaluated
-psnr_crop = {k: metrics.psnr(v, crop_item["hr"], 2) for k, v in srs.items()}
+fig, psnr_crop = sr_crops(crop_item["lr"], crop_item["hr"], {  # 8-bit results, as evaluated
+    "tiny LCoAN": frozen_net, "LCoAN shipped": shipped_lcoan})
 print(crop_item["name"], {k: round(float(v), 2) for k, v in psnr_crop.items()})
 assert psnr_crop["LCoAN shipped"] > psnr_crop["bicubic"]  # the trained network beats bicubic on this image too
-top_, left_ = crop_item["hr"].shape[1] // 2 - 48, crop_item["hr"].shape[2] // 2 - 48
-fig = plot_sr_crops({**srs, "HR": crop_item["hr"]}, top=top_, left=left_, size=96, psnr=psnr_crop)
 plt.show()
 
 # %% [markdown]

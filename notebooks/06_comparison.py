@@ -73,7 +73,7 @@ from IPython.display import Markdown, display
 from srlib.config import REPO_ROOT
 from srlib.course import format_quality_table, quality_table, shipped
 from srlib.data import BenchmarkDataset, available_benchmarks, default_eval_set, imresize, load_image
-from srlib.exercises import check
+from srlib.course.exercises import check
 from srlib.pretrained import pretrained
 from srlib.analysis.maps import patch_descriptors
 from srlib.viz import plot_attention_maps

@@ -11,8 +11,11 @@ Reproduces five papers (NLSN, ENLCN, DLSN, HSPAN, LCoAN). Subpackages:
 * :mod:`srlib.inference` -- tiled inference and x8 self-ensemble
 * :mod:`srlib.reference` -- runner for the official-code reference cases
 * :mod:`srlib.analysis`  -- numbers about attention: FLOPs, measured time / memory, sparsity, overlap, hashing
-* :mod:`srlib.viz`       -- pictures of those numbers and the interactive attention explorer (only it draws;
-  ``srlib.viz.explorer`` is a package: state, picture, widget)
+* :mod:`srlib.viz`       -- pictures of those numbers and the interactive attention explorer
+  (``srlib.viz.explorer`` is a package: state, picture, widget)
+* :mod:`srlib.course`    -- what only the notebooks use: tiny recipe, quality table, measured spread, each
+  notebook's study and figures (:mod:`srlib.course.dlsn`, :mod:`srlib.course.lcoan`) and the self-checking
+  exercises (:mod:`srlib.course.exercises`); with :mod:`srlib.viz`, the only packages that draw
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""srlib.course (tiny recipe, quality table), srlib.exercises (checks) and srlib.viz.compare."""
+"""srlib.course (tiny recipe, quality table), srlib.course.exercises (checks) and srlib.viz.compare."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from srlib import course
-from srlib import exercises as ex
+from srlib.course import exercises as ex
 
 
 @pytest.fixture(autouse=True)
@@ -109,8 +109,9 @@ def test_spread_band_and_assert(tmp_path, monkeypatch):
     import json
 
     from srlib import course
+    from srlib.course import spread
 
-    monkeypatch.setattr(course, "SPREAD_DIR", tmp_path)
+    monkeypatch.setattr(spread, "SPREAD_DIR", tmp_path)  # the module that reads it (re-exported by srlib.course)
     s = course.summarise([1.0, 2.0, 3.0])
     assert s["mean"] == 2.0 and s["std"] == 1.0 and s["min"] == 1.0 and s["max"] == 3.0 and s["n"] == 3
     (tmp_path / "99.json").write_text(json.dumps({"data": {"run": {"psnr": s}}}))
@@ -138,7 +139,7 @@ def test_data_setting(monkeypatch, tmp_path):
 
 
 def test_check_result_hint_solution_score(capsys):
-    from srlib.exercises import CheckResult, exercise, hint, score, solution
+    from srlib.course.exercises import CheckResult, exercise, hint, score, solution
 
     exercise("99.7", "toy", "★ warm-up", hint="think of 4", solution="2 + 2 = 4", points=3)(lambda a: a == 4)
     try:
@@ -155,3 +156,111 @@ def test_check_result_hint_solution_score(capsys):
             exercise("99.2", "toy", "★ warm-up", points=0)
     finally:
         ex._REGISTRY.pop("99.7", None)
+
+
+def test_exercise_texts_and_checks_are_joined_and_mismatches_refused():
+    from srlib.course.exercises import _texts
+
+    ex._load()
+    # every check is registered with its text; the open questions have a text and no check
+    assert all(_texts._CHECKS[k] is ex.get(k).checker.__defaults__[0] for k in _texts._CHECKS)
+    assert ex.get("01.3").checker is None and ex.get("01.3").solution
+    # a second check for one key, and a check whose notebook TOML has no text for it, are refused
+    with pytest.raises(ValueError, match="two checks"):
+        _texts.checks("01.2")(lambda a: True)
+    _texts._CHECKS["01.99"] = lambda a: True
+    try:
+        with pytest.raises(ValueError, match=r"no text for the checked exercise\(s\) \['01.99'\]"):
+            _texts.notebook_exercises("nb01")
+    finally:
+        del _texts._CHECKS["01.99"]
+
+
+def test_sr_crops_scores_what_the_notebook_cells_computed_by_hand():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torch import nn
+
+    from srlib import data as sdata
+    from srlib import metrics
+    from srlib.course import sr_crops
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(3, 40, 48, generator=g)
+    lr = sdata.imresize(hr, 0.5).clamp(0, 1)
+    net = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.PixelShuffle(2), nn.Sigmoid()).eval()
+    noisy = lambda x: (sdata.imresize(x, 2) + 0.05 * torch.rand(x.shape[:-2] + (40, 48))).clamp(0, 1)  # noqa: E731
+    fig, got = sr_crops(lr, hr, {"net": net, "noisy": noisy}, size=16, seed=3)
+    assert list(got) == ["bicubic", "net", "noisy"] and len(fig.axes) == 4
+    q = lambda x: (x.clamp(0, 1) * 255).round() / 255  # noqa: E731  (8 bits, as notebooks 04 and 05 did by hand)
+    with torch.no_grad():
+        want_net = metrics.psnr(q(net(lr[None])[0]), hr, 2)
+        torch.manual_seed(3)
+        want_noisy = metrics.psnr(q(noisy(lr[None])[0]), hr, 2)
+    assert got["bicubic"] == metrics.psnr(q(sdata.imresize(lr, 2)), hr, 2)
+    assert got["net"] == want_net and got["noisy"] == want_noisy
+    # as notebooks 00a to 03 did: the crops drawn unrounded, the PSNR the same (srlib.metrics.psnr rounds to 8 bits)
+    _, raw = sr_crops(lr, hr, {"net": net}, size=16, quantise=False)
+    assert raw["net"] == metrics.psnr(net(lr[None])[0].clamp(0, 1).detach(), hr, 2) == got["net"]
+    with pytest.raises(ValueError, match="crop"):
+        sr_crops(lr, hr, {}, size=16, top=30)
+    plt.close("all")
+
+
+def test_paper_training_prints_and_runs_only_when_asked(monkeypatch, capsys):
+    from srlib.course import cells
+    from srlib.train import paper_command
+
+    ran = []
+    monkeypatch.setattr(cells.subprocess, "run", lambda args, check: ran.append(args))
+    monkeypatch.delenv("SRLIB_RUN_FULL", raising=False)
+    cmd = cells.paper_training("nlsn", 2, also_print=["echo variant"])
+    assert cmd == paper_command("nlsn", scale=2) and capsys.readouterr().out == cmd + "\necho variant\n"
+    assert ran == []
+    monkeypatch.setenv("SRLIB_RUN_FULL", "1")
+    monkeypatch.setattr(cells.torch.cuda, "is_available", lambda: False)
+    cells.paper_training("nlsn", 2)
+    assert ran == []  # no GPU: printed only
+    monkeypatch.setattr(cells.torch.cuda, "is_available", lambda: True)
+    cells.paper_training("nlsn", 2)
+    assert ran == [cmd.split()]
+
+
+def test_evaluation_table_prints_and_asserts_what_the_cells_asserted(tmp_path, monkeypatch, capsys):
+    import json
+
+    from srlib import data as sdata
+    from srlib.course import cells, spread
+
+    g = torch.Generator().manual_seed(1)
+    hrs = [torch.rand(3, 32, 32, generator=g) for _ in range(2)]
+    dataset = [{"lr": sdata.imresize(h, 0.5).clamp(0, 1), "hr": h, "name": f"im{i}"} for i, h in enumerate(hrs)]
+
+    def near_hr(lr):  # a "shipped" network far above bicubic: the HR image, slightly off
+        x = lr.reshape(-1, *lr.shape[-3:])
+        hr = torch.stack([next(d["hr"] for d in dataset if torch.equal(d["lr"], xi)) for xi in x])
+        return (hr + 0.01).clamp(0, 1).reshape(*lr.shape[:-2], *hr.shape[-2:])
+
+    def blurred(lr):  # a "tiny" run below bicubic
+        return sdata.imresize(sdata.imresize(sdata.imresize(lr, 2), 0.5), 2).clamp(0, 1)
+
+    monkeypatch.setattr(spread, "SPREAD_DIR", tmp_path)
+    monkeypatch.setattr(spread, "data_setting", lambda: "offline")
+    entries = {"tiny": blurred, "shipped": near_hr}
+    tiny_psnr = course.quality_table({"tiny": blurred}, dataset, 2)[1]["psnr"]
+    ex_row = spread.summarise([tiny_psnr - 0.1, tiny_psnr + 0.1])
+    (tmp_path / "99.json").write_text(json.dumps({"offline": {"run": {"psnr": ex_row}}}))
+    rows = cells.evaluation_table(entries, dataset, "toy", notebook="99", stored={"shipped": 99.0},
+                                  tiny={"tiny": ("run", "psnr")})
+    out = capsys.readouterr().out
+    assert list(rows) == ["bicubic", "tiny", "shipped"] and out.startswith("toy\nnetwork")
+    assert f"tiny: {tiny_psnr:.2f} dB, inside the measured band" in out
+    with pytest.raises(AssertionError, match="does not beat bicubic"):
+        cells.evaluation_table(entries, dataset, "toy", notebook="99", stored={"tiny": 30.0}, tiny={})
+    with pytest.raises(KeyError, match="not among the entries"):
+        cells.evaluation_table(entries, dataset, "toy", notebook="99", stored={"EDSR": 34.75}, tiny={})
+    monkeypatch.setattr(spread, "data_setting", lambda: "data")  # with the data: Set5 x2 and the stored values
+    with pytest.raises(AssertionError, match="the table is on toy"):
+        cells.evaluation_table(entries, dataset, "toy", notebook="99", stored={"shipped": 99.0}, tiny={})

@@ -1,4 +1,4 @@
-"""srlib.course_dlsn: the measurements of notebook 03 (Fig. 1 detail fit, chunk scores, Fig. 4 statistics)."""
+"""srlib.course.dlsn.study: the measurements of notebook 03 (Fig. 1 detail fit, chunk scores, Fig. 4 statistics)."""
 
 import math
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from srlib.attention.gla import GlobalLearnableAttention
-from srlib.course_dlsn import (bucket_summary, centre_crop, chunk_scores, crops_psnr, detail_fit_summary,
-                               format_bucket_summary, lss_change, lss_dependence, query_maps, seed_hashing,
-                               top_attended_stats, variance_table)
+from srlib.course.dlsn.study import (bucket_summary, centre_crop, chunk_scores, crops_psnr, detail_fit_summary,
+                                     format_bucket_summary, lss_change, lss_dependence, query_maps, seed_hashing,
+                                     top_attended_stats, variance_table)
 from srlib.models import build_model
 
 

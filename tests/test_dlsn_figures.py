@@ -1,4 +1,4 @@
-"""srlib.viz.dlsn_figures: the figures of notebook 03 draw what they are given and refuse mismatched sizes."""
+"""srlib.course.dlsn.figures: the figures of notebook 03 draw what they are given and refuse mismatched sizes."""
 
 import math
 
@@ -9,8 +9,8 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from srlib.viz.dlsn_figures import (plot_chunk_scores, plot_degradations, plot_detail_fit,  # noqa: E402
-                                   plot_hashing_comparison)
+from srlib.course.dlsn.figures import (plot_chunk_scores, plot_degradations, plot_detail_fit,  # noqa: E402
+                                         plot_hashing_comparison)
 
 
 def test_plot_detail_fit_marks_query_and_both_sets():
@@ -74,7 +74,7 @@ def test_plot_degradations_one_panel_per_lr_and_titles():
 
 
 def test_largest_buckets_grid_ranks_by_size():
-    from srlib.viz.dlsn_figures import largest_buckets_grid
+    from srlib.course.dlsn.figures import largest_buckets_grid
 
     codes = torch.tensor([5, 5, 5, 2, 2, 9, 7, 7, 7, 7, 1, 3])  # sizes: 7 -> 4, 5 -> 3, 2 -> 2, then 1s
     grid, sizes = largest_buckets_grid(codes, (3, 4), n_show=3)
@@ -89,7 +89,7 @@ def test_largest_buckets_grid_ranks_by_size():
 def test_plot_largest_buckets_titles_give_occupancy():
     import matplotlib.pyplot as plt
 
-    from srlib.viz.dlsn_figures import plot_largest_buckets
+    from srlib.course.dlsn.figures import plot_largest_buckets
 
     codes = torch.tensor([0] * 9 + [1, 2, 3])
     fig = plot_largest_buckets(torch.rand(3, 3, 4), {"a": codes, "b": torch.arange(12)}, (3, 4), n_show=2)

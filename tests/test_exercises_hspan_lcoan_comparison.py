@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from srlib.attention.softthreshold import threshold_and_support
-from srlib.exercises import check, get, list_exercises
+from srlib.course.exercises import check, get, list_exercises
 
 
 def test_every_exercise_is_labelled():

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from srlib.attention.buckets import n_hash_buckets
-from srlib.exercises import check, get, list_exercises
+from srlib.course.exercises import check, get, list_exercises
 
 
 def _phi(u, proj):

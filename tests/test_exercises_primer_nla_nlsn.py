@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from srlib.exercises import check, get, list_exercises
+from srlib.course.exercises import check, get, list_exercises
 
 
 def _unshuffle(y, s):
@@ -16,20 +16,20 @@ def _unshuffle(y, s):
 
 
 def _brick():
-    from srlib.exercises import nb00b
+    from srlib.course.exercises import nb00b
 
     return nb00b.scenes()["brick"]
 
 
 def _support_00b_1():
-    from srlib.exercises import nb00b
+    from srlib.course.exercises import nb00b
 
     image, yx = _brick()
     return nb00b.flat_query_support(image, yx, 0.2)
 
 
 def _nlm_00b_4():
-    from srlib.exercises import nb00b
+    from srlib.course.exercises import nb00b
 
     return nb00b.nlm_psnr(_brick()[0])
 
@@ -112,7 +112,7 @@ def _printed_above(stem: str, key: str) -> list[float]:
 
 def test_checked_answers_are_not_printed_above_their_exercise():
     """Issue 23: 00b.1's old answer (L = 3136) was printed above it; 01.1's bucket count too (48 x 48 -> 16)."""
-    from srlib.exercises import nb00b
+    from srlib.course.exercises import nb00b
 
     printed = _printed_above("00b_non_local_attention", "00b.1")
     assert printed, "the notebook text could not be read"

@@ -1,4 +1,4 @@
-"""srlib.lcoan_study (the measurements of notebook 05) and srlib.viz.lcoan_figures."""
+"""srlib.course.lcoan.study (the measurements of notebook 05) and srlib.course.lcoan.figures."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from srlib.attention.lcoa import assign_clusters, init_centroids
-from srlib.lcoan_study import (
+from srlib.course.lcoan.study import (
     DenseCoAStack,
     LCoAStack,
     NLAStack,
@@ -90,7 +90,7 @@ def test_centre_crops_and_first_pattern_and_layer_study():
 
 
 def test_lcoan_figures_draw():
-    from srlib.viz import lcoan_figures as lf
+    from srlib.course.lcoan import figures as lf
 
     codes = [torch.randint(0, 4, (64,)) for _ in range(3)]
     figs = [lf.plot_kmeans_steps(torch.rand(3, 8, 8), codes, [0, 2], 4),
@@ -101,7 +101,7 @@ def test_lcoan_figures_draw():
 
 def test_kmeans_trace_follows_the_history():
     from srlib.attention.lcoa import kmeans_step
-    from srlib.lcoan_study import kmeans_trace
+    from srlib.course.lcoan.study import kmeans_trace
 
     x = F.normalize(torch.randn(1, 40, 5, generator=torch.Generator().manual_seed(3)), dim=-1)
     h = [init_centroids(x, 4, 1, generator=torch.Generator().manual_seed(0))]
@@ -115,7 +115,7 @@ def test_kmeans_trace_follows_the_history():
 
 
 def test_plot_codes_counts_used_clusters():
-    from srlib.viz.lcoan_figures import plot_codes
+    from srlib.course.lcoan.figures import plot_codes
 
     fig = plot_codes(torch.rand(3, 4, 4), torch.tensor([0, 1] * 8), 5)
     assert fig.axes[1].get_title() == "k-means codes: 2 of 5 clusters used"

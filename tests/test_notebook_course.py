@@ -49,12 +49,12 @@ def test_prose_numbers_come_from_outputs(nb):
 def test_every_exercise_has_a_label_and_a_solution(nb):
     """The exercises section lists each exercise with a difficulty label; each exercise that has a check is
     called in the notebook and solved in notebooks/solutions/<stem>_solutions.ipynb."""
-    from srlib.exercises import DIFFICULTIES, list_exercises
+    from srlib.course.exercises import DIFFICULTIES, list_exercises
 
     cells = nt.load(nb)
     key = nb.name.split("_")[0]
     exercises = list_exercises(key)
-    assert exercises, f"{nb.name}: no exercises registered in srlib/exercises/nb{key}.py"
+    assert exercises, f"{nb.name}: no exercises registered in srlib/course/exercises/nb{key}.py"
     md = "\n".join(nt.text(c) for c in cells if c["cell_type"] == "markdown")
     code = "\n".join(nt.text(c) for c in cells if c["cell_type"] == "code")
     sol = nt.NOTEBOOKS / "solutions" / f"{nb.stem}_solutions.ipynb"

@@ -102,7 +102,7 @@ def test_notebook_is_found_by_its_toc_name(tmp_path):
 
 @pytest.mark.slow  # copies the 16 notebooks twice
 def test_assembled_book_has_every_notebook_and_a_full_syllabus(tmp_path):
-    from srlib.exercises import list_exercises
+    from srlib.course.exercises import list_exercises
 
     files = site.assemble(tmp_path / "with", with_solutions=True)
     notebooks = [f for f in files if f.startswith("notebooks/")]

@@ -13,7 +13,7 @@ import torch
 
 from srlib import data as sdata
 from srlib.course import TINY_RECIPE, quality_table, tiny_train
-from srlib.lcoan_study import centroid_log, layer_study
+from srlib.course.lcoan.study import centroid_log, layer_study
 from srlib.models import build_model
 
 DECAY, N_UNITS = 0.99, 4

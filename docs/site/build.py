@@ -5,8 +5,8 @@
     python docs/site/build.py --strict         # Sphinx warnings are errors (what tests/test_site.py builds)
 
 Run it in the project's environment (``pip install -r requirements.txt``, or ``pip install -e '.[site]'``): the
-syllabus lists the exercises of this checkout's :func:`srlib.exercises.list_exercises`. Nothing is executed and nothing is
-downloaded: the pages show the outputs stored in ``notebooks/*.ipynb`` (an explorer as its stored static
+syllabus lists the exercises of this checkout's :func:`srlib.course.exercises.list_exercises`. Nothing is executed
+and nothing is downloaded: the pages show the outputs stored in ``notebooks/*.ipynb`` (an explorer as its stored static
 picture), MathJax comes from the ``sphinx-mathjax-offline`` package.
 
 What the script does, in a scratch folder ``<out>/source`` (made afresh on every build):
@@ -152,7 +152,7 @@ def toc_files(toc: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------------------------------------------------
 def _exercises_of(prefix: str) -> list:
     """Registered exercises of notebook ``prefix`` (e.g. ``"00b"``)."""
-    from srlib.exercises import list_exercises
+    from srlib.course.exercises import list_exercises
 
     return list_exercises(prefix)
 
@@ -232,7 +232,7 @@ def render_syllabus(plan: dict[str, Any], notebooks: list[tuple[str, Path]], wit
                     for s in group]
             out.append("")
         if exs:
-            out += ["**Exercises** (`from srlib.exercises import check, hint, solution`):", "",
+            out += ["**Exercises** (`from srlib.course.exercises import check, hint, solution`):", "",
                     "| exercise | difficulty | points | answer |", "|---|---|---:|---|"]
             out += [f"| {x.key} {_md_cell(x.title)} | {x.difficulty} | {x.points} | "
                     f"{'checked by `check`' if x.checker is not None else 'open question'} |" for x in exs]

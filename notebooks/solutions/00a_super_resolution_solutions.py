@@ -17,14 +17,14 @@
 # # 00a · Worked solutions
 #
 # Solutions to the exercises of `00a_super_resolution`. Each answer is computed, then checked with
-# `srlib.exercises.check`, the same call the student makes.
+# `srlib.course.exercises.check`, the same call the student makes.
 
 # %%
 import math
 
 import torch
 
-from srlib.exercises import check
+from srlib.course.exercises import check
 
 # %% [markdown]
 # **00a.1** ★ warm-up — *PSNR of one grey level.* A difference of one level at every pixel gives

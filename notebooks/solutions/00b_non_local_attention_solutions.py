@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 00b · Worked solutions
 #
-# Solutions to the exercises of `00b_non_local_attention`, computed and checked with `srlib.exercises.check`.
+# Solutions to the exercises of `00b_non_local_attention`, computed and checked with `srlib.course.exercises.check`.
 # The computations use scikit-image's bundled `brick` photograph (the notebook's offline scene), so they
 # need no data set.
 
@@ -30,7 +30,7 @@ import torch
 from srlib import metrics
 from srlib.attention.nla import non_local_attention
 from srlib.data import imresize, load_image
-from srlib.exercises import check
+from srlib.course.exercises import check
 from srlib.analysis.maps import patch_descriptors
 
 torch.set_num_threads(2)

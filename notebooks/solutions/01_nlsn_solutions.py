@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 01 · Worked solutions
 #
-# Solutions to the exercises of `01_nlsn`, computed and checked with `srlib.exercises.check`; the open
+# Solutions to the exercises of `01_nlsn`, computed and checked with `srlib.course.exercises.check`; the open
 # questions get a worked answer, with a small computation where one settles it. No data set is needed.
 
 # %%
@@ -29,7 +29,7 @@ from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_ro
 from srlib.analysis.flops import NLSN_TABLE5_GFLOPS, nlsa_flops
 from srlib.attention.hashing import spherical_lsh
 from srlib.attention.nla import non_local_attention
-from srlib.exercises import check
+from srlib.course.exercises import check
 from srlib.analysis.buckets import lsh_collision_rate
 
 torch.set_num_threads(2)

@@ -16,7 +16,7 @@
 # # 02 · ENLCN: worked solutions
 #
 # Worked solutions to the exercises of `02_enlcn.ipynb` (part 7). Each answer with a check is computed here
-# and passed to `srlib.exercises.check`, which must say "correct"; the open questions get a worked answer in
+# and passed to `srlib.course.exercises.check`, which must say "correct"; the open questions get a worked answer in
 # prose, with a small measurement where one helps. A teacher can hand out the course notebooks without this
 # folder.
 
@@ -29,7 +29,7 @@ from IPython.display import Markdown, display
 
 from srlib.attention.enla import contrastive_loss
 from srlib.analysis.enla import amplified_pair, kernel_estimate_variance
-from srlib.exercises import check, list_exercises
+from srlib.course.exercises import check, list_exercises
 
 torch.set_num_threads(2)
 _ = torch.manual_seed(0)

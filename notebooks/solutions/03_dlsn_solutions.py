@@ -17,7 +17,7 @@
 # # 03 · DLSN: worked solutions
 #
 # Worked solutions to the exercises of `03_dlsn.ipynb` (part 7). Each answer with a check is computed here
-# and passed to `srlib.exercises.check`, which must say "correct"; the open questions get a worked answer in
+# and passed to `srlib.course.exercises.check`, which must say "correct"; the open questions get a worked answer in
 # prose, with a small measurement where one helps. A teacher can hand out the course notebooks without this
 # folder.
 
@@ -29,7 +29,7 @@ from IPython.display import Markdown, display
 
 from srlib.attention.buckets import BucketLayout, n_hash_buckets
 from srlib.attention.gla import GlobalLearnableAttention, superbit_lsh
-from srlib.exercises import check, list_exercises
+from srlib.course.exercises import check, list_exercises
 from srlib.analysis.hashing import sign_bit_angle_estimates
 
 torch.set_num_threads(2)

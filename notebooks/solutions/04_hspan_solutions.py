@@ -26,7 +26,7 @@ import math
 import torch
 
 from srlib.attention.softthreshold import soft_threshold, threshold_and_support
-from srlib.exercises import check
+from srlib.course.exercises import check
 from srlib.analysis.maps import HSPAN_FIG1_NS
 from srlib.analysis.sparsity import compare_normalizers, support_vs_length
 

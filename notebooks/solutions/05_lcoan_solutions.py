@@ -24,7 +24,7 @@ import math
 import torch
 
 from srlib.attention.lcoa import LCoA
-from srlib.exercises import check
+from srlib.course.exercises import check
 from srlib.models.lcoan import LCoAN, LCoANConfig
 
 # %% [markdown]

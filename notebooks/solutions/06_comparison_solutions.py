@@ -21,7 +21,7 @@
 
 # %%
 from srlib.analysis.flops import attention_flops_table, hspa_flops
-from srlib.exercises import check
+from srlib.course.exercises import check
 
 # %% [markdown]
 # **06.1** ★ warm-up (open). The softmax maps (NLA, NLSA, GLA, LCoA) sharpen as the temperature drops and

@@ -3,7 +3,7 @@
 Each notebook ends with exercises. Those with a numeric or code answer have a check that a student calls from
 the notebook::
 
-    from srlib.exercises import check
+    from srlib.course.exercises import check
     answer = ...                      # your answer
     check("01.3", answer)             # prints whether it is right, with a hint if not
 
@@ -14,14 +14,15 @@ stray ``True``/``False`` under an exercise cell). Two more levels of help, as in
 (``points``) so that a teacher can grade a notebook; :func:`score` adds them up. The worked solutions live in ``notebooks/solutions/`` (a teacher can hand out the
 notebooks without that folder); they call ``assert check(...)``.
 
-The exercises of notebook ``NN`` (or ``00a``) are registered in ``srlib/exercises/nbNN.py`` with :func:`exercise`.
+The exercises of notebook ``NN`` (or ``00a``) are written in two files: their texts (title, difficulty, points,
+hint, solution) in ``srlib/course/exercises/nbNN.toml`` and their checks in ``nbNN.py``, each marked
+``@checks("NN.M")`` (see :mod:`srlib.course.exercises._texts`); :func:`exercise` registers one by hand.
 """
 
 from __future__ import annotations
 
-import importlib
-import re
 import pkgutil
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -89,9 +90,13 @@ def _load() -> None:
     if _LOADED:
         return
     _LOADED = True
+    from ._texts import notebook_exercises
+
     for mod in pkgutil.iter_modules(__path__):
         if mod.name.startswith("nb"):
-            importlib.import_module(f"{__name__}.{mod.name}")
+            for key, text, checker in notebook_exercises(mod.name):
+                exercise(key, text["title"], text["difficulty"], hint=text.get("hint", ""),
+                         solution=text.get("solution", ""), points=text.get("points", 1))(checker)
 
 
 def get(key: str) -> Exercise:

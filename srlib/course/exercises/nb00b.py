@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import exercise
+from ._texts import checks
 
 #: Side of the scene of notebook 00b (a 56 x 56 LR crop).
 SCENE_SIDE = 56
@@ -66,11 +66,7 @@ def nlm_psnr(image: torch.Tensor, tau: float = 0.05) -> tuple[float, float]:
     return metrics.psnr(noisy, image, 1), metrics.psnr(filtered, image, 1)
 
 
-@exercise("00b.1", "Temperature", "★ warm-up", points=1,
-          hint="scores cos(patch_i, patch_j) / 0.2 against all L keys, softmax, then exp(-sum p ln p)",
-          solution="With tau = 0.2 the flat-region query's map is much wider than at 0.05 but still far from the "
-                   "uniform limit exp(ln L) = L: recompute its row with the descriptors of section 2.6 and take "
-                   "exp(entropy).")
+@checks("00b.1")
 def _flat_support(answer):
     value = float(answer)
     refs = {name: flat_query_support(img, yx, TAU_00B_1) for name, (img, yx) in scenes().items()}
@@ -82,26 +78,14 @@ def _flat_support(answer):
     return False, f"{value:.0f} is not the effective support of the flat-region query at tau = 0.2"
 
 
-exercise("00b.2", "Flattening on the image", "★★ practice", points=2,
-         solution="The largest weight falls and the entropy grows with the window, staying below ln w^2: the "
-                  "window only removes competitors, and for a repeated structure it cuts off the far copies.")(None)
-
-
-@exercise("00b.3", "Scaled scores", "★★ practice", points=2,
-          hint="with s ~ N(0, sigma^2), E[exp(s)] = exp(sigma^2 / 2); the entropy tends to ln n - sigma^2/2",
-          solution="ln 400 - 2^2 / 2 = 3.99 nats; the limit needs the sum of exp(s_j) to be dominated by many "
-                   "terms, which for large sigma takes an astronomically large n.")
+@checks("00b.3")
 def _entropy_limit(answer):
     expected = math.log(20**2) - 2.0**2 / 2
     ok = abs(float(answer) - expected) < 0.01
     return ok, f"ln 400 - 2 = {expected:.3f} nats" if ok else f"{float(answer):.3f} nats is not it"
 
 
-@exercise("00b.4", "Non-local means", "★★ practice", points=2,
-          hint="noisy = (image + 0.05 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0)))"
-               ".clamp(0, 1); recompute desc, q and the filtered image from noisy; metrics.psnr(x, image, 1)",
-          solution="On the offline brick scene the noisy image scores about 30.8 dB on Y and the filtered one about "
-                   "2 dB more: non-local means averages each pixel with its similar patches, which cancels noise.")
+@checks("00b.4")
 def _nlm_psnr(answer):
     noisy, filtered = (float(v) for v in answer)
     refs = {name: nlm_psnr(img) for name, (img, _) in scenes().items()}
@@ -114,8 +98,3 @@ def _nlm_psnr(answer):
                        f"image, with descriptors and values both computed from it, tau = 0.05")
     return False, (f"{noisy:.2f} dB is not the noisy image's PSNR on Y: noise 0.05 * randn with seed 0, clamped, "
                    f"scored with metrics.psnr(noisy, image, 1)")
-
-
-exercise("00b.5", "Is a query its own best match?", "★★★ challenge", points=3,
-         solution="Without unit norm the score grows with the key's norm, so high-contrast patches pointing the same "
-                  "way beat low-contrast queries' own patch; NLSA L2-normalises the keys for that reason.")(None)

@@ -3,7 +3,7 @@ paper's Table I, the k-means vs LSH bucket comparison (the idea of Fig. 3a) and 
 
 Source: Zhao et al., *Efficient Learnable Collaborative Attention for Single Image Super-Resolution*
 (Table I cases 2-5, Fig. 3a, Eq. 10); official code ``YigangZhao/LCoAN`` (``src/model/kmeans_attention.py``).
-No plotting here (see :mod:`srlib.viz.lcoan_figures`). The ``format_*`` functions turn these measurements into
+No plotting here (see :mod:`srlib.course.lcoan.figures`). The ``format_*`` functions turn these measurements into
 the notebook's text tables; :func:`centroid_log` records the k-means centroids during a training run.
 """
 

@@ -2,7 +2,8 @@
 overlap of shallow and deep attention (Fig. 5). Each function draws and returns a ``Figure`` (nothing shown).
 
 Source: Zhao et al., *Efficient Learnable Collaborative Attention for Single Image Super-Resolution*
-(Eqs. 7-10, Figs. 3a and 5). The numbers drawn come from :mod:`srlib.lcoan_study` and :mod:`srlib.analysis.overlap`.
+(Eqs. 7-10, Figs. 3a and 5). The numbers drawn come from :mod:`srlib.course.lcoan.study` and
+:mod:`srlib.analysis.overlap`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ __all__ = ["plot_kmeans_steps", "plot_ema_runs", "plot_bucket_recall", "plot_tra
            "plot_layer_overlaps"]
 
 
-def _clean(ax) -> None:
+def _hide_ticks(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -37,7 +38,7 @@ def plot_kmeans_steps(image: Tensor, codes: Sequence[Tensor], shown: Sequence[in
         ax.imshow(codes[t].view(h, w).numpy(), cmap=cmap, vmin=-0.5, vmax=n_clusters - 0.5, interpolation="nearest")
         ax.set_title("seeds only" if t == 0 else f"after iteration {t}")
     for ax in axes:
-        _clean(ax)
+        _hide_ticks(ax)
     fig.suptitle("k-means cluster of every position (colour = cluster id; ids carry no order)")
     fig.tight_layout(rect=(0, 0, 1, 0.93))  # room for the suptitle above the panel titles
     return fig
@@ -45,7 +46,7 @@ def plot_kmeans_steps(image: Tensor, codes: Sequence[Tensor], shown: Sequence[in
 
 def plot_ema_runs(runs: Mapping[str, tuple[Sequence[float], Sequence[float]]]):
     """Centroid movement (log scale) and largest-cluster share per EMA step: ``{"label": (moved, largest)}``
-    as returned by :func:`srlib.lcoan_study.ema_run`; labels containing "literal" are drawn dashed black."""
+    as returned by :func:`srlib.course.lcoan.study.ema_run`; labels containing "literal" are drawn dashed black."""
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
@@ -63,7 +64,7 @@ def plot_ema_runs(runs: Mapping[str, tuple[Sequence[float], Sequence[float]]]):
 
 def plot_bucket_recall(rows: Sequence[dict], window: int, length: int):
     """Bars of bucket recall and window recall with the chance levels, one panel per number of buckets
-    (rows of :func:`srlib.lcoan_study.compare_bucketings`; ``length`` = L, for the window chance level)."""
+    (rows of :func:`srlib.course.lcoan.study.compare_bucketings`; ``length`` = L, for the window chance level)."""
     import matplotlib.pyplot as plt
 
     ks = sorted({r["K"] for r in rows})
@@ -172,6 +173,6 @@ def plot_codes(image: Tensor, codes: Tensor, n_clusters: int):
     used = int((torch.bincount(codes.flatten(), minlength=n_clusters) > 0).sum())
     ax[1].set_title(f"k-means codes: {used} of {n_clusters} clusters used")
     for a in ax:
-        _clean(a)
+        _hide_ticks(a)
     fig.tight_layout()
     return fig

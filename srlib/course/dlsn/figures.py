@@ -1,7 +1,7 @@
 """Figures of notebook 03 (DLSN / GLA): Fig. 1 measured, super-bit vs spherical hashing, one chunk's scores,
 the degradations of DLSN Eq. 2.
 
-The numbers come from :mod:`srlib.course_dlsn` and :mod:`srlib.analysis.hashing`; these functions only draw.
+The numbers come from :mod:`srlib.course.dlsn.study` and :mod:`srlib.analysis.hashing`; these functions only draw.
 Paper: Su et al., *Global Learnable Attention for Single Image Super-Resolution*, IEEE TPAMI 2023,
 arXiv:2212.01057.
 """
@@ -120,7 +120,7 @@ def plot_chunk_scores(scores: Mapping[str, Any]):
     weights (rows: query slots; columns: keys ``[own | previous | next chunk]``), the query's row dotted.
 
     Args:
-        scores: what :func:`srlib.course_dlsn.chunk_scores` returns (``(c, 3c)`` matrices and ``"slot"``).
+        scores: what :func:`srlib.course.dlsn.study.chunk_scores` returns (``(c, 3c)`` matrices and ``"slot"``).
 
     Returns:
         The ``Figure``.
