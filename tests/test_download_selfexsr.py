@@ -1,5 +1,5 @@
 """SelfExSR download, file by file from a fixed commit, offline: the shipped checksum list against the images the
-notebooks use, and :func:`srlib.data.download.fetch_selfexsr` / the CLI against a local HTTP server on 127.0.0.1
+notebooks use, and :func:`srlib.data.selfexsr.fetch_selfexsr` / the CLI against a local HTTP server on 127.0.0.1
 that serves a folder laid out like ``raw.githubusercontent.com/jbhuang0604/SelfExSR/<commit>/`` with a small
 checksum list of our own (hashes verified, a corrupted file refused, nothing partial left, a user's file never
 deleted or overwritten, no empty folder left by a failed download)."""
@@ -19,15 +19,9 @@ from pathlib import Path
 import pytest
 
 from srlib.data import download as dl
-from srlib.data.download import (
-    SELFEXSR_COMMIT,
-    ChecksumError,
-    DownloadConflictError,
-    fetch_selfexsr,
-    read_manifest,
-    selfexsr_files,
-    selfexsr_target,
-)
+from srlib.data import selfexsr as sx
+from srlib.data.download import ChecksumError, DownloadConflictError
+from srlib.data.selfexsr import SELFEXSR_COMMIT, fetch_selfexsr, read_manifest, selfexsr_files, selfexsr_target
 
 DATA_MANIFEST = Path(__file__).parent / "data" / "data_sha256.json"
 
@@ -40,11 +34,11 @@ def _tree(folder: Path) -> list[str]:
 # ----------------------------------------------------------------------------- the shipped checksum list
 def test_shipped_manifest_lists_every_file_of_the_commit():
     files = read_manifest()
-    assert dl.SELFEXSR_MANIFEST.name == "selfexsr-8f6dd8c.sha256" and SELFEXSR_COMMIT.startswith("8f6dd8c")
+    assert sx.SELFEXSR_MANIFEST.name == "selfexsr-8f6dd8c.sha256" and SELFEXSR_COMMIT.startswith("8f6dd8c")
     assert len(files) == 1274
     assert all(p.startswith("data/") and re.fullmatch(r"[0-9a-f]{64}", h) for p, h in files.items())
-    assert dl.SELFEXSR_BASE_URL == f"https://raw.githubusercontent.com/jbhuang0604/SelfExSR/{SELFEXSR_COMMIT}/"
-    assert [len(selfexsr_files(s)) for s in dl.SELFEXSR_SUBSETS] == [404, 1114, 1274]
+    assert sx.SELFEXSR_BASE_URL == f"https://raw.githubusercontent.com/jbhuang0604/SelfExSR/{SELFEXSR_COMMIT}/"
+    assert [len(selfexsr_files(s)) for s in sx.SELFEXSR_SUBSETS] == [404, 1114, 1274]
 
 
 def test_notebook_images_are_byte_identical_to_files_of_the_commit():
@@ -305,7 +299,7 @@ def test_cli_default_is_the_course_subset(tmp_path, repo, capsys):
     assert dl.main(["--root", str(root), "--dry-run"]) == 0  # the real list: 404 files, nothing fetched
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 405 and out[-1] == f"404 files (SelfExSR course, commit 8f6dd8c) into {root}"
-    assert out[0].startswith(dl.SELFEXSR_BASE_URL + "data/")
+    assert out[0].startswith(sx.SELFEXSR_BASE_URL + "data/")
 
 
 def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, repo, capsys):
@@ -339,7 +333,7 @@ def test_ctrl_c_leaves_nothing(tmp_path, repo, monkeypatch):
             raise KeyboardInterrupt
         return real(url, dest, **kw)
 
-    monkeypatch.setattr(dl, "download_file", interrupted)
+    monkeypatch.setattr(sx, "download_file", interrupted)
     root = tmp_path / "data"
     (root / "benchmark").mkdir(parents=True)
     with pytest.raises(KeyboardInterrupt):

@@ -11,7 +11,7 @@ Everything in srlib that captures such inputs goes through :func:`record_calls`:
   call when a module runs more than once (``"first"``, ``"last"`` or ``"all"``).
 
 Hooks are forward *pre*-hooks (they see the input, not the output) and are always removed, also on error. The
-forward pass runs under ``torch.no_grad()``.
+forward pass runs under ``torch.no_grad()`` unless asked otherwise.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def record_calls(
     *,
     forward: Callable[[nn.Module, Any], object] | None = None,
     eval_mode: bool = False,
+    grad: bool = False,
 ) -> list[Call]:
     """Run ``model`` once and record every call of the selected submodules, in call order.
 
@@ -57,6 +58,9 @@ def record_calls(
             (e.g. "is an srlib attention module").
         forward: optional ``forward(model, inputs)``; default ``model(inputs)``.
         eval_mode: run in eval mode (the model's train/eval mode is restored afterwards); default: as it is.
+        grad: run with autograd on (default off: ``torch.no_grad()``). The attention modules take their
+            blocked inference paths without autograd, so deeper layers can see inputs that differ in the last
+            bits; pass ``grad=True`` to capture what a training-mode forward computes.
     Returns:
         ``[Call(name, module, args, kwargs), ...]`` (tensors detached), one per call, in call order.
     Raises:
@@ -81,7 +85,7 @@ def record_calls(
     try:
         if eval_mode:
             model.eval()
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             (forward or (lambda m, x: m(x)))(model, inputs)
     finally:
         model.train(was_training)

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from srlib.attention.buckets import BucketLayout
 
-from .capture import module_inputs  # noqa: F401  (also imported from here by the course helpers)
+from .capture import module_inputs
 
 __all__ = [
     "bucket_recall",

@@ -167,7 +167,8 @@ def depth_study(net: nn.Module, probes: Sequence[Tensor], depth_names: Sequence[
         ``code_agreement`` and ``pattern_overlap`` (:func:`srlib.analysis.overlap.pattern_agreement` of the shallow
         LCoA ``net.body[0].attention[0]`` run on each depth's features), each a ``(depths,)`` mean over probes.
     """
-    from srlib.analysis.overlap import depth_overlap_curve, module_inputs, pattern_agreement
+    from srlib.analysis.capture import module_inputs
+    from srlib.analysis.overlap import depth_overlap_curve, pattern_agreement
 
     curve = depth_overlap_curve(net, list(probes), list(depth_names), reference=reference, top_k=top_k)
     shallow = net.body[0].attention[0]  # the shallow LCoA: computes the shared pattern
@@ -184,7 +185,8 @@ def first_pattern(net: nn.Module, probe: Tensor, name: str = "body.0.attention.0
         ``{"codes" (B, R, L), "emb" (B, L, C) its conv_match embedding, "layout", "mask" (B, L, L) bool: the keys
         each query attends to}``.
     """
-    from srlib.analysis.overlap import bucketed_to_dense, module_inputs
+    from srlib.analysis.capture import module_inputs
+    from srlib.analysis.overlap import bucketed_to_dense
 
     lcoa = net.body[0].lcoa
     emb_in = module_inputs(net, probe, [name])[name]
@@ -208,7 +210,8 @@ def layer_study(net: nn.Module, probe: Tensor, layer_names: Sequence[str], query
         the first), one query's ``(h, w)`` map per layer, and the overlap of the first map with a uniform one.
     """
     from srlib.analysis.maps import query_attention_map
-    from srlib.analysis.overlap import feature_attention_map, layer_overlaps, module_inputs, overlap_rate
+    from srlib.analysis.capture import module_inputs
+    from srlib.analysis.overlap import feature_attention_map, layer_overlaps, overlap_rate
 
     inputs = module_inputs(net, probe, list(layer_names))  # X_m entering each LCoA
     maps = {f"unit {i + 1}": feature_attention_map(t, temperature=temperature) for i, t in enumerate(inputs.values())}

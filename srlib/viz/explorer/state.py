@@ -26,6 +26,7 @@ from srlib.attention.buckets import BucketLayout
 from srlib.attention.enla import gaussian_orthogonal_matrix, positive_random_features
 from srlib.attention.nla import softmax_last
 from srlib.attention.registry import Knob, temporarily as _temporarily
+from srlib.analysis.capture import record_calls
 from srlib.analysis.measure import return_freed_memory as _return_freed_memory
 from srlib.analysis.rows import bucketed_row, dense_rows, feature_rows, softmax_rows
 from srlib.analysis.sparsity import mass_coverage
@@ -697,26 +698,14 @@ def collect_attention_layers(model: nn.Module, lr: Tensor) -> dict[str, list[tup
     if not isinstance(lr, Tensor) or lr.dim() != 4 or lr.shape[0] != 1:
         raise ValueError(f"lr must be a (1, 3, h, w) tensor, got {getattr(lr, 'shape', type(lr).__name__)}")
     found: dict[str, list[tuple[nn.Module, Tensor]]] = {}
-    handles = []
-
-    def hook(mod, args, kwargs):
-        mech = registry.mechanism_of(mod)
-        shared = (args[1] if len(args) > 1 else None) or kwargs.get("shared")
+    calls = record_calls(model, lr, lambda _name, sub: registry.mechanism_of(sub) is not None, eval_mode=True,
+                         grad=True)  # as the notebooks' forward: autograd on, eval mode
+    for call in calls:
+        mech = registry.mechanism_of(call.module)
+        shared = (call.args[1] if len(call.args) > 1 else None) or call.kwargs.get("shared")
         if registry.get(mech).shared_call and shared is not None:
-            return
-        found.setdefault(mech, []).append((mod, args[0].detach()))
-
-    for sub in model.modules():
-        if registry.mechanism_of(sub) is not None:
-            handles.append(sub.register_forward_pre_hook(hook, with_kwargs=True))
-    was_training = model.training
-    try:
-        model.eval()
-        model(lr)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+            continue  # a collaborative call reuses an earlier module's attention: no map of its own
+        found.setdefault(mech, []).append((call.module, call.args[0]))
     if not found:
         raise ValueError(f"{type(model).__name__} called no srlib attention module")
     return found
