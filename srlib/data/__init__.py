@@ -54,7 +54,7 @@ from .samples import (
     default_train_set,
     load_sample,
 )
-from .scenes import demo_scene
+from .scenes import QueryScene, demo_scene, query_scene
 
 __all__ = [
     # io
@@ -71,5 +71,5 @@ __all__ = [
     "list_images", "dihedral", "seed_worker",
     "load_sample", "SAMPLE_IMAGES", "DEFAULT_SAMPLE_NAMES",
     # demo scenes
-    "demo_scene",
+    "demo_scene", "query_scene", "QueryScene",
 ]

@@ -4,8 +4,8 @@ The default download of ``python -m srlib.data.download`` (:func:`fetch_selfexsr
 folder of https://github.com/jbhuang0604/SelfExSR (Huang, Singh and Ahuja, *Single Image Super-Resolution from
 Transformed Self-Exemplars*, CVPR 2015) at :data:`SELFEXSR_COMMIT`, checked against the bundled list of SHA-256
 digests (:data:`SELFEXSR_MANIFEST`), placed where :mod:`srlib.data.datasets` looks for it
-(:func:`selfexsr_target`). The download primitives (:func:`~srlib.data.download.download_file`, checksums,
-conflicts) are those of :mod:`srlib.data.download`.
+(:func:`selfexsr_target`). The download primitives (:func:`~srlib.data.fetching.download_file`, checksums,
+conflicts) are those of :mod:`srlib.data.fetching`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 
-from srlib.data.download import (ChecksumError, DownloadConflictError, _missing_folders, _remove_empty, download_file,
+from srlib.data.fetching import (ChecksumError, DownloadConflictError, _missing_folders, _remove_empty, download_file,
                                  file_digest)
 
 __all__ = ["SELFEXSR_COMMIT", "SELFEXSR_BASE_URL", "SELFEXSR_MANIFEST", "SELFEXSR_SUBSETS", "RemoteFile",
