@@ -189,3 +189,23 @@ def load_state_dict_strict(module: torch.nn.Module, state_dict: dict[str, torch.
             f"unexpected {unexpected[:5]}, shape mismatches {shapes[:5]}"
         )
     module.load_state_dict(state_dict, strict=True)
+
+
+def run_network_with_projections(net: torch.nn.Module, case: dict, where: str) -> dict[str, torch.Tensor]:
+    """Load a network case strictly, give module ``case["hash_modules"][i]`` the stored projections
+    ``case["rotations"][i]`` (NLSN's rotations, DLSN's super-bit directions), and run it in eval mode.
+
+    Returns:
+        ``{"output": net(case["input"])}``, ``(B, 3, s·h, s·w)``.
+    Raises:
+        CaseError: a state dict that does not match (:func:`load_state_dict_strict`); ValueError: as many
+            projections as hashing modules are needed.
+    """
+    load_state_dict_strict(net, case["state_dict"], where)
+    modules = dict(net.named_modules())
+    for name, rot in zip(case["hash_modules"], case["rotations"], strict=True):
+        modules[name].projections = rot
+    net.eval()
+    with torch.no_grad():
+        return {"output": net(case["input"])}
+

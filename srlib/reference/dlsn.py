@@ -12,7 +12,7 @@ import torch
 
 from srlib.attention.gla import GlobalLearnableAttention
 from srlib.models.dlsn import DLSN, config_from_official
-from srlib.reference import load_state_dict_strict, register_case_runner
+from srlib.reference import load_state_dict_strict, register_case_runner, run_network_with_projections
 
 __all__ = ["run_dlsn_case", "run_gla_case"]
 
@@ -33,10 +33,4 @@ def run_dlsn_case(case: dict) -> dict[str, torch.Tensor]:
     """Runner for ``networks/dlsn_case*.pt``: rebuild, load strictly, replay each GLA's stored projections
     (``rotations[i]`` for module ``hash_modules[i]``), return ``{"output": (B, 3, s·h, s·w)}``."""
     net = DLSN(config_from_official(case["config"]))
-    load_state_dict_strict(net, case["state_dict"], "DLSN")
-    modules = dict(net.named_modules())
-    for name, rot in zip(case["hash_modules"], case["rotations"], strict=True):
-        modules[name].projections = rot
-    net.eval()
-    with torch.no_grad():
-        return {"output": net(case["input"])}
+    return run_network_with_projections(net, case, "DLSN")

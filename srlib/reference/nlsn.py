@@ -12,7 +12,7 @@ import torch
 
 from srlib.attention.nlsa import NonLocalSparseAttention
 from srlib.models.nlsn import NLSN, NLSNConfig
-from srlib.reference import load_state_dict_strict, register_case_runner
+from srlib.reference import load_state_dict_strict, register_case_runner, run_network_with_projections
 
 __all__ = ["config_from_case", "run_nlsa_case", "run_nlsn_case"]
 
@@ -43,10 +43,4 @@ def run_nlsn_case(case: dict) -> dict[str, torch.Tensor]:
     """Runner for ``networks/nlsn_case*.pt``: rebuild, load strictly, give each NLSA its stored rotations
     (``rotations[i]`` for module ``hash_modules[i]``), return ``{"output": (B, 3, s·h, s·w)}``."""
     net = NLSN(config_from_case(case["config"]))
-    load_state_dict_strict(net, case["state_dict"], "NLSN")
-    modules = dict(net.named_modules())
-    for name, rot in zip(case["hash_modules"], case["rotations"]):
-        modules[name].projections = rot
-    net.eval()
-    with torch.no_grad():
-        return {"output": net(case["input"])}
+    return run_network_with_projections(net, case, "NLSN")
