@@ -49,16 +49,14 @@
 
 # %%
 import math
-from pathlib import Path
 
 import matplotlib.pyplot as plt
-import skimage.data
 import torch
 import torch.nn.functional as F
 
 from srlib.analysis.flops import conv_flops, nla_flops
 from srlib.attention.nla import NonLocalAttention, non_local_attention, softmax_last
-from srlib.data import BenchmarkDataset, available_benchmarks, imresize, load_image
+from srlib.data import available_benchmarks, query_scene
 from srlib.course.exercises import check
 from srlib.analysis.maps import (
     HSPAN_FIG1_NS, attention_statistics, features_for_attention, nonlocal_mass, patch_descriptors,
@@ -86,19 +84,8 @@ _ = torch.manual_seed(0)
 # one on an edge.
 
 # %% tags=["nbval-ignore-output"]
-if "Urban100" in available_benchmarks(scale=4):
-    urban = BenchmarkDataset("Urban100", 4)
-    lr = urban[urban.names.index("img_014")]["lr"]  # (3, 256, 256) RGB in [0, 1]
-    image = imresize(lr[:, 16:128, 72:184], 0.5).clamp(0, 1)  # 112 x 112 crop -> 56 x 56
-    source = "Urban100 img_014, x4 LR, crop [16:128, 72:184] shrunk x0.5"
-    queries = [(33, 3), (36, 35), (4, 52), (22, 49)]
-    query_names = ["window", "pillar", "flat sky", "roof edge"]
-else:
-    brick = load_image(Path(skimage.data.__file__).parent / "brick.png", allow_gray=True)  # (3, 512, 512)
-    image = imresize(brick[:, :224, :224], 0.25).clamp(0, 1)  # 224 x 224 crop -> 56 x 56
-    source = "scikit-image brick (offline fallback), crop [0:224, 0:224] shrunk x0.25"
-    queries = [(14, 12), (32, 37), (26, 26), (50, 29)]
-    query_names = ["horizontal joint", "joint crossing", "flat brick face", "vertical joint"]
+scene = query_scene(56)  # srlib.data.scenes: the crop, shrunk with imresize, and its four query pixels
+image, source, queries, query_names = scene.image, scene.description, scene.queries, scene.query_names
 print("data:", "benchmark data (SRLIB_DATA)" if "Urban100" in available_benchmarks(scale=4) else "offline fallback")
 print("scene:", source)
 assert image.shape == (3, 56, 56) and 0 <= image.min() and image.max() <= 1

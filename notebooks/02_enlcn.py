@@ -64,7 +64,6 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import skimage.data
 import torch
 import torch.nn.functional as F
 from IPython.display import Markdown, display
@@ -447,19 +446,8 @@ display(Markdown(f"Orthogonal rows bring the variance to {min(orth_ratios):.2f}-
 # 64x64 (notebook 00's scene; offline: scikit-image's brick wall).
 
 # %% tags=["nbval-ignore-output"]
-if "Urban100" in sdata.available_benchmarks(scale=4):
-    urban = sdata.BenchmarkDataset("Urban100", 4)
-    lr_u = urban[urban.names.index("img_014")]["lr"]  # (3, 256, 256) RGB in [0, 1]
-    image = sdata.imresize(lr_u[:, 16:144, 64:192], 0.5).clamp(0, 1)
-    source = "Urban100 img_014, x4 LR, crop [16:144, 64:192] shrunk x0.5"
-    queries = [(33, 7), (4, 56), (22, 53)]
-    query_names = ["window", "flat sky", "roof edge"]
-else:
-    brick = sdata.load_image(Path(skimage.data.__file__).parent / "brick.png", allow_gray=True)
-    image = sdata.imresize(brick[:, :256, :256], 0.25).clamp(0, 1)
-    source = "scikit-image brick (offline fallback), crop [0:256, 0:256] shrunk x0.25"
-    queries = [(14, 12), (26, 26), (50, 29)]
-    query_names = ["horizontal joint", "flat brick face", "vertical joint"]
+query = sdata.query_scene(64)  # the facade of notebook 00b at 64 x 64, three query pixels (srlib.data.scenes)
+image, source, queries, query_names = query.image, query.description, query.queries, query.query_names
 print("scene:", source)
 assert image.shape == (3, 64, 64) and len(queries) == 3
 

@@ -71,12 +71,10 @@
 
 # %%
 import math
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import scipy.optimize
-import skimage.data
 import torch
 from torch.testing import assert_close
 
@@ -526,19 +524,8 @@ else:
 # for the softmax. ST is shown at that temperature and at `tau = 0.5` (scores 10x closer together).
 
 # %% tags=["nbval-ignore-output"]
-if "Urban100" in sdata.available_benchmarks(scale=4):
-    urban = sdata.BenchmarkDataset("Urban100", 4)
-    lr_u = urban[urban.names.index("img_014")]["lr"]  # (3, 256, 256) RGB in [0, 1]
-    image = sdata.imresize(lr_u[:, 16:128, 72:184], 0.5).clamp(0, 1)  # 112 x 112 crop -> 56 x 56
-    scene = "Urban100 img_014, x4 LR, crop [16:128, 72:184] shrunk x0.5"
-    queries = [(33, 3), (36, 35), (4, 52), (22, 49)]
-    query_names = ["window", "pillar", "flat sky", "roof edge"]
-else:
-    brick = sdata.load_image(Path(skimage.data.__file__).parent / "brick.png", allow_gray=True)  # (3, 512, 512)
-    image = sdata.imresize(brick[:, :224, :224], 0.25).clamp(0, 1)  # 224 x 224 crop -> 56 x 56
-    scene = "scikit-image brick (offline fallback), crop [0:224, 0:224] shrunk x0.25"
-    queries = [(14, 12), (32, 37), (26, 26), (50, 29)]
-    query_names = ["horizontal joint", "joint crossing", "flat brick face", "vertical joint"]
+query = sdata.query_scene(56)  # notebook 00b's scene and its four query pixels (srlib.data.scenes)
+image, scene, queries, query_names = query.image, query.description, query.queries, query.query_names
 print("scene:", scene)
 assert image.shape == (3, 56, 56)
 
