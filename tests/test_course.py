@@ -264,3 +264,13 @@ def test_evaluation_table_prints_and_asserts_what_the_cells_asserted(tmp_path, m
     monkeypatch.setattr(spread, "data_setting", lambda: "data")  # with the data: Set5 x2 and the stored values
     with pytest.raises(AssertionError, match="the table is on toy"):
         cells.evaluation_table(entries, dataset, "toy", notebook="99", stored={"shipped": 99.0}, tiny={})
+    # with the data, bicubic and each shipped network must be within 0.01 dB of the stored values (unrounded)
+    base, shipped_psnr = rows["bicubic"]["psnr"], rows["shipped"]["psnr"]
+    monkeypatch.setattr(cells, "SET5_X2_BICUBIC", base + 0.009)
+    cells.evaluation_table(entries, dataset, "Set5 x2", notebook="99", stored={"shipped": shipped_psnr - 0.009}, tiny={})
+    with pytest.raises(AssertionError, match="shipped"):
+        cells.evaluation_table(entries, dataset, "Set5 x2", notebook="99", stored={"shipped": shipped_psnr - 0.011},
+                               tiny={})
+    monkeypatch.setattr(cells, "SET5_X2_BICUBIC", base + 0.011)
+    with pytest.raises(AssertionError, match="bicubic"):
+        cells.evaluation_table(entries, dataset, "Set5 x2", notebook="99", stored={"shipped": shipped_psnr}, tiny={})
