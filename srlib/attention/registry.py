@@ -232,7 +232,11 @@ def mechanism_of(module: nn.Module) -> str | None:
 
 def resolve(ref: Ref) -> Callable[..., Any] | None:
     """The callable behind a :data:`Ref`: itself, or the attribute named by ``"module:attribute"`` (imported
-    now, by the caller's layer), or ``None``."""
+    now, by the caller's layer), or ``None``.
+
+    Raises:
+        ValueError: a string without ``":"``; ImportError / AttributeError: a name that does not exist.
+    """
     if ref is None or callable(ref):
         return ref
     module, _, attr = str(ref).partition(":")

@@ -35,15 +35,7 @@ def demo_scene(size: int = 64) -> tuple[Tensor, str]:
     """
     if size < 8:
         raise ValueError(f"size must be >= 8, got {size}")
-    if "Urban100" in available_benchmarks(scale=4):
-        urban = BenchmarkDataset("Urban100", 4)
-        crop = urban[urban.names.index("img_014")]["lr"][:, 16:144, 64:192]
-        what = "Urban100 img_014, x4 LR, crop [16:144, 64:192]"
-    else:
-        import skimage.data
-
-        crop = load_image(Path(skimage.data.__file__).parent / "brick.png", allow_gray=True)[:, :256, :256]
-        what = "scikit-image brick (offline fallback), crop [0:256, 0:256]"
+    crop, what = _facade_crop((16, 144), (64, 192)) if _have_facade() else _brick_crop(256)
     return imresize(crop, output_size=(size, size)).clamp(0, 1), f"{what}, shrunk to {size} x {size}"
 
 
@@ -83,16 +75,31 @@ def query_scene(size: int = 56) -> QueryScene:
     if size not in _QUERY_SCENES:
         raise ValueError(f"query_scene has sizes {sorted(_QUERY_SCENES)}, got {size}")
     (r0, r1), (c0, c1), queries, names, side, brick_queries, brick_names = _QUERY_SCENES[size]
-    if "Urban100" in available_benchmarks(scale=4):
-        urban = BenchmarkDataset("Urban100", 4)
-        lr = urban[urban.names.index("img_014")]["lr"]  # (3, 256, 256) RGB in [0, 1]
-        image = imresize(lr[:, r0:r1, c0:c1], 0.5).clamp(0, 1)
-        what = f"Urban100 img_014, x4 LR, crop [{r0}:{r1}, {c0}:{c1}] shrunk x0.5"
-        return QueryScene(image, what, list(queries), list(names))
+    if _have_facade():
+        crop, what = _facade_crop((r0, r1), (c0, c1))
+        image = imresize(crop, 0.5).clamp(0, 1)
+        return QueryScene(image, f"{what} shrunk x0.5", list(queries), list(names))
+    crop, what = _brick_crop(side)
+    image = imresize(crop, 0.25).clamp(0, 1)
+    return QueryScene(image, f"{what} shrunk x0.25", list(brick_queries), list(brick_names))
+
+
+def _have_facade() -> bool:
+    """Whether Urban100 x4 is under the data root (the facade scenes need its ``img_014``)."""
+    return "Urban100" in available_benchmarks(scale=4)
+
+
+def _facade_crop(rows: tuple[int, int], cols: tuple[int, int]) -> tuple[Tensor, str]:
+    """Crop ``[rows, cols]`` of Urban100 ``img_014``'s x4 LR image ``(3, 256, 256)`` and its description."""
+    urban = BenchmarkDataset("Urban100", 4)
+    lr = urban[urban.names.index("img_014")]["lr"]  # (3, 256, 256) RGB in [0, 1]
+    (r0, r1), (c0, c1) = rows, cols
+    return lr[:, r0:r1, c0:c1], f"Urban100 img_014, x4 LR, crop [{r0}:{r1}, {c0}:{c1}]"
+
+
+def _brick_crop(side: int) -> tuple[Tensor, str]:
+    """The top-left ``side x side`` of scikit-image's bundled ``brick.png`` (grey, as RGB) and its description."""
     import skimage.data
 
     brick = load_image(Path(skimage.data.__file__).parent / "brick.png", allow_gray=True)  # (3, 512, 512)
-    image = imresize(brick[:, :side, :side], 0.25).clamp(0, 1)
-    what = f"scikit-image brick (offline fallback), crop [0:{side}, 0:{side}] shrunk x0.25"
-    return QueryScene(image, what, list(brick_queries), list(brick_names))
-
+    return brick[:, :side, :side], f"scikit-image brick (offline fallback), crop [0:{side}, 0:{side}]"
