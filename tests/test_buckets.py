@@ -165,9 +165,10 @@ def test_look_around_at_is_a_slice_of_look_around():
 
 
 @pytest.mark.parametrize("budget", [1, 4000, 2**18])  # bytes: one chunk per block, a few, everything at once
-@pytest.mark.parametrize("bias_kind", [None, "full", "at"])
-def test_blocked_inference_equals_single_pass(budget, bias_kind, monkeypatch):
-    """Under no_grad the chunks go in blocks; the result equals the single pass of the autograd path."""
+@pytest.mark.parametrize("bias_kind", [None, "full", "at", "key"])
+@pytest.mark.parametrize("return_score", [False, True])
+def test_blocked_inference_equals_single_pass(budget, bias_kind, return_score, monkeypatch):
+    """Under no_grad the chunks go in blocks; the result equals the single pass of the official computation."""
     monkeypatch.setattr(blocking_module, "_budgets", {"cpu": budget})
     g = torch.Generator().manual_seed(6)
     q = torch.randn(2, 61, 5, generator=g, dtype=torch.float64)
@@ -180,13 +181,31 @@ def test_blocked_inference_equals_single_pass(budget, bias_kind, monkeypatch):
     elif bias_kind == "at":
         kwargs["score_bias"] = lambda lay: bias
         kwargs["score_bias_at"] = lambda lay, n0, n1: bias[:, :, n0:n1]
-    with torch.enable_grad():
-        single = bucketed_attention(q, v, layout, **kwargs)
+    elif bias_kind == "key":
+        kwargs["key_bias"] = torch.randn(2, 3, 8, 8, 8, generator=g, dtype=torch.float64)
+    single = bucketed_attention(q, v, layout, single_pass=True, return_score=True, **kwargs)
     with torch.no_grad():
-        blocked = bucketed_attention(q, v, layout, **kwargs)
+        blocked = bucketed_attention(q, v, layout, return_score=return_score, **kwargs)
     torch.testing.assert_close(blocked.ret, single.ret, rtol=0, atol=1e-13)
     torch.testing.assert_close(blocked.bucket_score, single.bucket_score, rtol=0, atol=1e-13)
-    assert blocked.score is None and blocked.bucket_score_sorted is None
+    if return_score:
+        torch.testing.assert_close(blocked.score, single.score, rtol=0, atol=1e-13)
+        torch.testing.assert_close(blocked.bucket_score_sorted, single.bucket_score_sorted, rtol=0, atol=1e-13)
+    else:
+        assert blocked.score is None and blocked.bucket_score_sorted is None
+
+
+def test_key_bias_is_the_looked_around_rows_transposed():
+    """key_bias[..., j, i] of the chunk key j comes from is the bias of query slot i for key j."""
+    g = torch.Generator().manual_seed(10)
+    q = torch.randn(1, 24, 3, generator=g, dtype=torch.float64)
+    layout = BucketLayout.from_codes(torch.randint(0, 3, (1, 2, 24), generator=g), 6)
+    key_bias = torch.randn(1, 2, 4, 6, 6, generator=g, dtype=torch.float64)
+    want = look_around(key_bias).transpose(-1, -2)  # (1, 2, 4, 6, 18)
+    a = bucketed_attention(q, q, layout, key_bias=key_bias)
+    b = bucketed_attention(q, q, layout, score_bias=lambda lay: want)
+    torch.testing.assert_close(a.ret, b.ret, rtol=0, atol=1e-13)
+    torch.testing.assert_close(a.bucket_score, b.bucket_score, rtol=0, atol=1e-13)
 
 
 @pytest.mark.parametrize("signed", [True, False])
@@ -205,50 +224,68 @@ def test_argmax_hash_blocks_equal_the_explicit_argmax(signed):
     assert (got[0, :, :5] == 0).all()
 
 
-def test_shared_attention_blocked_inference_equals_single_pass(monkeypatch):
-    monkeypatch.setattr(blocking_module, "_budgets", {"cpu": 1})  # one chunk per block
+@pytest.mark.parametrize("budget", [1, 2**30])  # bytes: one chunk per block, a single pass
+def test_shared_attention_blocks_equal_the_explicit_product(budget, monkeypatch):
+    """apply_shared_attention (blocked forward and backward) equals w . look_around(v) written out, values
+    and gradients of the weights and the values (float64, gradcheck too)."""
+    monkeypatch.setattr(blocking_module, "_budgets", {"cpu": budget})
     g = torch.Generator().manual_seed(8)
     q = torch.randn(2, 45, 4, generator=g, dtype=torch.float64)
-    v = torch.randn(2, 45, 3, generator=g, dtype=torch.float64)
+    v = torch.randn(2, 45, 3, generator=g, dtype=torch.float64, requires_grad=True)
     layout = BucketLayout.from_codes(torch.randint(0, 4, (2, 2, 45), generator=g), 8)
-    score = bucketed_attention(q, q, layout, return_score=True).score
-    with torch.enable_grad():
-        single = apply_shared_attention(score, v, layout)
+    score = bucketed_attention(q, q, layout, single_pass=True, return_score=True).score.requires_grad_()
+    wr = torch.randn(2, 2, 45, 3, generator=g, dtype=torch.float64)
+
+    def explicit(score, v):
+        return layout.from_chunks(torch.einsum("brnck,brnkd->brncd", score, look_around(layout.to_chunks(v))))
+
+    got, want = apply_shared_attention(score, v, layout), explicit(score, v)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-14)
     with torch.no_grad():
-        blocked = apply_shared_attention(score, v, layout)
-    torch.testing.assert_close(blocked, single, rtol=0, atol=1e-14)
+        torch.testing.assert_close(apply_shared_attention(score, v, layout), want, rtol=0, atol=1e-14)
+    for a, b in zip(torch.autograd.grad((got * wr).sum(), (score, v)), torch.autograd.grad((want * wr).sum(), (score, v))):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+    if budget == 1:
+        assert torch.autograd.gradcheck(lambda s, x: apply_shared_attention(s, x, layout), (score, v), fast_mode=True)
 
 
 @pytest.mark.parametrize("budget", [1, 30_000, 2**30])  # bytes: one chunk per block, a few, a single pass
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_training_path_blocks_equal_the_single_pass(budget, with_bias, monkeypatch):
-    """The training path (_ChunkAttention: blocked forward, backward recomputing the scores) gives the same
-    outputs and gradients as the single pass that keeps the whole weight tensor (float64, gradcheck too)."""
+@pytest.mark.parametrize("bias_kind", [None, "full", "key"])
+@pytest.mark.parametrize("return_score", [False, True])
+def test_training_path_blocks_equal_the_single_pass(budget, bias_kind, return_score, monkeypatch):
+    """The training path (_ChunkAttention: blocked forward; backward recomputing the scores, or reading the
+    kept weights and taking their gradient from later users) gives the same outputs and gradients as the
+    single pass that keeps every intermediate (float64, gradcheck too)."""
     monkeypatch.setattr(blocking_module, "_budgets", {"cpu": budget})
     g = torch.Generator().manual_seed(9)
     q = torch.randn(2, 45, 4, generator=g, dtype=torch.float64, requires_grad=True)
     v = torch.randn(2, 45, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(2, 2, 6, 8, 24, generator=g, dtype=torch.float64, requires_grad=True)
     layout = BucketLayout.from_codes(torch.randint(0, 4, (2, 2, 45), generator=g), 8)  # 6 chunks, 3 padded
-    kwargs = {"score_bias": (lambda lay: bias)} if with_bias else {}
+    bias = {"full": torch.randn(2, 2, 6, 8, 24, generator=g, dtype=torch.float64, requires_grad=True),
+            "key": torch.randn(2, 2, 6, 8, 8, generator=g, dtype=torch.float64, requires_grad=True)}.get(bias_kind)
     wr = torch.randn(2, 2, 45, 3, generator=g, dtype=torch.float64)
     ws = torch.randn(2, 2, 45, generator=g, dtype=torch.float64)
-    inputs = (q, v, bias) if with_bias else (q, v)
+    wv = torch.randn(2, 45, 3, generator=g, dtype=torch.float64)  # values of a later (collaborative) user
+    inputs = (q, v) if bias is None else (q, v, bias)
 
-    def loss(res):
-        return (res.ret * wr).sum() + (res.bucket_score * ws).sum()
+    def run(q, v, b=None, **kw):
+        if bias_kind == "full":
+            kw["score_bias"] = lambda lay: b
+        elif bias_kind == "key":
+            kw["key_bias"] = b
+        res = bucketed_attention(q, v, layout, return_score=return_score, **kw)
+        loss = (res.ret * wr).sum() + (res.bucket_score * ws).sum()
+        if return_score:  # a later module reuses the weights and the sorted bucket scores (LCoA's CoA)
+            loss = loss + apply_shared_attention(res.score, wv, layout).square().sum()
+            loss = loss + res.bucket_score_sorted.sin().sum()
+        return res, loss
 
-    blocked = bucketed_attention(q, v, layout, **kwargs)
-    single = bucketed_attention(q, v, layout, return_score=True, **kwargs)  # the single pass, weights kept
-    assert blocked.score is None and single.score is not None
+    blocked, loss_b = run(*inputs)
+    single, loss_s = run(*inputs, single_pass=True)
+    assert (blocked.score is None) == (not return_score)
     torch.testing.assert_close(blocked.ret, single.ret, rtol=0, atol=1e-13)
     torch.testing.assert_close(blocked.bucket_score, single.bucket_score, rtol=0, atol=1e-13)
-    got = torch.autograd.grad(loss(blocked), inputs)
-    want = torch.autograd.grad(loss(single), inputs)
-    for a, b in zip(got, want):
+    for a, b in zip(torch.autograd.grad(loss_b, inputs), torch.autograd.grad(loss_s, inputs)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     if budget == 30_000:
-        assert torch.autograd.gradcheck(
-            lambda *t: loss(bucketed_attention(t[0], t[1], layout, **({"score_bias": (lambda lay: t[2])}
-                                                                      if with_bias else {}))),
-            inputs, eps=1e-6, atol=1e-7)
+        assert torch.autograd.gradcheck(lambda *t: run(*t)[1], inputs, eps=1e-6, atol=1e-7, fast_mode=True)

@@ -191,9 +191,10 @@ def test_gla_equals_hand_written_equations(lss, rounds):
 
 @pytest.mark.parametrize("lss", ["official", "paper", "none"])
 @pytest.mark.parametrize("budget", [1, 2**30])  # bytes: one chunk per block, a single pass
-def test_blocked_inference_equals_autograd_path(lss, budget, monkeypatch):
-    """Under no_grad GLA hands bucketed_attention its learned score chunk range by chunk range
-    (score_bias_at); the output equals the autograd path, which builds the whole (B, R, n, c, 3c) term."""
+def test_blocked_paths_equal_the_whole_learned_term(lss, budget, monkeypatch):
+    """By default GLA hands bucketed_attention the MLP rows of the keys (key_bias, a third of the learned
+    term), added block by block in inference and training; with keep_details it builds the whole
+    (B, R, n, c, 3c) term. Outputs (no_grad and autograd) and parameter gradients agree (float64)."""
     import srlib.attention.blocking as blocking_module
 
     monkeypatch.setattr(blocking_module, "_budgets", {"cpu": budget})
@@ -202,11 +203,18 @@ def test_blocked_inference_equals_autograd_path(lss, budget, monkeypatch):
     x = torch.randn(2, 4, 7, 9, dtype=torch.float64)  # L = 63: 11 chunks, 3 padded rows
     proj = superbit_projections(2, 2, n_hash_buckets(63, 6), generator=torch.Generator().manual_seed(3),
                                 dtype=torch.float64)
+    w = torch.randn_like(x)
     with torch.no_grad():
         blocked = m(x, projections=proj)
-    single = m(x, projections=proj)
-    assert single.requires_grad
-    torch.testing.assert_close(blocked, single.detach(), rtol=0, atol=1e-12)
+    trained = m(x, projections=proj)
+    got = torch.autograd.grad((trained * w).sum(), list(m.parameters()))
+    m.keep_details = True
+    whole = m(x, projections=proj)
+    want = torch.autograd.grad((whole * w).sum(), list(m.parameters()))
+    torch.testing.assert_close(blocked, whole.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(trained, whole, rtol=0, atol=1e-12)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_paper_variants_differ_from_official(reference_root):

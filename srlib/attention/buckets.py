@@ -29,6 +29,7 @@ Source: NLSN paper (Mei et al., CVPR 2021) Eqs. (6)-(11); official behaviour fro
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -237,6 +238,8 @@ def bucketed_attention(
     score_bias: Callable[[BucketLayout], torch.Tensor] | None = None,
     return_score: bool = False,
     score_bias_at: Callable[[BucketLayout, int, int], torch.Tensor] | None = None,
+    key_bias: torch.Tensor | None = None,
+    single_pass: bool = False,
 ) -> BucketedAttentionResult:
     """Attention inside sorted chunks and their neighbours (steps 3-5), one result per hash round.
 
@@ -255,165 +258,203 @@ def bucketed_attention(
         return_score: also return the attention weights and sorted bucket scores (visualisation; LCoA's
             collaborative attention reuses them).
         score_bias_at: optional ``fn(layout, start, stop) -> (B, R, stop - start, c, 3c)``, the same bias for
-            the chunks ``[start, stop)`` only; used by the inference path instead of ``score_bias`` so that the
+            the chunks ``[start, stop)`` only; used without autograd instead of ``score_bias`` so that the
             full bias tensor is never built.
+        key_bias: optional ``(B, R, n, c, c)`` bias rows of the *keys*, in sorted, chunked order: the bias of
+            query slot ``i`` of a chunk for candidate key ``j`` is ``key_bias[..., j, i]`` of the chunk ``j``
+            was looked around from (DLSN's official learned similarity score: an MLP of each key's features
+            with one output per query slot, ``GLA.learnable_score``). Added to ``score_bias`` if both are
+            given. A third of the ``(B, R, n, c, 3c)`` term, which is only built block by block.
+        single_pass: compute steps 4-5 in one pass of plain tensor operations, autograd through all of them:
+            the computation of the official code, kept as the reference the blocked paths are tested against
+            (its memory grows with the whole ``(B, R, n, c, 3c)`` weight tensor and its copies).
 
     Returns:
         :class:`BucketedAttentionResult`.
 
-    Without autograd (``torch.no_grad``) and without ``return_score``, the scores of all chunks are computed
-    in one pass when they (with the looked-around keys and values) fit the block budget of the device
-    (:mod:`srlib.attention.blocking`, CPU default 16 MiB), otherwise in as few blocks of chunks as the budget
-    allows (:func:`look_around_at`), so that no ``(B, R, n, c, 3c)`` tensor larger than the budget is stored.
-    Same arithmetic; the result equals the single-pass one up to float rounding.
-
-    With autograd and without ``return_score`` the same blocks are used by :class:`_ChunkAttention`: its
-    backward recomputes each block's scores from the saved queries, keys and log-normalisers instead of
-    keeping the ``(B, R, n, c, 3c)`` weights and the looked-around copies for the backward (saved memory
-    ``O(B·R·L·(Dq + Dv))``, and every elementwise pass stays in a block within the budget: time linear in
-    ``L``). With ``return_score`` (visualisation, LCoA's shared weights) the single pass with the whole
-    weight tensor is used.
+    **Blocks.** By default the scores of all chunks are computed in one pass when they (with the
+    looked-around keys and values) fit the block budget of the device (:mod:`srlib.attention.blocking`, CPU
+    default 16 MiB), otherwise in as few blocks of chunks as the budget allows (:func:`look_around_at`), so
+    that no score temporary larger than the budget is stored; same arithmetic, equal to the single pass up to
+    float rounding. With autograd this is :class:`_ChunkAttention`: its backward recomputes each block's
+    scores from the saved queries, keys, values and log-normalisers (the flash-attention idea) instead of
+    keeping the weights and looked-around copies (saved memory ``O(B·R·L·(Dq + Dv))``; every elementwise
+    pass stays in a block within the budget, so time stays linear in ``L``). With ``return_score`` the
+    weights are an output: they are written once into the ``(B, R, n, c, 3c)`` tensor returned, and the
+    backward reads them there (and takes the gradient that later users of the weights, LCoA's collaborative
+    modules, send back to them) instead of recomputing them.
     """
     qc = layout.to_chunks(q)  # (B, R, n, c, Dq)
     vc = layout.to_chunks(v)  # (B, R, n, c, Dv)
-    if not return_score and not torch.is_grad_enabled():
-        ret, bucket_score = _chunk_blocks(qc, vc, layout, key_eps, score_bias, score_bias_at)
-        return BucketedAttentionResult(ret=layout.from_chunks(ret), bucket_score=layout.from_chunks(bucket_score),
-                                       layout=layout)
-    if not return_score and any(t.requires_grad for t in (qc, vc)):
-        # training: blocked forward, blocked backward that recomputes each block's scores (_ChunkAttention)
+    kn = F.normalize(qc, p=2, dim=-1, eps=key_eps)  # keys, not yet looked around
+    score = None
+    if single_pass:
+        bias = _whole_bias(layout, score_bias, key_bias)
+        ret, lse, score = _single_pass(qc, kn, vc, bias)
+    elif torch.is_grad_enabled():
         bias = score_bias(layout) if score_bias is not None else None
-        kn = F.normalize(qc, p=2, dim=-1, eps=key_eps)
-        ret, bucket_score = _ChunkAttention.apply(qc, kn, vc, bias)
-        return BucketedAttentionResult(ret=layout.from_chunks(ret), bucket_score=layout.from_chunks(bucket_score),
-                                       layout=layout)
-    kc = look_around(F.normalize(qc, p=2, dim=-1, eps=key_eps))  # (B, R, n, 3c, Dq)
-    vc = look_around(vc)  # (B, R, n, 3c, Dv)
-    raw = torch.einsum("brncd,brnkd->brnck", qc, kc)  # (B, R, n, c, 3c)
-    if score_bias is not None:
-        raw = raw + score_bias(layout)
-    # Eq. (10): softmax within the bucket; keep the log-normaliser for the round weights of Eq. (11).
-    bucket_score = torch.logsumexp(raw, dim=-1, keepdim=True)  # (B, R, n, c, 1)
-    score = torch.exp(raw - bucket_score)
-    ret = torch.einsum("brnck,brnkd->brncd", score, vc)  # (B, R, n, c, Dv)
+        out = _ChunkAttention.apply(qc, kn, vc, bias, key_bias, return_score)
+        ret, lse = out[0], out[1]
+        score = out[2] if return_score else None
+    else:  # inference: the blocked forward alone, the bias asked for block by block when possible
+        bias = score_bias(layout) if score_bias is not None and score_bias_at is None else None
+        bias_at = (lambda n0, n1: score_bias_at(layout, n0, n1)) if score_bias_at is not None else None
+        if return_score:
+            score = qc.new_empty(*qc.shape[:4], 3 * qc.shape[3])
+        ret, lse = _attend_blocks(qc, kn, vc, bias, key_bias, bias_at=bias_at, score_out=score)
     return BucketedAttentionResult(
         ret=layout.from_chunks(ret),
-        bucket_score=layout.from_chunks(bucket_score.squeeze(-1)),
+        bucket_score=layout.from_chunks(lse),
         layout=layout,
         score=score if return_score else None,
-        bucket_score_sorted=bucket_score.flatten(2) if return_score else None,
+        bucket_score_sorted=lse.flatten(2) if return_score else None,
     )
 
 
-def _block_steps(qc: torch.Tensor, vc: torch.Tensor) -> tuple[int, int]:
+def _whole_bias(layout: BucketLayout, score_bias, key_bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The whole ``(B, R, n, c, 3c)`` bias of :func:`bucketed_attention` (single pass only)."""
+    bias = score_bias(layout) if score_bias is not None else None
+    if key_bias is not None:
+        per_query = look_around(key_bias).transpose(-1, -2)  # [j, i] -> [i, j]
+        bias = per_query if bias is None else bias + per_query
+    return bias
+
+
+def _single_pass(qc, kn, vc, bias):
+    """Steps 4-5 as the official code computes them: ``(ret (B, R, n, c, Dv), lse (B, R, n, c), weights
+    (B, R, n, c, 3c))``, every intermediate kept for autograd."""
+    kc = look_around(kn)  # (B, R, n, 3c, Dq)
+    raw = torch.einsum("brncd,brnkd->brnck", qc, kc)  # (B, R, n, c, 3c)
+    if bias is not None:
+        raw = raw + bias
+    # Eq. (10): softmax within the bucket; keep the log-normaliser for the round weights of Eq. (11).
+    lse = torch.logsumexp(raw, dim=-1, keepdim=True)  # (B, R, n, c, 1)
+    score = torch.exp(raw - lse)
+    ret = torch.einsum("brnck,brnkd->brncd", score, look_around(vc))  # (B, R, n, c, Dv)
+    return ret, lse.squeeze(-1), score
+
+
+def _block_steps(qc: torch.Tensor, vc: torch.Tensor, key_bias: torch.Tensor | None = None) -> tuple[int, int]:
     """``(rounds, chunks)`` per block of the chunked attention within the block budget of the device: all
     rounds and chunks (a single pass) when the scores and looked-around keys and values fit."""
     B, R, n, c, _ = qc.shape
-    # bytes of one chunk of one round: scores (c, 3c) and the looked-around keys and values (3c, Dq + Dv)
-    per_chunk = B * 3 * c * (c + qc.shape[-1] + vc.shape[-1]) * qc.element_size()
+    # bytes of one chunk of one round: scores (c, 3c), the looked-around keys and values (3c, Dq + Dv) and
+    # key bias rows (3c, c)
+    width = c + qc.shape[-1] + vc.shape[-1] + (c if key_bias is not None else 0)
+    per_chunk = B * 3 * c * width * qc.element_size()
     fit = items_per_block(R * n, per_chunk, qc.device)  # chunk-rounds per block; R * n: a single pass
     r_step = min(R, fit)  # rounds per block
     return r_step, max(1, fit // r_step)  # chunks per block
 
 
-def _ranges(stop: int, step: int):
-    for i0 in range(0, stop, step):
-        yield i0, min(stop, i0 + step)
+def _blocks(qc: torch.Tensor, r_step: int, n_step: int):
+    """``(r0, r1, n0, n1)`` of every block, chunk ranges outside, rounds inside."""
+    R, n = qc.shape[1], qc.shape[2]
+    for n0 in range(0, n, n_step):
+        for r0 in range(0, R, r_step):
+            yield r0, min(R, r0 + r_step), n0, min(n, n0 + n_step)
 
 
 def _scatter_look_around(dst: torch.Tensor, grad: torch.Tensor, n0: int, n1: int) -> None:
     """Adjoint of :func:`look_around_at`: add ``grad`` ``(B, r, n1 - n0, 3c, D)`` (the ``[own, prev, next]``
-    keys of chunks ``n0 .. n1 - 1``) into ``dst`` ``(B, r, n, c, D)`` at the chunks they were copied from."""
+    rows of chunks ``n0 .. n1 - 1``) into ``dst`` ``(B, r, n, c, D)`` at the chunks they were copied from."""
     n, c = dst.shape[2], dst.shape[3]
     own = torch.arange(n0, n1, device=dst.device)
     for part, shift in ((0, 0), (1, -1), (2, 1)):  # own chunk, previous chunk, next chunk (cyclic)
         dst.index_add_(2, (own + shift) % n, grad[:, :, :, part * c:(part + 1) * c])
 
 
+def _raw_block(qc, kn, bias, key_bias, r0, r1, n0, n1, bias_at=None):
+    """Raw scores ``q_i . k_j`` (+ bias) of rounds ``[r0, r1)`` and chunks ``[n0, n1)``:
+    ``(B, r1 - r0, n1 - n0, c, 3c)``, a fresh tensor (safe to modify in place)."""
+    raw = torch.einsum("brncd,brnkd->brnck", qc[:, r0:r1, n0:n1], look_around_at(kn[:, r0:r1], n0, n1))
+    if bias is not None:
+        raw += bias[:, r0:r1, n0:n1]
+    if bias_at is not None:
+        raw += bias_at(n0, n1)[:, r0:r1]
+    if key_bias is not None:
+        raw += look_around_at(key_bias[:, r0:r1], n0, n1).transpose(-1, -2)  # [j, i] -> [i, j]
+    return raw
+
+
+def _attend_blocks(qc, kn, vc, bias=None, key_bias=None, *, bias_at=None, score_out=None):
+    """Steps 4-5 of :func:`bucketed_attention` block by block, without autograd: ``(ret (B, R, n, c, Dv),
+    lse (B, R, n, c))`` in sorted, chunked order; the weights go into ``score_out`` ``(B, R, n, c, 3c)`` when
+    given. ``bias_at(n0, n1)``: the bias of chunks ``[n0, n1)``, all rounds (used instead of ``bias``)."""
+    B, R, n, c, _ = qc.shape
+    ret = vc.new_empty(B, R, n, c, vc.shape[-1])
+    lse_all = qc.new_empty(B, R, n, c)
+    r_step, n_step = _block_steps(qc, vc, key_bias)
+    if bias_at is not None and r_step < R:  # the bias of a chunk range is computed once for all its rounds
+        bias_at = functools.lru_cache(maxsize=1)(bias_at)
+    for r0, r1, n0, n1 in _blocks(qc, r_step, n_step):
+        raw = _raw_block(qc, kn, bias, key_bias, r0, r1, n0, n1, bias_at)  # (B, rb, nb, c, 3c)
+        lse = torch.logsumexp(raw, dim=-1, keepdim=True)  # Eq. (10) normaliser, Eq. (11) bucket score
+        weights = raw.sub_(lse).exp_()
+        if score_out is not None:
+            score_out[:, r0:r1, n0:n1] = weights
+        ret[:, r0:r1, n0:n1] = torch.einsum("brnck,brnkd->brncd", weights, look_around_at(vc[:, r0:r1], n0, n1))
+        lse_all[:, r0:r1, n0:n1] = lse.squeeze(-1)
+    return ret, lse_all
+
+
 class _ChunkAttention(torch.autograd.Function):
     """Steps 4-5 of :func:`bucketed_attention` for training, block by block (flash-attention-style backward).
 
     Inputs ``qc`` ``(B, R, n, c, Dq)`` queries, ``kn`` ``(B, R, n, c, Dq)`` normalised keys (not looked
-    around), ``vc`` ``(B, R, n, c, Dv)`` values, ``bias`` ``(B, R, n, c, 3c)`` or ``None``; outputs ``ret``
-    ``(B, R, n, c, Dv)`` and ``lse`` ``(B, R, n, c)`` (Eq. 10 normaliser = Eq. 11 bucket score). Saved: the
-    inputs, ``ret`` and ``lse``. Backward per block, with ``w = exp(raw - lse)`` recomputed:
-    ``dw = dret vᵀ``, ``draw = w (dw - <dret, ret> + dlse)``, ``dq = draw k``, ``dk = drawᵀ q``,
-    ``dv = wᵀ dret``, ``dbias = draw``; key and value gradients go back to the chunks they were looked around
-    from. First derivatives only (``gradcheck`` in ``tests/test_buckets.py``)."""
+    around), ``vc`` ``(B, R, n, c, Dv)`` values, ``bias`` ``(B, R, n, c, 3c)`` or ``None``, ``key_bias``
+    ``(B, R, n, c, c)`` or ``None`` (see :func:`bucketed_attention`), ``keep_weights``; outputs ``ret``
+    ``(B, R, n, c, Dv)``, ``lse`` ``(B, R, n, c)`` (Eq. 10 normaliser = Eq. 11 bucket score) and, with
+    ``keep_weights``, the weights ``w`` ``(B, R, n, c, 3c)``. Saved: the inputs, ``ret``, ``lse`` (and ``w``).
+
+    Backward per block, with ``w = exp(raw - lse)`` recomputed (or read from the kept weights):
+    ``dw = dret vᵀ (+ dw from later users of w)``, ``draw = w (dw - Σ_k w_k dw_k + dlse)``, ``dq = draw k``,
+    ``dk = drawᵀ q``, ``dv = wᵀ dret``, ``dbias = draw``, ``dkey_bias = drawᵀ``; key, value and key-bias
+    gradients go back to the chunks they were looked around from (without later users,
+    ``Σ_k w_k dw_k = <dret, ret>``). First derivatives only (``gradcheck`` in ``tests/test_buckets.py``)."""
 
     @staticmethod
-    def forward(ctx, qc, kn, vc, bias):
-        B, R, n, c, _ = qc.shape
-        r_step, n_step = _block_steps(qc, vc)
-        ret = vc.new_empty(B, R, n, c, vc.shape[-1])
-        lse_all = qc.new_empty(B, R, n, c)
-        for n0, n1 in _ranges(n, n_step):
-            for r0, r1 in _ranges(R, r_step):
-                raw = torch.einsum("brncd,brnkd->brnck", qc[:, r0:r1, n0:n1], look_around_at(kn[:, r0:r1], n0, n1))
-                if bias is not None:
-                    raw += bias[:, r0:r1, n0:n1]
-                lse = torch.logsumexp(raw, dim=-1, keepdim=True)
-                w = raw.sub_(lse).exp_()
-                ret[:, r0:r1, n0:n1] = torch.einsum("brnck,brnkd->brncd", w, look_around_at(vc[:, r0:r1], n0, n1))
-                lse_all[:, r0:r1, n0:n1] = lse.squeeze(-1)
-        ctx.save_for_backward(qc, kn, vc, bias, ret, lse_all)
-        ctx.steps = (r_step, n_step)
-        return ret, lse_all
+    def forward(ctx, qc, kn, vc, bias, key_bias, keep_weights):
+        ctx.set_materialize_grads(False)
+        score = qc.new_empty(*qc.shape[:4], 3 * qc.shape[3]) if keep_weights else None
+        ret, lse = _attend_blocks(qc, kn, vc, bias, key_bias, score_out=score)
+        ctx.save_for_backward(qc, kn, vc, bias, key_bias, ret, lse, score)
+        return (ret, lse, score) if keep_weights else (ret, lse)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, dret, dlse):
-        qc, kn, vc, bias, ret, lse_all = ctx.saved_tensors
-        r_step, n_step = ctx.steps
-        R, n = qc.shape[1], qc.shape[2]
+    def backward(ctx, dret, dlse, dscore=None):
+        qc, kn, vc, bias, key_bias, ret, lse_all, score = ctx.saved_tensors
+        dret = torch.zeros_like(ret) if dret is None else dret
+        dlse = torch.zeros_like(lse_all) if dlse is None else dlse
         dq, dk, dv = torch.zeros_like(qc), torch.zeros_like(kn), torch.zeros_like(vc)
         dbias = torch.empty_like(bias) if bias is not None and ctx.needs_input_grad[3] else None
-        delta = (dret * ret).sum(-1)  # (B, R, n, c): <dret, ret> = sum_k w_k dw_k, the softmax backward term
-        for n0, n1 in _ranges(n, n_step):
-            for r0, r1 in _ranges(R, r_step):
-                sl = (slice(None), slice(r0, r1), slice(n0, n1))
-                q_b, k_la, v_la = qc[sl], look_around_at(kn[:, r0:r1], n0, n1), look_around_at(vc[:, r0:r1], n0, n1)
-                raw = torch.einsum("brncd,brnkd->brnck", q_b, k_la)
-                if bias is not None:
-                    raw += bias[sl]
-                w = raw.sub_(lse_all[sl].unsqueeze(-1)).exp_()  # (B, r, nb, c, 3c)
-                _scatter_look_around(dv[:, r0:r1], torch.einsum("brnck,brncd->brnkd", w, dret[sl]), n0, n1)
-                dw = torch.einsum("brncd,brnkd->brnck", dret[sl], v_la)
-                draw = dw.sub_((delta[sl] - dlse[sl]).unsqueeze(-1)).mul_(w)  # softmax + logsumexp backward
-                if dbias is not None:
-                    dbias[sl] = draw
-                dq[sl] = torch.einsum("brnck,brnkd->brncd", draw, k_la)
-                _scatter_look_around(dk[:, r0:r1], torch.einsum("brnck,brncd->brnkd", draw, q_b), n0, n1)
-        return dq, dk, dv, dbias
-
-
-def _chunk_blocks(qc, vc, layout, key_eps, score_bias, score_bias_at):
-    """Steps 4-5 of :func:`bucketed_attention` over blocks of chunks (inference): ``(ret (B, R, n, c, Dv),
-    bucket_score (B, R, n, c))`` in sorted, chunked order."""
-    B, R, n, c, _ = qc.shape
-    kn = F.normalize(qc, p=2, dim=-1, eps=key_eps)  # keys, not yet looked around
-    full_bias = score_bias(layout) if score_bias is not None and score_bias_at is None else None
-    ret = vc.new_empty(B, R, n, c, vc.shape[-1])
-    bucket_score = qc.new_empty(B, R, n, c)
-    r_step, n_step = _block_steps(qc, vc)
-    for n0 in range(0, n, n_step):
-        n1 = min(n, n0 + n_step)
-        bias = None
-        if score_bias_at is not None:
-            bias = score_bias_at(layout, n0, n1)
-        elif full_bias is not None:
-            bias = full_bias[:, :, n0:n1]
-        for r0 in range(0, R, r_step):
-            r1 = min(R, r0 + r_step)
-            raw = torch.einsum("brncd,brnkd->brnck", qc[:, r0:r1, n0:n1],
-                               look_around_at(kn[:, r0:r1], n0, n1))  # (B, rb, nb, c, 3c)
-            if bias is not None:
-                raw += bias[:, r0:r1]
-            lse = torch.logsumexp(raw, dim=-1, keepdim=True)  # Eq. (10) normaliser, Eq. (11) bucket score
-            weights = raw.sub_(lse).exp_()
-            ret[:, r0:r1, n0:n1] = torch.einsum("brnck,brnkd->brncd", weights, look_around_at(vc[:, r0:r1], n0, n1))
-            bucket_score[:, r0:r1, n0:n1] = lse.squeeze(-1)
-    return ret, bucket_score
+        dkey = torch.zeros_like(key_bias) if key_bias is not None and ctx.needs_input_grad[4] else None
+        delta = (dret * ret).sum(-1) if dscore is None else None  # <dret, ret> = Σ_k w_k dw_k without dscore
+        r_step, n_step = _block_steps(qc, vc, key_bias)
+        for r0, r1, n0, n1 in _blocks(qc, r_step, n_step):
+            sl = (slice(None), slice(r0, r1), slice(n0, n1))
+            if score is not None:
+                w = score[sl]  # the kept weights (read only)
+            else:
+                w = _raw_block(qc, kn, bias, key_bias, r0, r1, n0, n1).sub_(lse_all[sl].unsqueeze(-1)).exp_()
+            v_la = look_around_at(vc[:, r0:r1], n0, n1)
+            _scatter_look_around(dv[:, r0:r1], torch.einsum("brnck,brncd->brnkd", w, dret[sl]), n0, n1)
+            dw = torch.einsum("brncd,brnkd->brnck", dret[sl], v_la)  # (B, r, nb, c, 3c)
+            if dscore is None:
+                row = delta[sl]
+            else:
+                dw += dscore[sl]
+                row = (w * dw).sum(-1)
+            draw = dw.sub_((row - dlse[sl]).unsqueeze(-1)).mul_(w)  # softmax + logsumexp backward
+            if dbias is not None:
+                dbias[sl] = draw
+            if dkey is not None:
+                _scatter_look_around(dkey[:, r0:r1], draw.transpose(-1, -2), n0, n1)
+            q_b, k_la = qc[sl], look_around_at(kn[:, r0:r1], n0, n1)
+            dq[sl] = torch.einsum("brnck,brnkd->brncd", draw, k_la)
+            _scatter_look_around(dk[:, r0:r1], torch.einsum("brnck,brncd->brnkd", draw, q_b), n0, n1)
+        return dq, dk, dv, dbias, dkey, None
 
 
 def apply_shared_attention(score: torch.Tensor, v: torch.Tensor, layout: BucketLayout) -> torch.Tensor:
@@ -425,18 +466,51 @@ def apply_shared_attention(score: torch.Tensor, v: torch.Tensor, layout: BucketL
         layout: the layout those weights were computed under.
     Returns:
         ``(B, R, L, Dv)`` per-round outputs in position order.
+
+    Blocks of chunks within the block budget of the device (:mod:`srlib.attention.blocking`), forward and
+    backward (:class:`_SharedAttention`): the ``(B, R, n, 3c, Dv)`` look-around of the values is never built
+    whole; the gradient of the weights (``dscore = dret vᵀ``) is written block by block.
     """
-    vc = layout.to_chunks(v)
-    if torch.is_grad_enabled():
-        return layout.from_chunks(torch.einsum("brnck,brnkd->brncd", score, look_around(vc)))
-    # inference: blocks of chunks within the block budget, for the (B, R, n, 3c, Dv) look-around of the values
+    return layout.from_chunks(_SharedAttention.apply(score, layout.to_chunks(v)))
+
+
+def _shared_steps(score: torch.Tensor, vc: torch.Tensor) -> int:
+    """Chunks per block of :class:`_SharedAttention` within the block budget (all of them when they fit)."""
     B, R, n, c, _ = score.shape
-    ret = vc.new_empty(vc.shape)
-    step = items_per_block(n, B * R * 3 * c * vc.shape[-1] * vc.element_size(), vc.device)
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
-        ret[:, :, n0:n1] = torch.einsum("brnck,brnkd->brncd", score[:, :, n0:n1], look_around_at(vc, n0, n1))
-    return layout.from_chunks(ret)
+    return items_per_block(n, B * R * 3 * c * (vc.shape[-1] + c) * vc.element_size(), vc.device)
+
+
+class _SharedAttention(torch.autograd.Function):
+    """``ret = w v`` over ``[own, prev, next]`` chunks for given weights ``w`` ``(B, R, n, c, 3c)`` and values
+    ``vc`` ``(B, R, n, c, Dv)``, block by block; backward ``dw = dret vᵀ``, ``dv = wᵀ dret`` (looked-around
+    rows go back to their chunks). Saved: the two inputs (the weights are kept by their producer anyway)."""
+
+    @staticmethod
+    def forward(ctx, score, vc):
+        ctx.save_for_backward(score, vc)
+        ret = vc.new_empty(vc.shape)
+        step = _shared_steps(score, vc)
+        for n0 in range(0, score.shape[2], step):
+            n1 = min(score.shape[2], n0 + step)
+            ret[:, :, n0:n1] = torch.einsum("brnck,brnkd->brncd", score[:, :, n0:n1], look_around_at(vc, n0, n1))
+        return ret
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dret):
+        score, vc = ctx.saved_tensors
+        dscore = torch.empty_like(score) if ctx.needs_input_grad[0] else None
+        dv = torch.zeros_like(vc) if ctx.needs_input_grad[1] else None
+        step = _shared_steps(score, vc)
+        for n0 in range(0, score.shape[2], step):
+            n1 = min(score.shape[2], n0 + step)
+            if dscore is not None:
+                dscore[:, :, n0:n1] = torch.einsum("brncd,brnkd->brnck", dret[:, :, n0:n1],
+                                                   look_around_at(vc, n0, n1))
+            if dv is not None:
+                _scatter_look_around(dv, torch.einsum("brnck,brncd->brnkd", score[:, :, n0:n1],
+                                                      dret[:, :, n0:n1]), n0, n1)
+        return dscore, dv
 
 
 def combine_rounds(ret: torch.Tensor, bucket_score: torch.Tensor) -> torch.Tensor:

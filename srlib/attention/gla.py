@@ -366,19 +366,19 @@ class GlobalLearnableAttention(nn.Module):
         codes, projections, n_buckets = self.hash(emb, projections)  # Eq. (12)-(13)
         layout = BucketLayout.from_codes(codes, self.chunk_size)  # Eq. (15)-(16): sort + chunk
 
-        lss = score_bias_at = None
+        lss = key_bias = None
         if self.lss_variant != "none":
             feats = self.conv_assembly_fc(x).flatten(2).transpose(1, 2)  # (B, L, C)
-            if self.keep_details or self.round_weights == "paper" or torch.is_grad_enabled():
+            if self.lss_variant == "official" and self.round_weights == "official" and not self.keep_details:
+                # the MLP of every key row, one entry per query slot (B, R, n, c, c): bucketed_attention adds
+                # it block by block, forward and backward, never as the whole (B, R, n, c, 3c) term
+                key_bias = self.fc(layout.to_chunks(feats))
+            else:  # the whole term: kept in the details, summed for Eq. (18), or the paper's per-query MLP
                 lss = self.learnable_score(feats, layout)  # (B, R, n, c, 3c)
-            else:  # inference: bucketed_attention asks for the chunks it is working on, never the whole term
-                mlp_out = self.fc(layout.to_chunks(feats))  # (B, R, n, c, c_out), a third of the whole term
-                score_bias_at = lambda _layout, n0, n1: self.learnable_score(  # noqa: E731
-                    feats, _layout, (n0, n1), mlp_out)
         res = bucketed_attention(  # Eq. (9), (10), (14)
             emb, val, layout, key_eps=self.key_eps,
             score_bias=(lambda _layout: lss) if lss is not None else None,
-            return_score=self.keep_details, score_bias_at=score_bias_at,
+            return_score=self.keep_details, key_bias=key_bias,
         )
         if self.round_weights == "official":
             y = combine_rounds(res.ret, res.bucket_score)
