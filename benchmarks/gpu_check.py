@@ -9,7 +9,9 @@ What it runs, in order (each part is timed and its outcome recorded, a failing p
 
 1. **harness**: ``benchmarks/harness.py --device cuda`` (all six mechanisms, time and peak memory against
    ``L``; its own files ``<machine>.{csv,md,png}``, e.g. ``cuda-nvidia-h100-...``) and
-   ``benchmarks/hspa_memory.py --device cuda`` (dense against blockwise HSPA; ``hspa_memory-cuda.{json,md}``).
+   ``benchmarks/hspa_memory.py --device cuda`` (dense against blockwise HSPA; ``hspa_memory-cuda.{json,md}``)
+   and ``benchmarks/side_by_side.py --device cuda`` (srlib's default block choice against the single pass of
+   every mechanism at 100² and 150², ``cuda-side-by-side.md``: on CUDA the default must never be slower).
 2. **train**: every network of :data:`srlib.train.PAPER_SCHEDULES` at its paper preset, 200 iterations in
    float32 and 200 with ``--amp bf16`` (the step ``srlib.train`` takes: :func:`srlib.train.loop._build_run` and
    :func:`srlib.train.loop._optimisation_step`, with ENLCN's contrastive term), batch 16 of 96 x 96 HR patches (48 x 48
@@ -71,12 +73,18 @@ def run_harness(args: argparse.Namespace) -> dict[str, Any]:
         harness = ["--sizes", "12", "--cases", "HSPA-k128", "--modes", "forward", "--repeats", "1", "--warmup", "0",
                    "--label", f"{args.device_type}-check-quick-harness"]
         hspa = ["--child", "blockwise", "forward", "12", "tensor", "--repeats", "1"]
+        side = ["--sizes", "12", "--cases", "NLSA", "LCoA", "--threads", "1", "--repeats", "1", "--warmup", "0",
+                "--out", str(args.out / f"{args.device_type}-check-quick-side-by-side.md")]
     else:
         harness = ["--repeats", "5", "--max-seconds", "10", "--max-mem-gib", "40"]
         hspa = []
+        side = ["--sizes", "100", "150", "--threads", "1", "--repeats", "10", "--warmup", "2",
+                "--out", str(args.out / f"{args.device_type}-side-by-side.md")]
     out = {}
-    for name, script, extra in (("harness", "harness.py", harness), ("hspa_memory", "hspa_memory.py", hspa)):
-        cmd = [sys.executable, str(HERE / script), "--device", args.device, "--out", str(args.out), *extra]
+    for name, script, extra in (("harness", "harness.py", harness), ("hspa_memory", "hspa_memory.py", hspa),
+                                ("side_by_side", "side_by_side.py", side)):
+        out_arg = [] if name == "side_by_side" else ["--out", str(args.out)]  # side_by_side: --out is a file
+        cmd = [sys.executable, str(HERE / script), "--device", args.device, *out_arg, *extra]
         t0 = time.time()
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=args.harness_timeout)
@@ -248,7 +256,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"# GPU check ({'quick, ' if report['quick'] else ''}{m.get('gpu', m['device'])})", "",
              "Machine: " + "; ".join(f"{k} = {v}" for k, v in m.items()), "",
              f"Total wall time: {report['total_seconds']:.0f} s. Written by `benchmarks/gpu_check.py "
-             f"{' '.join(report['argv'])}`.", "", "## Harness and HSPA memory", ""]
+             f"{' '.join(report['argv'])}`.", "", "## Harness, HSPA memory, side by side", ""]
     for name, h in report["harness"].items():
         lines.append(f"* `{name}`: exit {h['returncode']} in {h['seconds']} s (`{h['command']}`)")
     lines += ["", "## Training steps (paper presets)" if report["preset"] == "paper" else "## Training steps", "",

@@ -31,8 +31,11 @@ def test_quick_mode_on_cpu(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     report = json.loads((tmp_path / "cpu-check-quick.json").read_text())
     assert report["all_ok"] is True and report["quick"] is True
-    assert {k: h["returncode"] for k, h in report["harness"].items()} == {"harness": 0, "hspa_memory": 0}
+    assert {k: h["returncode"] for k, h in report["harness"].items()} == {"harness": 0, "hspa_memory": 0,
+                                                                            "side_by_side": 0}
     assert (tmp_path / "cpu-check-quick-harness.csv").is_file()
+    side = (tmp_path / "cpu-check-quick-side-by-side.md").read_text()
+    assert "| NLSA | 12² | 1 |" in side and "| LCoA | 12² | 1 |" in side
     from srlib.train import PAPER_SCHEDULES
 
     rows = report["train"]
