@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import os
 from typing import Any, Iterable
 
@@ -33,6 +34,7 @@ __all__ = [
     "IMAGE_BULK_TOLERANCE",
     "IMAGE_RANGE_MARGIN",
     "NonFiniteError",
+    "as_integer",
     "check_attention_args",
     "check_choice",
     "check_divisible",
@@ -189,6 +191,21 @@ def check_image_tensor(
                 f"{float(x.float().mean()):.4g}; at most {100 * IMAGE_BULK_FRACTION:g} % may, for resampling "
                 "overshoot); shifted or wrongly normalised image? clamp it with x.clamp(0, 1) if that is meant"
             )
+
+
+def as_integer(value: Any) -> int | None:
+    """``value`` as a Python ``int`` if it is an integer (``int``, NumPy integer, anything with ``__index__``),
+    else ``None``: bools, floats (even ``2.0``), strings and ``None`` give ``None``.
+
+    For the checks that accept any integer type and name the offending value themselves
+    (:func:`srlib.data.check_scale`, the ``topk`` of soft thresholding).
+    """
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def _is_int(value: Any) -> bool:
