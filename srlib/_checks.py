@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import os
 from typing import Any, Iterable
 
@@ -33,6 +34,8 @@ __all__ = [
     "IMAGE_BULK_TOLERANCE",
     "IMAGE_RANGE_MARGIN",
     "NonFiniteError",
+    "as_integer",
+    "check_attention_args",
     "check_choice",
     "check_divisible",
     "check_feature_map",
@@ -190,6 +193,21 @@ def check_image_tensor(
             )
 
 
+def as_integer(value: Any) -> int | None:
+    """``value`` as a Python ``int`` if it is an integer (``int``, NumPy integer, anything with ``__index__``),
+    else ``None``: bools, floats (even ``2.0``), strings and ``None`` give ``None``.
+
+    For the checks that accept any integer type and name the offending value themselves
+    (:func:`srlib.data.check_scale`, the ``topk`` of soft thresholding).
+    """
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -272,6 +290,29 @@ def check_divisible(owner: str, field: str, value: int, divisor_field: str, divi
     """
     if value % divisor:
         raise ValueError(f"{owner}.{field} ({value}) must be divisible by {divisor_field} ({divisor})")
+
+
+def check_attention_args(owner: str, res_scale: Any, k_size: Any = None, **sizes: Any) -> None:
+    """The constructor checks the attention blocks share (NLA, NLSA, ENLCA): sizes, embedding, residual scale.
+
+    In this order: every entry of ``sizes`` is an integer >= 1 (:func:`check_ints`, in the order given);
+    ``k_size``, if given, is an odd integer (the embedding convolution's kernel); the channel count
+    (``sizes["channels"]``, or ``sizes["channel"]`` in the official spelling of NLA/ENLCA) is divisible by
+    ``sizes["reduction"]`` (the embedding has ``C / reduction`` channels); ``res_scale`` is a finite number
+    >= 0 (``out = res_scale * y + x``).
+
+    Example: ``check_attention_args("NonLocalSparseAttention", 1.0, 3, n_hashes=4, channels=64, reduction=4)``.
+
+    Raises:
+        ValueError: the first check that fails, with the message of :func:`check_int`, :func:`check_divisible`
+            or :func:`check_number` (naming ``owner.field`` and the value).
+    """
+    check_ints(owner, **sizes)
+    if k_size is not None:
+        check_int(owner, "k_size", k_size, odd=True)
+    field = "channels" if "channels" in sizes else "channel"
+    check_divisible(owner, field, sizes[field], "reduction", sizes["reduction"])
+    check_number(owner, "res_scale", res_scale, low=0)
 
 
 #: Upscaling factors the networks' sub-pixel upsampler builds (:data:`srlib.models.common.UPSAMPLER_SCALES`).

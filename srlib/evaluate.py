@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from srlib.sr import CLIError, _fail, add_model_arguments, load_super_resolver
+from srlib.sr import CLIError, _run_cli, add_model_arguments, load_super_resolver
 
 __all__ = ["main", "evaluate_sets", "format_table", "write_per_image"]
 
@@ -187,16 +187,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m srlib.evaluate`` / ``srlib-evaluate``. Returns 0; bad input exits with 2."""
-    from srlib.checkpoint import CheckpointError
-    from srlib.data import ImageError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except (CLIError, FileNotFoundError, ImageError, CheckpointError, ValueError, TypeError) as err:
-        _fail(parser, err)
-    return 0
+    return _run_cli(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -149,16 +149,8 @@ def _prepare(sr: Tensor, hr: Tensor, scale: int, border, rgb_range: float, y_cha
     return a.numpy(), b.numpy()
 
 
-def psnr(
-    sr: Tensor,
-    hr: Tensor,
-    scale: int,
-    *,
-    y_channel: bool = True,
-    border: int | None = None,
-    rgb_range: float = 1.0,
-    gray=False,
-) -> float:
+def psnr(sr: Tensor, hr: Tensor, scale: int, *, y_channel: bool = True, border: int | None = None,
+         rgb_range: float = 1.0, gray=False) -> float:
     """Peak signal-to-noise ratio in dB under the SR protocol (module docstring).
 
     Args:
@@ -203,16 +195,8 @@ def _ssim_arrays(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(values))
 
 
-def ssim(
-    sr: Tensor,
-    hr: Tensor,
-    scale: int,
-    *,
-    y_channel: bool = True,
-    border: int | None = None,
-    rgb_range: float = 1.0,
-    gray=False,
-) -> float:
+def ssim(sr: Tensor, hr: Tensor, scale: int, *, y_channel: bool = True, border: int | None = None,
+         rgb_range: float = 1.0, gray=False) -> float:
     """Structural similarity (Wang et al. 2004, Eq. (13)) on Y under the SR protocol.
 
     Computed by ``skimage.metrics.structural_similarity`` with :data:`SSIM_KWARGS`
@@ -233,16 +217,8 @@ def ssim(
     return _ssim_arrays(*_prepare(sr, hr, scale, border, rgb_range, y_channel, gray))
 
 
-def calc_psnr_ssim(
-    sr: Tensor,
-    hr: Tensor,
-    scale: int,
-    *,
-    y_channel: bool = True,
-    border: int | None = None,
-    rgb_range: float = 1.0,
-    gray=False,
-) -> tuple[float, float]:
+def calc_psnr_ssim(sr: Tensor, hr: Tensor, scale: int, *, y_channel: bool = True, border: int | None = None,
+                   rgb_range: float = 1.0, gray=False) -> tuple[float, float]:
     """``(psnr(sr, hr, scale, ...), ssim(sr, hr, scale, ...))`` with one shared preparation;
     arguments, shapes and errors as in :func:`psnr` / :func:`ssim`."""
     a, b = _prepare(sr, hr, scale, border, rgb_range, y_channel, gray)

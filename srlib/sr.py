@@ -390,6 +390,26 @@ def _fail(parser: argparse.ArgumentParser, err: BaseException) -> None:
     parser.exit(2, f"{parser.prog}: error: {msg}\n")
 
 
+def _run_cli(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Any], argv: Sequence[str] | None,
+             extra_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """The ``main`` of the srlib commands (``srlib-sr``, ``srlib-evaluate``): parse ``argv``, call ``run(args)``.
+
+    The errors of bad input (:class:`CLIError`, a missing file, an unreadable image or checkpoint, a
+    ``ValueError`` / ``TypeError`` such as a config value a network rejects, and ``extra_errors``) print
+    ``<prog>: error: <first line of the message>`` on stderr and exit with status 2 (:func:`_fail`); any
+    other exception propagates. Returns 0.
+    """
+    from srlib.checkpoint import CheckpointError
+    from srlib.data import ImageError
+
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except (CLIError, FileNotFoundError, ImageError, CheckpointError, ValueError, TypeError, *extra_errors) as err:
+        _fail(parser, err)
+    return 0
+
+
 def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[Path]:
     """Do what the parsed command line asks; returns the written files.
 
@@ -420,18 +440,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[Pa
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m srlib.sr`` / ``srlib-sr``. Returns 0; bad input exits with status 2."""
-    from srlib.checkpoint import CheckpointError
-    from srlib.data import ImageError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except (CLIError, FileNotFoundError, FileExistsError, ImageError, CheckpointError) as err:
-        _fail(parser, err)
-    except (ValueError, TypeError) as err:  # e.g. a config value a network rejects (unsupported scale)
-        _fail(parser, err)
-    return 0
+    return _run_cli(build_parser(), run, argv, (FileExistsError,))  # FileExistsError: output there, no --overwrite
 
 
 if __name__ == "__main__":

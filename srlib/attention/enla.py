@@ -39,7 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srlib._checks import check_choice, check_divisible, check_feature_map, check_finite, check_ints, check_number
+from srlib._checks import (check_attention_args, check_choice, check_feature_map, check_finite, check_ints,
+                           check_number)
 from srlib.attention.blocking import items_per_block
 
 __all__ = [
@@ -560,21 +561,14 @@ class ENLCA(nn.Module):
 
     def __init__(
         self,
-        channel: int = 256,
-        reduction: int = 4,
-        res_scale: float = 0.1,
+        channel: int = 256, reduction: int = 4, res_scale: float = 0.1,  # C, C / C', out = res_scale * y + x
         *,
-        n_features: int = 128,
-        amplification: float = 6.0,
-        feature_eps: float = 1e-4,
-        norm_eps: float = 5e-5,
-        loss_variant: Literal["official", "paper"] | None = "official",
+        n_features: int = 128, amplification: float = 6.0, feature_eps: float = 1e-4,  # ENLA: m, k, phi's constant
+        norm_eps: float = 5e-5, loss_variant: Literal["official", "paper"] | None = "official",
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        check_ints("ENLCA", channel=channel, reduction=reduction, n_features=n_features)
-        check_divisible("ENLCA", "channel", channel, "reduction", reduction)
-        check_number("ENLCA", "res_scale", res_scale, low=0)
+        check_attention_args("ENLCA", res_scale, channel=channel, reduction=reduction, n_features=n_features)
         check_number("ENLCA", "amplification", amplification, low=0, low_open=True)  # sqrt(k), Eq. (3)
         check_number("ENLCA", "norm_eps", norm_eps, low=0, low_open=True)
         check_choice("ENLCA", "loss_variant", loss_variant, ("official", "paper", None))

@@ -262,14 +262,9 @@ class GlobalLearnableAttention(nn.Module):
 
     def __init__(
         self,
-        n_hashes: int = 4,
-        channels: int = 64,
-        k_size: int = 3,
-        reduction: int = 4,
-        chunk_size: int = 144,
-        res_scale: float = 1.0,
-        lss_variant: str = "official",
-        round_weights: str = "official",
+        n_hashes: int = 4, channels: int = 64, k_size: int = 3, reduction: int = 4,  # R, C, conv kernel, C / C'
+        chunk_size: int = 144, res_scale: float = 1.0,  # bucket size l; out = res_scale * y + x
+        lss_variant: str = "official", round_weights: str = "official",  # the two departures from the paper
         max_buckets: int = 128,
     ) -> None:
         super().__init__()

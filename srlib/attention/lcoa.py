@@ -467,16 +467,9 @@ class LearnableCollaborativeAttention(nn.Module):
 
     def __init__(
         self,
-        channels: int = 256,
-        k_size: int = 3,
-        reduction: int = 4,
-        n_clusters: int = 128,
-        window_size: int = 144,
-        res_scale: float = 0.1,
-        ema_decay: float = 0.999,
-        n_rounds: int = 1,
-        ema_update: bool = False,
-        ema_target: str = "centroid",
+        channels: int = 256, k_size: int = 3, reduction: int = 4,  # C, conv_match kernel, C / C'
+        n_clusters: int = 128, window_size: int = 144, res_scale: float = 0.1,  # K, window c, residual scale
+        ema_decay: float = 0.999, n_rounds: int = 1, ema_update: bool = False, ema_target: str = "centroid",  # Kmeans
     ) -> None:
         super().__init__()
         owner = "LearnableCollaborativeAttention"

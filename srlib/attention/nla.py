@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srlib._checks import check_divisible, check_feature_map, check_ints, check_number
+from srlib._checks import check_attention_args, check_feature_map
 
 __all__ = ["NonLocalAttention", "fused_softmax_attention", "non_local_attention", "softmax_last"]
 
@@ -119,16 +119,12 @@ class NonLocalAttention(nn.Module):
 
     def __init__(
         self,
-        channel: int = 64,
-        reduction: int = 2,
-        res_scale: float = 1.0,
+        channel: int = 64, reduction: int = 2, res_scale: float = 1.0,  # C, C / C', out = res_scale * y + x
         normalizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        check_ints(owner, channel=channel, reduction=reduction)
-        check_divisible(owner, "channel", channel, "reduction", reduction)
-        check_number(owner, "res_scale", res_scale, low=0)
+        check_attention_args(owner, res_scale, channel=channel, reduction=reduction)
         self.res_scale = res_scale
         self.normalizer = normalizer
         self.conv_match1 = _conv_prelu(channel, channel // reduction)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from srlib._checks import check_choice, check_divisible, check_feature_map, check_int, check_ints, check_number
+from srlib._checks import check_attention_args, check_choice, check_feature_map
 from srlib.attention.buckets import BucketLayout, bucketed_attention, combine_rounds, n_hash_buckets
 from srlib.attention.hashing import spherical_lsh
 
@@ -61,22 +61,14 @@ class NonLocalSparseAttention(nn.Module):
 
     def __init__(
         self,
-        n_hashes: int = 4,
-        channels: int = 64,
-        k_size: int = 3,
-        reduction: int = 4,
-        chunk_size: int = 144,
-        res_scale: float = 1.0,
-        hash_variant: str = "official",
-        max_buckets: int = 128,
+        n_hashes: int = 4, channels: int = 64, k_size: int = 3, reduction: int = 4,  # R, C, conv kernel, C / C'
+        chunk_size: int = 144, res_scale: float = 1.0,  # chunk size k; out = res_scale * y + x
+        hash_variant: str = "official", max_buckets: int = 128,
     ) -> None:
         super().__init__()
         owner = "NonLocalSparseAttention"
-        check_ints(owner, n_hashes=n_hashes, channels=channels, reduction=reduction, chunk_size=chunk_size,
-                   max_buckets=max_buckets)
-        check_int(owner, "k_size", k_size, odd=True)
-        check_divisible(owner, "channels", channels, "reduction", reduction)
-        check_number(owner, "res_scale", res_scale, low=0)
+        check_attention_args(owner, res_scale, k_size, n_hashes=n_hashes, channels=channels, reduction=reduction,
+                             chunk_size=chunk_size, max_buckets=max_buckets)
         check_choice(owner, "hash_variant", hash_variant, ("official", "paper"))
         self.n_hashes = n_hashes
         self.chunk_size = chunk_size

@@ -42,6 +42,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from srlib._checks import as_integer
+
 __all__ = [
     "MODES",
     "SoftThreshold",
@@ -62,12 +64,9 @@ MODES = ("exact", "truncated")
 def _check_topk(topk) -> int | None:
     if topk is None:
         return None
-    if isinstance(topk, bool):
+    k = as_integer(topk)
+    if k is None:
         raise ValueError(f"topk must be a positive integer or None, got {topk!r}")
-    try:
-        k = operator.index(topk)
-    except TypeError:
-        raise ValueError(f"topk must be a positive integer or None, got {topk!r}") from None
     if k < 1:
         raise ValueError(f"topk must be >= 1 (or None for a full sort), got {k}")
     return k

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from srlib._checks import as_integer
+
 from .imresize import imresize
 from .io import quantize
 
@@ -52,13 +54,8 @@ def check_scale(scale) -> int:
     Raises:
         ValueError: naming the value, for anything else (``1``, ``8``, ``2.5``, ``"2"``, ``True``).
     """
-    if isinstance(scale, bool):
-        raise ValueError(f"unsupported scale {scale!r}; supported scales are {SUPPORTED_SCALES}")
-    try:
-        value = operator.index(scale)
-    except TypeError:
-        raise ValueError(f"unsupported scale {scale!r}; supported scales are {SUPPORTED_SCALES}") from None
-    if value not in SUPPORTED_SCALES:
+    value = as_integer(scale)
+    if value not in SUPPORTED_SCALES:  # also None: not an integer
         raise ValueError(f"unsupported scale {scale!r}; supported scales are {SUPPORTED_SCALES}")
     return value
 

@@ -11,7 +11,7 @@ Images are ``(B, 3, H, W)`` RGB in ``[0, rgb_range]``; feature maps are ``(B, F,
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -149,11 +149,84 @@ class Upsampler(nn.Sequential):
         self.scale = scale
 
 
+class ResBlockStack(nn.Sequential):
+    """``n_resblocks`` plain residual blocks ``x + conv(ReLU(conv(x)))``: no batch norm, no residual scaling.
+
+    The paper's LFFB (DLSN Sec. 3.2.1) and LEB (HSPAN Sec. III-B1): the official code of both has a class of that
+    name that is *one* such block and ignores its ``res_scale`` argument (scale 1). Keys ``{i}.body.{0,2}.*``;
+    ``(B, F, H, W) -> (B, F, H, W)``.
+
+    Args:
+        n_feats: channels ``F``; n_resblocks: number of blocks; kernel_size: kernel of every convolution (3).
+    """
+
+    def __init__(self, n_feats: int, n_resblocks: int, kernel_size: int = 3) -> None:
+        super().__init__(
+            *[ResBlock(default_conv, n_feats, kernel_size, act=nn.ReLU(True)) for _ in range(n_resblocks)]
+        )
+
+
+class AttentionGroup(nn.Module):
+    """``x + res_scale * body(x)`` with ``body = [residual blocks..., attention, conv3x3]`` flat in one ``Sequential``.
+
+    The unit DLSN (GLAFFM, Eq. 7) and HSPAN (HSPAM, Eq. 5) repeat ``n_resgroups`` times: a
+    :class:`ResBlockStack` whose blocks sit directly in ``body`` (keys ``body.{0..n-1}.body.{0,2}.*``), the
+    attention module (``body.n.*``; left out when ``attention`` is ``None``) and a feature refinement conv
+    (``body.{n+1}.*``), the official key layout. Modules are created in that order (seeded builds draw the
+    official initial weights).
+
+    Args:
+        n_feats: channels ``F``; n_resblocks: residual blocks before the attention; res_scale: branch scale.
+        attention: factory of the attention module, called once after the blocks are built; ``None``: no attention.
+
+    Shapes: ``(B, F, H, W) -> (B, F, H, W)``.
+    """
+
+    def __init__(self, n_feats: int, n_resblocks: int, res_scale: float,
+                 attention: Callable[[], nn.Module] | None) -> None:
+        super().__init__()
+        self.n_resblocks = n_resblocks
+        modules: list[nn.Module] = list(ResBlockStack(n_feats, n_resblocks))
+        if attention is not None:
+            modules.append(attention())
+        modules.append(default_conv(n_feats, n_feats, 3))  # feature refinement layer
+        self.body = nn.Sequential(*modules)
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, F, H, W)`` -> ``x + res_scale * body(x)``, same shape."""
+        return x + self.body(x) * self.res_scale
+
+
+def attention_every(attention: Callable[[], nn.Module], n_resblocks: int, attn_every: int, n_feats: int,
+                    res_scale: float, conv: ConvFactory = default_conv) -> list[nn.Module]:
+    """The body modules of NLSN / ENLCN: ``[attention, (ResBlock x attn_every, attention) ...]``.
+
+    One attention module before the first residual block and one after every ``attn_every`` blocks, as the
+    official code builds them (the papers say "one insertion after every 8 residual blocks"; 32 blocks give
+    attention at body indices 0, 9, 18, 27, 36). Blocks are ``ResBlock(conv, n_feats, 3, res_scale)`` with a ReLU;
+    modules are created in list order (the official order of the global RNG draws). The caller appends the
+    final 3x3 conv.
+
+    Args:
+        attention: factory of one attention module (called ``1 + n_resblocks // attn_every`` times).
+        n_resblocks: residual blocks; attn_every: blocks between two attention modules (>= 1).
+        n_feats: channels ``F``; res_scale: residual scale of the blocks; conv: convolution factory.
+    """
+    body: list[nn.Module] = [attention()]
+    for i in range(n_resblocks):
+        body.append(ResBlock(conv, n_feats, 3, act=nn.ReLU(True), res_scale=res_scale))
+        if (i + 1) % attn_every == 0:
+            body.append(attention())
+    return body
+
+
 class SRNetwork(nn.Module):
     """Base of the EDSR-style networks: ``sub_mean -> head -> body (+ long skip) -> tail -> add_mean``.
 
     A subclass builds ``self.cfg`` (with ``n_colors`` and ``rgb_range``), ``sub_mean``, ``add_mean``, ``head``,
-    ``body`` and ``tail`` in its ``__init__`` (in the official ``state_dict`` order), and sets
+    ``body`` and ``tail`` in its ``__init__`` (in the official ``state_dict`` order; :meth:`build_edsr_layout`
+    does it for the networks that share EDSR's), and sets
     :attr:`attention_class`. It overrides :meth:`trunk` only where the body is more than a residual
     ``Sequential`` (ENLCN's long skip, LCoAN's shared attention). The base adds no parameters, so the key
     layout of every network is the official one.
@@ -172,6 +245,29 @@ class SRNetwork(nn.Module):
         if self.attention_class is None:
             return []
         return [(n, m) for n, m in self.named_modules() if isinstance(m, self.attention_class)]
+
+    def build_edsr_layout(self, make_body: Callable[[], Iterable[nn.Module]], *, conv: ConvFactory = default_conv,
+                          kernel_size: int = 3, unused_a: bool = False) -> None:
+        """Create and register ``[a,] sub_mean, add_mean, head, body, tail`` from ``self.cfg``, in this order.
+
+        The EDSR layout that EDSR, NLSN, DLSN and HSPAN share, in their official construction and
+        ``state_dict`` order: ``head = [conv(n_colors -> F)]``, ``body = [*make_body(), conv(F -> F)]`` (called
+        after the head is built, so a seeded construction draws the official initial weights),
+        ``tail = [Upsampler(scale), conv(F -> n_colors)]``; ``F = cfg.n_feats``, convolutions ``kernel_size``
+        wide. ``unused_a``: the unused 1-element parameter ``a`` of the DLSN / HSPAN / LCoAN code, first in their
+        checkpoints.
+
+        Raises:
+            ValueError: ``cfg.scale`` not supported by :class:`Upsampler`.
+        """
+        cfg, F, k = self.cfg, self.cfg.n_feats, kernel_size
+        if unused_a:
+            self.a = nn.Parameter(torch.zeros(1))  # unused in the forward pass, kept for checkpoint compatibility
+        self.sub_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=-1)
+        self.add_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=1)
+        self.head = nn.Sequential(conv(cfg.n_colors, F, k))
+        self.body = nn.Sequential(*make_body(), conv(F, F, k))
+        self.tail = nn.Sequential(Upsampler(conv, cfg.scale, F), conv(F, cfg.n_colors, k))
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """Deep features after the head: ``(B, F, h, w)`` -> ``(B, F, h, w)``; default ``body(x) + x``."""
@@ -203,4 +299,20 @@ def config_from_official_args(config_cls: type, args: Mapping[str, Any], names: 
     for field, (official, default) in (renames or {}).items():
         values[field] = args.get(official, default)
     return config_cls(scale=int(scale), **values)
+
+
+def official_config_reader(config_cls: type, names: Sequence[str],
+                           renames: Mapping[str, tuple[str, Any]] | None = None) -> Callable[[Mapping[str, Any]], Any]:
+    """The ``config_from_official(cfg)`` function of a network module: :func:`config_from_official_args` with
+    ``config_cls``, ``names`` and ``renames`` fixed.
+
+    The returned function maps the ``config`` dict of a reference case / state-dict listing (the official
+    ``args``) to a ``config_cls`` and raises ``KeyError`` if the dict lacks one of ``names``.
+    """
+    def config_from_official(cfg: Mapping[str, Any]) -> Any:
+        return config_from_official_args(config_cls, cfg, names, renames)
+
+    config_from_official.__doc__ = (f":class:`{config_cls.__name__}` from the ``config`` dict of a reference case / "
+                                    "state-dict listing (official ``args``).")
+    return config_from_official
 

@@ -29,13 +29,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn as nn
 
 from srlib._checks import check_choice, check_sr_config
 from srlib.attention.gla import LSS_VARIANTS, ROUND_WEIGHTS, GlobalLearnableAttention
-from srlib.models.common import (DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, config_from_official_args,
-                                 default_conv)
+from srlib.models.common import AttentionGroup, ResBlockStack, SRNetwork, official_config_reader
 from srlib.models.registry import register_model
 
 __all__ = ["DLSN", "DLSNConfig", "GLAFFM", "LFFB", "config_from_official"]
@@ -89,20 +87,22 @@ class DLSNConfig:
         return cls(**base)
 
 
-class LFFB(nn.Sequential):
+#: :class:`DLSNConfig` from the ``config`` dict of a reference case / state-dict listing (official ``args``).
+config_from_official = official_config_reader(DLSNConfig, (
+    "n_resgroups", "n_resblocks", "n_feats", "reduction", "chunk_size", "n_hashes", "res_scale", "rgb_range",
+    "n_colors"))
+
+
+class LFFB(ResBlockStack):
     """Local features fusion block (paper Sec. 3.2.1): ``n_resblocks`` simplified residual blocks.
 
     Each block is ``x + conv3x3(ReLU(conv3x3(x)))`` (no batch norm, no residual scaling; the official class
-    named ``LFFB`` is one such block). ``(B, F, H, W) -> (B, F, H, W)``.
+    named ``LFFB`` is one such block). ``(B, F, H, W) -> (B, F, H, W)``; see
+    :class:`~srlib.models.common.ResBlockStack`.
     """
 
-    def __init__(self, n_feats: int, n_resblocks: int, kernel_size: int = 3) -> None:
-        super().__init__(
-            *[ResBlock(default_conv, n_feats, kernel_size, act=nn.ReLU(True)) for _ in range(n_resblocks)]
-        )  # res_scale 1: the official blocks ignore their res_scale argument
 
-
-class GLAFFM(nn.Module):
+class GLAFFM(AttentionGroup):
     """Global-learnable-attention-based features fusion module (paper Sec. 3.2, Fig. 2; Eq. 7 for the chain).
 
     ``F_i = F_{i-1} + res_scale * conv3x3(GLA(LFFB(F_{i-1})))``; ``body = [LFFB blocks..., GLA, conv]`` flat, so
@@ -119,28 +119,15 @@ class GLAFFM(nn.Module):
 
     def __init__(
         self,
-        n_feats: int,
-        n_resblocks: int,
-        reduction: int = 4,
-        chunk_size: int = 128,
-        n_hashes: int = 3,
-        res_scale: float = 0.1,
-        gla_res_scale: float = 1.0,
-        lss_variant: str = "official",
-        round_weights: str = "official",
+        n_feats: int, n_resblocks: int,
+        reduction: int = 4, chunk_size: int = 128, n_hashes: int = 3,  # GLA: C / C', bucket size l, rounds R
+        res_scale: float = 0.1, gla_res_scale: float = 1.0,  # GLAFFM branch, GLA's own residual (official 1)
+        lss_variant: str = "official", round_weights: str = "official",
     ) -> None:
-        super().__init__()
-        self.n_resblocks = n_resblocks
-        modules: list[nn.Module] = list(LFFB(n_feats, n_resblocks))
-        modules.append(
-            GlobalLearnableAttention(
-                n_hashes=n_hashes, channels=n_feats, k_size=3, reduction=reduction, chunk_size=chunk_size,
-                res_scale=gla_res_scale, lss_variant=lss_variant, round_weights=round_weights,
-            )
-        )
-        modules.append(default_conv(n_feats, n_feats, 3))  # feature refinement layer
-        self.body = nn.Sequential(*modules)
-        self.res_scale = res_scale
+        super().__init__(n_feats, n_resblocks, res_scale, lambda: GlobalLearnableAttention(
+            n_hashes=n_hashes, channels=n_feats, k_size=3, reduction=reduction, chunk_size=chunk_size,
+            res_scale=gla_res_scale, lss_variant=lss_variant, round_weights=round_weights,
+        ))
 
     @property
     def lffb(self) -> nn.Sequential:
@@ -151,9 +138,6 @@ class GLAFFM(nn.Module):
     def attention(self) -> GlobalLearnableAttention:
         """The GLA of this module."""
         return self.body[self.n_resblocks]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x) * self.res_scale
 
 
 class DLSN(SRNetwork):
@@ -183,34 +167,15 @@ class DLSN(SRNetwork):
         if cfg.round_weights not in ROUND_WEIGHTS:
             raise ValueError(f"round_weights must be one of {ROUND_WEIGHTS}, got {cfg.round_weights!r}")
         self.cfg = cfg
-        conv, F = default_conv, cfg.n_feats
-        # registration order = official state_dict order: a, sub_mean, add_mean, head, body, tail
-        self.a = nn.Parameter(torch.zeros(1))  # unused in the forward pass, kept for checkpoint compatibility
-        self.sub_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=-1)
-        self.add_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=1)
-        self.head = nn.Sequential(conv(cfg.n_colors, F, 3))  # Eq. (3)
-        body: list[nn.Module] = [
-            GLAFFM(
-                F, cfg.n_resblocks, reduction=cfg.reduction, chunk_size=cfg.chunk_size, n_hashes=cfg.n_hashes,
-                res_scale=cfg.res_scale, gla_res_scale=cfg.gla_res_scale, lss_variant=cfg.lss_variant,
-                round_weights=cfg.round_weights,
-            )
-            for _ in range(cfg.n_resgroups)
-        ]
-        body.append(conv(F, F, 3))
-        self.body = nn.Sequential(*body)  # Eq. (4), (7)
-        self.tail = nn.Sequential(Upsampler(conv, cfg.scale, F), conv(F, cfg.n_colors, 3))  # Eq. (5)
+        # a, sub_mean, add_mean, head (Eq. 3), body = [GLAFFMs, conv] (Eqs. 4, 7), tail (Eq. 5): official order
+        def glaffm() -> GLAFFM:
+            return GLAFFM(cfg.n_feats, cfg.n_resblocks, reduction=cfg.reduction, chunk_size=cfg.chunk_size,
+                          n_hashes=cfg.n_hashes, res_scale=cfg.res_scale, gla_res_scale=cfg.gla_res_scale,
+                          lss_variant=cfg.lss_variant, round_weights=cfg.round_weights)
 
+        self.build_edsr_layout(lambda: [glaffm() for _ in range(cfg.n_resgroups)], unused_a=True)
 
 
 @register_model("dlsn", DLSNConfig)
 def build_dlsn(cfg: DLSNConfig) -> DLSN:
     return DLSN(cfg)
-
-
-def config_from_official(cfg: dict) -> DLSNConfig:
-    """:class:`DLSNConfig` from the ``config`` dict of a reference case / state-dict listing (official ``args``)."""
-    return config_from_official_args(
-        DLSNConfig, cfg,
-        ("n_resgroups", "n_resblocks", "n_feats", "reduction", "chunk_size",
-         "n_hashes", "res_scale", "rgb_range", "n_colors"))

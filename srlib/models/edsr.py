@@ -20,11 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
-
 from srlib._checks import check_int, check_sr_config
 
-from .common import DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, default_conv
+from .common import ResBlock, SRNetwork, default_conv
 from .registry import register_model
 
 __all__ = ["EDSR", "EDSRConfig"]
@@ -78,16 +76,9 @@ class EDSR(SRNetwork):
         super().__init__()
         self.cfg = cfg
         f, k = cfg.n_feats, cfg.kernel_size
-        # sub_mean / add_mean first: the official state_dict order (sub_mean, add_mean, head, body, tail)
-        self.sub_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=-1)
-        self.add_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=1)
-        self.head = nn.Sequential(conv(cfg.n_colors, f, k))
-        self.body = nn.Sequential(
-            *[ResBlock(conv, f, k, res_scale=cfg.res_scale) for _ in range(cfg.n_resblocks)],
-            conv(f, f, k),
-        )
-        self.tail = nn.Sequential(Upsampler(conv, cfg.scale, f), conv(f, cfg.n_colors, k))
-
+        # the official state_dict order: sub_mean, add_mean, head, body = [ResBlocks, conv], tail
+        self.build_edsr_layout(lambda: [ResBlock(conv, f, k, res_scale=cfg.res_scale) for _ in range(cfg.n_resblocks)],
+                               conv=conv, kernel_size=k)
 
 
 @register_model("edsr", EDSRConfig)

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from srlib._checks import check_choice, check_int, check_number, check_sr_config
 from srlib.attention.enla import ENLCA, redraw_projections
-from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, default_conv
+from srlib.models.common import DIV2K_MEAN, MeanShift, SRNetwork, Upsampler, attention_every, default_conv
 from srlib.models.registry import register_model
 
 __all__ = ["ENLCN", "ENLCNConfig", "ContrastiveTerm", "build_enlcn"]
@@ -132,11 +132,7 @@ class ENLCN(SRNetwork):
         # (sub_mean, add_mean, head, body, tail).
         self.sub_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=-1)
         head = [conv(cfg.n_colors, n_feats, 3)]
-        body: list[nn.Module] = [enlca()]
-        for i in range(cfg.n_resblocks):
-            body.append(ResBlock(conv, n_feats, 3, act=nn.ReLU(True), res_scale=cfg.res_scale))
-            if (i + 1) % cfg.attn_every == 0:
-                body.append(enlca())
+        body = attention_every(enlca, cfg.n_resblocks, cfg.attn_every, n_feats, cfg.res_scale, conv)
         body.append(conv(n_feats, n_feats, 3))
         tail = [Upsampler(conv, cfg.scale, n_feats), conv(n_feats, cfg.n_colors, 3)]
         self.add_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=1)

@@ -30,14 +30,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn as nn
-
 from srlib._checks import check_choice, check_sr_config
 from srlib.attention.hspa import HSPA
 from srlib.attention.softthreshold import MODES, _check_topk
-from srlib.models.common import (DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, config_from_official_args,
-                                 default_conv)
+from srlib.models.common import AttentionGroup, ResBlockStack, SRNetwork, official_config_reader
 from srlib.models.registry import register_model
 
 __all__ = ["HSPAM", "HSPAN", "HSPANConfig", "HSPANSConfig", "LEB", "attention_indices"]
@@ -106,6 +102,11 @@ class HSPANSConfig(HSPANConfig):
         return cls(**base)
 
 
+#: :class:`HSPANConfig` from the ``config`` dict of a reference case / state-dict listing (official ``args``).
+config_from_official = official_config_reader(HSPANConfig, (
+    "n_resgroups", "n_resblocks", "n_feats", "reduction", "topk", "res_scale", "rgb_range", "n_colors"))
+
+
 def attention_indices(cfg: HSPANConfig) -> tuple[int, ...]:
     """0-based indices of the HSPAMs that contain an HSPA for ``cfg.attention_at``.
 
@@ -129,20 +130,16 @@ def attention_indices(cfg: HSPANConfig) -> tuple[int, ...]:
     return idx
 
 
-class LEB(nn.Sequential):
+class LEB(ResBlockStack):
     """Locality exploration block (paper Sec. III-B1): ``n_resblocks`` simplified residual blocks.
 
     Each block is ``x + conv3x3(ReLU(conv3x3(x)))`` (no batch norm, no residual scaling; the official class
-    named ``LEB`` is one such block). ``(B, F, H, W) -> (B, F, H, W)``.
+    named ``LEB`` is one such block). ``(B, F, H, W) -> (B, F, H, W)``; see
+    :class:`~srlib.models.common.ResBlockStack`.
     """
 
-    def __init__(self, n_feats: int, n_resblocks: int, kernel_size: int = 3) -> None:
-        super().__init__(*[
-            ResBlock(default_conv, n_feats, kernel_size, act=nn.ReLU(True), res_scale=1.0) for _ in range(n_resblocks)
-        ])
 
-
-class HSPAM(nn.Module):
+class HSPAM(AttentionGroup):
     """High-similarity-pass attention-based module (paper Sec. III-B, Fig. 3; Eq. 5 for the chain).
 
     ``F_i = F_{i-1} + res_scale · conv3x3(HSPA(LEB(F_{i-1})))``; ``body = [LEB blocks..., HSPA, conv]`` flat, so
@@ -159,34 +156,23 @@ class HSPAM(nn.Module):
 
     def __init__(
         self,
-        n_feats: int,
-        n_resblocks: int,
-        reduction: int = 2,
-        res_scale: float = 0.1,
-        topk: int | None = 128,
-        mode: str = "exact",
-        normalizer: str = "st",
+        n_feats: int, n_resblocks: int,
+        reduction: int = 2, res_scale: float = 0.1,  # HSPA: C / C'; branch and HSPA residual scale
+        topk: int | None = 128, mode: str = "exact", normalizer: str = "st",  # HSPA's soft thresholding
         with_attention: bool = True,
     ) -> None:
-        super().__init__()
-        self.n_resblocks = n_resblocks
-        modules: list[nn.Module] = list(LEB(n_feats, n_resblocks))
-        if with_attention:
-            modules.append(HSPA(
+        def hspa() -> HSPA:
+            return HSPA(
                 channel=n_feats, reduction=reduction, res_scale=res_scale, topk=topk, mode=mode, normalizer=normalizer
-            ))
-        modules.append(default_conv(n_feats, n_feats, 3))  # feature refinement layer
-        self.body = nn.Sequential(*modules)
-        self.res_scale = res_scale
+            )
+
+        super().__init__(n_feats, n_resblocks, res_scale, hspa if with_attention else None)
 
     @property
     def attention(self) -> HSPA | None:
         """The HSPA of this module, or ``None``."""
         m = self.body[self.n_resblocks]
         return m if isinstance(m, HSPA) else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x) * self.res_scale
 
 
 class HSPAN(SRNetwork):
@@ -212,23 +198,12 @@ class HSPAN(SRNetwork):
         _check_topk(cfg.topk)
         self.cfg = cfg
         with_attn = set(attention_indices(cfg))
-        conv, F = default_conv, cfg.n_feats
-        # registration order = official state_dict order: a, sub_mean, add_mean, head, body, tail
-        self.a = nn.Parameter(torch.zeros(1))  # unused in the forward pass, kept for checkpoint compatibility
-        self.sub_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=-1)
-        self.add_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=1)
-        self.head = nn.Sequential(conv(cfg.n_colors, F, 3))  # Eq. (1)
-        body: list[nn.Module] = [
-            HSPAM(
-                F, cfg.n_resblocks, reduction=cfg.reduction, res_scale=cfg.res_scale, topk=cfg.topk,
-                mode=cfg.st_mode, normalizer=cfg.normalizer, with_attention=i in with_attn,
-            )
-            for i in range(cfg.n_resgroups)
-        ]
-        body.append(conv(F, F, 3))
-        self.body = nn.Sequential(*body)  # Eq. (2)
-        self.tail = nn.Sequential(Upsampler(conv, cfg.scale, F), conv(F, cfg.n_colors, 3))  # Eq. (3)
+        # a, sub_mean, add_mean, head (Eq. 1), body = [HSPAMs, conv] (Eqs. 2, 5), tail (Eq. 3): official order
+        def hspam(i: int) -> HSPAM:
+            return HSPAM(cfg.n_feats, cfg.n_resblocks, reduction=cfg.reduction, res_scale=cfg.res_scale, topk=cfg.topk,
+                         mode=cfg.st_mode, normalizer=cfg.normalizer, with_attention=i in with_attn)
 
+        self.build_edsr_layout(lambda: [hspam(i) for i in range(cfg.n_resgroups)], unused_a=True)
 
     def set_topk(self, topk: int | None, mode: str | None = None) -> None:
         """Change the ST top-k (and optionally the mode) of every HSPA, e.g. at test time (paper Fig. 6)."""
@@ -246,11 +221,3 @@ def build_hspan(cfg: HSPANConfig) -> HSPAN:
 @register_model("hspan_s", HSPANSConfig)
 def build_hspan_s(cfg: HSPANSConfig) -> HSPAN:
     return HSPAN(cfg)
-
-
-def config_from_official(cfg: dict) -> HSPANConfig:
-    """:class:`HSPANConfig` from the ``config`` dict of a reference case / state-dict listing (official ``args``)."""
-    return config_from_official_args(
-        HSPANConfig, cfg,
-        ("n_resgroups", "n_resblocks", "n_feats", "reduction", "topk",
-         "res_scale", "rgb_range", "n_colors"))

@@ -34,8 +34,8 @@ import torch.nn as nn
 
 from srlib._checks import check_choice, check_number, check_sr_config
 from srlib.attention.lcoa import EMA_TARGETS, LearnableCollaborativeAttention, SharedAttention
-from srlib.models.common import (DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, config_from_official_args,
-                                 default_conv)
+from srlib.models.common import (DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, default_conv,
+                                 official_config_reader)
 from srlib.models.registry import register_model
 
 __all__ = ["FAU", "LCoAN", "LCoANConfig", "RCABNoCA", "config_from_official"]
@@ -88,6 +88,13 @@ class LCoANConfig:
         base = dict(n_resgroups=2, n_resblocks=1, n_feats=32, n_clusters=16, window_size=48)
         base.update(overrides)
         return cls(**base)
+
+
+#: :class:`LCoANConfig` from the official ``args`` attributes (a reference case's ``config``); ``n_rounds`` is
+#: the official ``n_hashes``.
+config_from_official = official_config_reader(LCoANConfig, (
+    "n_resgroups", "n_resblocks", "n_feats", "reduction", "n_clusters", "window_size", "ema_decay", "res_scale",
+    "rgb_range", "n_colors"), renames={"n_rounds": ("n_hashes", 1)})
 
 
 class RCABNoCA(ResBlock):
@@ -185,11 +192,3 @@ class LCoAN(SRNetwork):
 @register_model("lcoan", LCoANConfig)
 def build_lcoan(cfg: LCoANConfig) -> LCoAN:
     return LCoAN(cfg)
-
-
-def config_from_official(cfg: dict) -> LCoANConfig:
-    """:class:`LCoANConfig` from the official ``args`` attributes (a reference case's ``config``)."""
-    return config_from_official_args(
-        LCoANConfig, cfg,
-        ("n_resgroups", "n_resblocks", "n_feats", "reduction", "n_clusters", "window_size",
-         "ema_decay", "res_scale", "rgb_range", "n_colors"), renames={"n_rounds": ("n_hashes", 1)})

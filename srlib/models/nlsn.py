@@ -14,11 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn as nn
-
 from srlib._checks import check_sr_config
 from srlib.attention.nlsa import NonLocalSparseAttention
-from srlib.models.common import DIV2K_MEAN, MeanShift, ResBlock, SRNetwork, Upsampler, default_conv
+from srlib.models.common import SRNetwork, attention_every
 from srlib.models.registry import register_model
 
 __all__ = ["NLSN", "NLSNConfig"]
@@ -78,27 +76,16 @@ class NLSN(SRNetwork):
         super().__init__()
         cfg = cfg or NLSNConfig()
         self.cfg = cfg
-        conv, F = default_conv, cfg.n_feats
 
         def nlsa() -> NonLocalSparseAttention:
             return NonLocalSparseAttention(
-                n_hashes=cfg.n_hashes, channels=F, k_size=3, reduction=cfg.reduction,
+                n_hashes=cfg.n_hashes, channels=cfg.n_feats, k_size=3, reduction=cfg.reduction,
                 chunk_size=cfg.chunk_size, res_scale=cfg.res_scale,
             )
 
-        # Registration order = state_dict order of the official checkpoints: sub_mean, add_mean, head, body, tail.
-        self.sub_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=-1)
-        self.add_mean = MeanShift(cfg.rgb_range, DIV2K_MEAN, sign=1)
-        self.head = nn.Sequential(conv(cfg.n_colors, F, 3))
-        body: list[nn.Module] = [nlsa()]
-        for i in range(cfg.n_resblocks):
-            body.append(ResBlock(conv, F, 3, act=nn.ReLU(True), res_scale=cfg.res_scale))
-            if (i + 1) % cfg.attn_every == 0:
-                body.append(nlsa())
-        body.append(conv(F, F, 3))
-        self.body = nn.Sequential(*body)
-        self.tail = nn.Sequential(Upsampler(conv, cfg.scale, F), conv(F, cfg.n_colors, 3))
-
+        # sub_mean, add_mean, head, body = [NLSA, (ResBlock x 8, NLSA) ..., conv], tail: the official order
+        self.build_edsr_layout(
+            lambda: attention_every(nlsa, cfg.n_resblocks, cfg.attn_every, cfg.n_feats, cfg.res_scale))
 
 
 @register_model("nlsn", NLSNConfig)
