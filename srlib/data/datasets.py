@@ -27,11 +27,9 @@ generator per worker).
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 

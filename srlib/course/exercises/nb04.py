@@ -34,7 +34,7 @@ def _support_at_scale(scale: float) -> float:
 def _temperature(answer):
     want = _support_at_scale(0.1)
     got = float(answer)
-    return abs(got - want) < 0.05, f"mean ST support at n = 400, scale 0.1 (to two decimals)"
+    return abs(got - want) < 0.05, "mean ST support at n = 400, scale 0.1 (to two decimals)"
 
 
 @checks("04.3")
