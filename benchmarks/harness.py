@@ -209,6 +209,9 @@ def run_threads(args, cases, threads: int, clock: str) -> tuple[list[dict], dict
                           f"{', '.join(args.cases)} ({', '.join(args.modes)}; {threads} thread(s); "
                           f"clock: {clock_name}; load average {info.get('loadavg', '?')}); "
                           f"the other rows are from the earlier run")
+        previous = _previous_merges(args.out / f"{label}.md")
+        if previous:  # earlier --merge runs of the same file stay on record
+            info["merged"] = f"{previous} | then {info['merged']}"
     rows.sort(key=lambda r: (MODES.index(r["mode"]), order.index(r["case"]) if r["case"] in order else len(order),
                              r["side"]))
     paths = write_results(rows, args.out, info, label, figure=plot_benchmark(rows, info, label))
@@ -220,6 +223,16 @@ def run_threads(args, cases, threads: int, clock: str) -> tuple[list[dict], dict
     for kind, p in paths.items():
         print(f"wrote {kind}: {p}")
     return rows, info
+
+
+def _previous_merges(md: Path) -> str:
+    """The ``merged = ...`` note of an existing result file's machine line ('' if none)."""
+    if not md.is_file():
+        return ""
+    for line in md.read_text().splitlines()[:6]:
+        if line.startswith("Machine:") and "merged = " in line:
+            return line.split("merged = ", 1)[1].split("; wall_time_s = ")[0].strip()
+    return ""
 
 
 if __name__ == "__main__":

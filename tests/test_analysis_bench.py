@@ -310,6 +310,21 @@ def test_harness_merge_replaces_only_the_re_measured_rows():
                    ("ENLA-m16", "forward+backward", 10): 5.0}
 
 
+def test_harness_keeps_the_notes_of_earlier_merges(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("harness", Path(__file__).parents[1] / "benchmarks" / "harness.py")
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    md = tmp_path / "m.md"
+    assert harness._previous_merges(md) == ""
+    md.write_text("# t\n\nMachine: cpu = x; clock = wall; wall_time_s = 3\n")
+    assert harness._previous_merges(md) == ""
+    md.write_text("# t\n\nMachine: cpu = x; wall_time_s = 3; merged = 10:00 UTC: re-measured A (forward)\n")
+    assert harness._previous_merges(md) == "10:00 UTC: re-measured A (forward)"
+
+
 def test_cpu_clock_counts_work_not_waiting():
     import time
 
