@@ -60,7 +60,6 @@ from srlib.attention.buckets import (
     bucketed_attention,
     combine_rounds,
     look_around,
-    look_around_at,
     n_hash_buckets,
 )
 from srlib.attention.hashing import argmax_hash
@@ -314,29 +313,27 @@ class GlobalLearnableAttention(nn.Module):
         )
         return codes, projections, n_buckets
 
-    def learnable_score(self, feats: torch.Tensor, layout: BucketLayout, chunks: tuple[int, int] | None = None,
-                        mlp_out: torch.Tensor | None = None) -> torch.Tensor:
-        """The learned term ``s_l(i, j)`` for every query slot ``i`` and candidate key ``j`` (Eq. 9, 11).
+    def learnable_score(self, feats: torch.Tensor, layout: BucketLayout) -> torch.Tensor:
+        """The learned term ``s_l(i, j)`` for every query slot ``i`` and candidate key ``j`` (Eq. 9, 11), whole.
+
+        The forward pass builds it whole only where it needs it (``keep_details``, the paper's round weights,
+        the paper's LSS variant); otherwise it hands the MLP rows of the keys to
+        :func:`~srlib.attention.buckets.bucketed_attention` (``key_bias``), which adds this same term block by
+        block.
 
         Args:
             feats: ``(B, L, C)`` LSS features ``f = ReLU(conv_assembly_fc(x))``.
             layout: the bucket layout of this call.
-            chunks: ``(start, stop)``: only those chunks (the blocked inference path of
-                :func:`~srlib.attention.buckets.bucketed_attention`); ``None``: all.
-            mlp_out: ``self.fc(layout.to_chunks(feats))`` if already computed (``(B, R, n, c, c_out)``).
         Returns:
-            ``(B, R, n, c, 3c)`` (``n = stop - start`` with ``chunks``), aligned with the scores of
-            :func:`~srlib.attention.buckets.bucketed_attention`.
+            ``(B, R, n, c, 3c)``, aligned with the scores of :func:`~srlib.attention.buckets.bucketed_attention`.
         """
-        if mlp_out is None:
-            mlp_out = self.fc(layout.to_chunks(feats))  # (B, R, n, c, c_out): the MLP of every row
+        mlp_out = self.fc(layout.to_chunks(feats))  # (B, R, n, c, c_out): the MLP of every row
         if self.lss_variant == "official":
             # MLP of every key row: (B, R, n, c, c_out); neighbours' rows -> (B, R, n, 3c, c_out). The MLP acts
             # row by row, so applying it before look_around equals the official order (after it), 3x cheaper.
-            per_key = look_around(mlp_out) if chunks is None else look_around_at(mlp_out, *chunks)  # [j, i]
-            return per_key.transpose(-1, -2)  # [i, j]: depends on the key j and the query's slot i only
+            return look_around(mlp_out).transpose(-1, -2)  # [j, i] -> [i, j]: the key j and the query's slot i
         # paper, Eq. (11): s_l(x_i) ∈ R^{3c}, one entry per candidate key in [own, prev, next] order.
-        return mlp_out if chunks is None else mlp_out[:, :, chunks[0]:chunks[1]]  # (B, R, n, c, 3c)
+        return mlp_out  # (B, R, n, c, 3c)
 
     # -- forward -------------------------------------------------------------------------------------------
 
