@@ -206,6 +206,8 @@ def test_key_bias_is_the_looked_around_rows_transposed():
     b = bucketed_attention(q, q, layout, score_bias=lambda lay: want)
     torch.testing.assert_close(a.ret, b.ret, rtol=0, atol=1e-13)
     torch.testing.assert_close(a.bucket_score, b.bucket_score, rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match=r"key_bias must be \(B, R, n, c, c\) = \(1, 2, 4, 6, 6\).*\(1, 2, 4, 6, 18\)"):
+        bucketed_attention(q, q, layout, key_bias=want)  # the per-query term is not a key bias
 
 
 @pytest.mark.parametrize("signed", [True, False])

@@ -271,6 +271,9 @@ def bucketed_attention(
 
     Returns:
         :class:`BucketedAttentionResult`.
+    Raises:
+        ValueError: ``q`` or ``v`` rows that do not match the layout (:meth:`BucketLayout.to_chunks`), or a
+            ``key_bias`` that is not ``(B, R, n, c, c)`` for this layout.
 
     **Blocks.** By default the scores of all chunks are computed in one pass when they (with the
     looked-around keys and values) fit the block budget of the device (:mod:`srlib.attention.blocking`, CPU
@@ -286,6 +289,9 @@ def bucketed_attention(
     """
     qc = layout.to_chunks(q)  # (B, R, n, c, Dq)
     vc = layout.to_chunks(v)  # (B, R, n, c, Dv)
+    if key_bias is not None and tuple(key_bias.shape) != tuple(qc.shape[:4]) + (qc.shape[3],):
+        raise ValueError(f"key_bias must be (B, R, n, c, c) = {tuple(qc.shape[:4]) + (qc.shape[3],)} for this "
+                         f"layout, got {tuple(key_bias.shape)}")
     kn = F.normalize(qc, p=2, dim=-1, eps=key_eps)  # keys, not yet looked around
     score = None
     if single_pass:
